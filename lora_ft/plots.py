@@ -1,0 +1,119 @@
+"""Figures for the notebooks; each function returns a matplotlib Figure and saves nothing itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+RUN_ORDER = {"majority": 0, "pretrained-baseline": 1, "lora": 2}
+
+
+def ordered(records: dict[str, dict]) -> list[dict]:
+    return sorted(records.values(), key=lambda r: (RUN_ORDER.get(r["kind"], 9), r["run"]))
+
+
+def save(fig, folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def class_balance(splits) -> plt.Figure:
+    names = splits["train"].features["label"].names
+    rows = [(split, names[label]) for split in splits for label in splits[split]["label"]]
+    frame = pd.DataFrame(rows, columns=["split", "label"])
+    share = frame.groupby("split")["label"].value_counts(normalize=True).rename("share").reset_index()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    sns.barplot(share, x="label", y="share", hue="split", order=names, hue_order=list(splits), ax=ax)
+    ax.set(title="Class balance per split (stratified: the same shares)", xlabel="", ylabel="share of split")
+    return fig
+
+
+def token_lengths(lengths, max_length: int) -> plt.Figure:
+    lengths = np.asarray(lengths)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.hist(lengths, bins=range(0, int(lengths.max()) + 2, 2), color="tab:blue")
+    ax.axvline(max_length, color="tab:red", linestyle="--",
+               label=f"max_length = {max_length} ({(lengths > max_length).mean():.2%} truncated)")
+    ax.set(title="Tokens per text (before truncation)", xlabel="tokens", ylabel="texts")
+    ax.legend()
+    return fig
+
+
+def metric_bars(records: dict[str, dict], metrics=("accuracy", "f1_macro")) -> plt.Figure:
+    rows = [(r["run"], m, r["metrics"][m]) for r in ordered(records) for m in metrics]
+    frame = pd.DataFrame(rows, columns=["run", "metric", "value"])
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    sns.barplot(frame, x="metric", y="value", hue="run", ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.3f", fontsize=8)
+    ax.set(title="Test metrics", ylim=(0, 1), xlabel="", ylabel="")
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def confusion_matrices(records: dict[str, dict]) -> plt.Figure:
+    runs = ordered(records)
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.8), squeeze=False)
+    for ax, record in zip(axes[0], runs):
+        matrix = np.asarray(record["confusion_matrix"])
+        share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)  # colour: recall per true class
+        sns.heatmap(share, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
+                    xticklabels=record["labels"], yticklabels=record["labels"])
+        ax.set(title=f"{record['run']} (acc {record['metrics']['accuracy']:.3f})", xlabel="predicted", ylabel="true")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(record: dict) -> plt.Figure:
+    history = record["train"]["history"]
+    train = [(h["epoch"], h["loss"]) for h in history if "loss" in h]
+    evals = [h for h in history if "eval_loss" in h]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.plot(*zip(*train), marker="o", label="training loss")
+    left.plot([h["epoch"] for h in evals], [h["eval_loss"] for h in evals], marker="o", label="validation loss")
+    left.set(title="Loss", xlabel="epoch")
+    left.legend()
+    for metric in ("eval_accuracy", "eval_f1_macro"):
+        right.plot([h["epoch"] for h in evals], [h[metric] for h in evals], marker="o", label=metric[5:])
+    right.set(title="Validation metrics", xlabel="epoch")
+    right.legend()
+    fig.tight_layout()
+    return fig
+
+
+def parameter_counts(records: dict[str, dict]) -> plt.Figure:
+    runs = [r for r in ordered(records) if r["params"]["total"]]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    names = [r["run"] for r in runs]
+    ax.barh(names, [r["params"]["total"] for r in runs], color="lightgray", label="total")
+    ax.barh(names, [max(r["params"]["trainable"], 1) for r in runs], color="tab:orange", label="trainable")
+    for i, r in enumerate(runs):
+        share = r["params"]["trainable"] / r["params"]["total"]
+        ax.text(r["params"]["total"], i, f" {share:.2%} trainable", va="center", fontsize=8)
+    ax.set(xscale="log", title="Parameters (log scale)", xlabel="parameters")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def summary_table(records: dict[str, dict]) -> pd.DataFrame:
+    rows = []
+    for r in ordered(records):
+        train = r.get("train") or {}
+        total = r["params"]["total"]
+        rows.append({
+            "run": r["run"],
+            "accuracy": round(r["metrics"]["accuracy"], 4),
+            "f1_macro": round(r["metrics"]["f1_macro"], 4),
+            "trainable params": f"{r['params']['trainable']:,}",
+            "trainable %": f"{r['params']['trainable'] / total:.2%}" if total else "-",
+            "train time (s)": train.get("seconds", "-"),
+            "train examples/s": train.get("examples_per_second", "-"),
+            "test examples": r["n_examples"],
+        })
+    return pd.DataFrame(rows)

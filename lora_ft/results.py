@@ -1,0 +1,105 @@
+"""One self-describing JSON per evaluated run under results/: the contract plots and the README read."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config
+from .errors import LoraFtError
+from .io import write_json_atomic
+from .training import score
+
+KINDS = ("majority", "pretrained-baseline", "lora")
+REQUIRED = ("run", "kind", "model", "dataset", "split", "n_examples", "labels", "metrics", "confusion_matrix",
+            "params", "config", "meta")
+REQUIRED_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "per_class")
+REQUIRED_TRAIN = ("seconds", "examples_per_second", "epochs", "history")
+REQUIRED_META = ("smoke", "seed", "versions", "device", "created")
+PACKAGES = ("torch", "transformers", "peft", "datasets", "evaluate")
+
+
+def build(run: str, kind: str, config: Config, labels: list[str], split: str, references, predictions,
+          params: dict, train: dict | None = None) -> dict:
+    """A results record for predictions on one split; train is the training section for trained runs."""
+    scores = score(references, predictions, labels)
+    result = {
+        "run": run,
+        "kind": kind,
+        "model": config.model,
+        "dataset": config.dataset,
+        "split": split,
+        "n_examples": int(len(references)),
+        "labels": list(labels),
+        "metrics": {name: scores[name] for name in REQUIRED_METRICS},
+        "confusion_matrix": scores["confusion_matrix"],
+        "params": params,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()},
+        "meta": meta(config),
+    }
+    if train is not None:
+        result["train"] = train
+    return result
+
+
+def meta(config: Config) -> dict:
+    import torch
+
+    versions = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    return {
+        "smoke": config.smoke,
+        "seed": config.seed,
+        "versions": versions,
+        "device": device,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def validate(result: dict) -> None:
+    """Raise if result breaks the contract; a trained run must carry its train section."""
+
+    def need(mapping, keys, where):
+        missing = [k for k in keys if k not in mapping]
+        if missing:
+            raise LoraFtError(f"results record {result.get('run')!r} lacks {where}{missing}: build it with results.build")
+
+    need(result, REQUIRED, "")
+    need(result["metrics"], REQUIRED_METRICS, "metrics.")
+    need(result["params"], ("trainable", "total"), "params.")
+    need(result["meta"], REQUIRED_META, "meta.")
+    if result["kind"] == "lora":
+        need(result, ("train",), "")
+        need(result["train"], REQUIRED_TRAIN, "train.")
+    n = len(result["labels"])
+    matrix = np.asarray(result["confusion_matrix"])
+    if matrix.shape != (n, n) or matrix.sum() != result["n_examples"]:
+        raise LoraFtError(f"results record {result['run']!r}: confusion matrix {matrix.shape} does not fit "
+                          f"{n} labels and {result['n_examples']} examples")
+
+
+def write(result: dict, results_dir: Path) -> Path:
+    validate(result)
+    path = Path(results_dir) / f"{result['run']}.json"
+    write_json_atomic(path, result)
+    return path
+
+
+def load_all(results_dir: Path) -> dict[str, dict]:
+    """Every results record in results_dir, by run name."""
+    records = {}
+    for path in sorted(Path(results_dir).glob("*.json")):
+        record = json.loads(path.read_text())
+        validate(record)
+        records[record["run"]] = record
+    return records

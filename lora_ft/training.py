@@ -1,0 +1,112 @@
+"""Train with the transformers Trainer and predict: the one loop every notebook and test uses."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import evaluate
+import numpy as np
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+
+from .config import Config
+
+METRIC_PATH = Path(__file__).parent / "metrics" / "classification_report.py"
+SUMMARY = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+
+
+@lru_cache(maxsize=1)
+def classification_metric():
+    """The project's evaluate metric, loaded from its file (no hub access)."""
+    return evaluate.load(str(METRIC_PATH))
+
+
+def score(references, predictions, labels: list[str]) -> dict:
+    return classification_metric().compute(predictions=predictions, references=references, labels=labels)
+
+
+def _compute_metrics(labels):
+    def compute(prediction) -> dict:
+        scores = score(prediction.label_ids, np.argmax(prediction.predictions, axis=-1), labels)
+        return {name: scores[name] for name in SUMMARY}
+
+    return compute
+
+
+def training_arguments(config: Config, output_dir: Path, **overrides) -> TrainingArguments:
+    args = dict(
+        output_dir=str(output_dir),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup,  # a float below 1 is a share of all steps
+        train_sampling_strategy="group_by_length",  # batches of similar length: less padding, faster steps
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,  # the best checkpoint is always kept as well
+        load_best_model_at_end=True,
+        metric_for_best_model="f1_macro",
+        logging_strategy="epoch",
+        seed=config.seed,
+        report_to="none",
+        dataloader_pin_memory=False,  # pinning only helps a GPU
+    )
+    args.update(overrides)
+    return TrainingArguments(**args)
+
+
+def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | None = None) -> Trainer:
+    labels = splits["train"].features["label"].names
+    callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
+    return Trainer(
+        model=model,
+        args=training_arguments(config, output_dir or config.paths.checkpoints),
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=_compute_metrics(labels),
+        callbacks=callbacks,
+    )
+
+
+def train(trainer: Trainer) -> dict:
+    """Run training; return the results file's train section (time, throughput, history)."""
+    start = time.perf_counter()
+    output = trainer.train()
+    seconds = time.perf_counter() - start
+    history = [
+        {k: v for k, v in entry.items() if k != "total_flos"}
+        for entry in trainer.state.log_history
+        if "loss" in entry or "eval_loss" in entry
+    ]
+    examples = len(trainer.train_dataset) * trainer.state.epoch
+    return {
+        "seconds": round(seconds, 1),
+        "examples_per_second": round(examples / output.metrics["train_runtime"], 2),
+        "epochs": trainer.state.epoch,
+        "best_epoch": _best_epoch(history, trainer.state.best_metric),
+        "best_validation_f1_macro": trainer.state.best_metric,
+        "history": history,
+    }
+
+
+def _best_epoch(history, best):
+    for entry in history:
+        if entry.get("eval_f1_macro") == best:
+            return entry["epoch"]
+    return None
+
+
+def predict_logits(model, tokenizer, dataset, batch_size: int = 128) -> np.ndarray:
+    """Logits for every example of dataset, in order, through the same Trainer machinery."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, report_to="none",
+                                 dataloader_pin_memory=False, disable_tqdm=True)
+        trainer = Trainer(model=model, args=args, processing_class=tokenizer,
+                          data_collator=DataCollatorWithPadding(tokenizer))
+        return trainer.predict(dataset).predictions

@@ -1,0 +1,64 @@
+import pytest
+
+from lora_ft import Config, ConfigError
+from lora_ft.config import SMOKE_LIMITS, smoke_from_env
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"r": 0}, "r="),
+        ({"r": 2.5}, "r="),
+        ({"alpha": 0}, "alpha="),
+        ({"learning_rate": -1e-4}, "learning_rate="),
+        ({"epochs": 0}, "epochs="),
+        ({"batch_size": 0}, "batch_size="),
+        ({"max_length": -1}, "max_length="),
+        ({"dropout": 1.0}, "dropout="),
+        ({"validation_fraction": 0.0}, "validation_fraction="),
+        ({"validation_fraction": 0.5, "test_fraction": 0.5}, "leaves no training data"),
+        ({"train_size": 0}, "train_size="),
+        ({"labels": ["negative"]}, "labels="),
+        ({"labels": ["a", "a"]}, "labels="),
+        ({"target_modules": []}, "target_modules"),
+        ({"early_stopping_patience": -1}, "early_stopping_patience="),
+    ],
+)
+def test_bad_values_are_rejected_with_the_setting_named(changes, named):
+    with pytest.raises(ConfigError, match=named) as error:
+        Config(smoke=False, **changes)
+    assert ": " in str(error.value)  # problem, then the fix
+
+
+def test_defaults_are_valid_and_replace_validates():
+    config = Config(smoke=False)
+    assert config.replace(r=16).r == 16
+    with pytest.raises(ConfigError, match="r="):
+        config.replace(r=-4)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        config.replace(rank=4)
+
+
+def test_small_mode_shrinks_but_never_grows():
+    small = Config(smoke=True)
+    assert (small.train_size, small.eval_size, small.epochs) == tuple(SMOKE_LIMITS.values())
+    assert Config(smoke=True, train_size=10).train_size == 10
+    assert small.paths.base.name == "smoke" and Config(smoke=False).paths.base != small.paths.base
+
+
+def test_smoke_switch_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("LORA_FT_SMOKE", "1")
+    assert smoke_from_env() and Config().smoke
+    monkeypatch.setenv("LORA_FT_SMOKE", "0")
+    assert not Config().smoke
+    monkeypatch.setenv("LORA_FT_SMOKE", "maybe")
+    with pytest.raises(ConfigError, match="LORA_FT_SMOKE"):
+        Config()
+
+
+def test_saved_config_round_trips(tmp_path):
+    config = Config(smoke=False, labels=("negative", "positive"), target_modules=("query",), r=4)
+    config.save(tmp_path / "config.json")
+    assert Config.load(tmp_path / "config.json", smoke=False) == config
+    with pytest.raises(ConfigError, match="no saved configuration"):
+        Config.load(tmp_path / "missing.json")

@@ -1,0 +1,82 @@
+"""LoRA behaviour on the real default model: reload, merge, frozen base weights, targets."""
+
+import numpy as np
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from lora_ft import Config, ConfigError, data
+from lora_ft.modeling import (add_lora, changed_base_weights, count_params, frozen_snapshot, load_adapter,
+                              load_model, load_tokenizer, lora_targets, save_adapter)
+from lora_ft.training import build_trainer, predict_logits, train
+
+LABELS = ["negative", "neutral", "positive"]
+TEXTS = [
+    ("I hate waiting on hold for hours", 0), ("terrible service, lost my bag", 0), ("worst flight ever", 0),
+    ("the flight leaves at noon", 1), ("gate 12 is in terminal B", 1), ("the car drives itself", 1),
+    ("loved the crew, great trip", 2), ("amazing service, thank you", 2), ("best airline, landed early", 2),
+]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    config = Config(smoke=True, output_root=str(tmp_path_factory.mktemp("run")), learning_rate=5e-2,
+                    epochs=2.0, batch_size=3, early_stopping_patience=0)
+    tokenizer = load_tokenizer(config.model)
+    features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
+    split = Dataset.from_dict({"text": [t for t, _ in TEXTS], "label": [y for _, y in TEXTS]}, features=features)
+    splits = data.tokenize(DatasetDict(train=split, validation=split, test=split), tokenizer, config.max_length)
+    base_logits = predict_logits(load_model(config.model, LABELS, config.seed), tokenizer, splits["test"])
+
+    model = add_lora(load_model(config.model, LABELS, config.seed), config)
+    snapshot = frozen_snapshot(model)
+    lora_b_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    train_info = train(build_trainer(config, model, tokenizer, splits))
+    save_adapter(model, tokenizer, config, LABELS, config.paths.adapter)
+    return dict(config=config, tokenizer=tokenizer, splits=splits, model=model, snapshot=snapshot,
+                lora_b_before=lora_b_before, base_logits=base_logits, train_info=train_info)
+
+
+def test_training_moved_the_adapters_but_not_the_pretrained_weights(setup):
+    model = setup["model"]
+    moved = [n for n, p in model.named_parameters() if "lora_B" in n and not torch.equal(p, setup["lora_b_before"][n])]
+    assert len(moved) == len(setup["lora_b_before"]) > 0  # B left zero: the model really trained
+    assert changed_base_weights(model, setup["snapshot"]) == []
+    assert len(setup["train_info"]["history"]) >= 2
+
+
+def test_disabling_the_adapter_gives_back_the_base_model(setup):
+    model, tokenizer, test = setup["model"], setup["tokenizer"], setup["splits"]["test"]
+    adapted = predict_logits(model, tokenizer, test)
+    with model.disable_adapter():
+        base = predict_logits(model, tokenizer, test)
+    assert not np.allclose(adapted, setup["base_logits"], atol=1e-3)
+    np.testing.assert_allclose(base, setup["base_logits"], atol=1e-5)
+
+
+def test_saved_adapter_reloads_to_identical_logits(setup):
+    config, tokenizer, test = setup["config"], setup["tokenizer"], setup["splits"]["test"]
+    files = {f.name for f in config.paths.adapter.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "lora_ft_config.json"} <= files
+    reloaded = load_adapter(config.paths.adapter, config, LABELS)
+    np.testing.assert_allclose(predict_logits(reloaded, tokenizer, test),
+                               predict_logits(setup["model"], tokenizer, test), atol=1e-6)
+
+
+def test_merged_model_predicts_like_the_adapter_model(setup):
+    config, tokenizer, test = setup["config"], setup["tokenizer"], setup["splits"]["test"]
+    merged = load_adapter(config.paths.adapter, config, LABELS, merge=True)
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    adapter_logits = predict_logits(setup["model"], tokenizer, test)
+    merged_logits = predict_logits(merged, tokenizer, test)
+    np.testing.assert_allclose(merged_logits, adapter_logits, atol=1e-4)
+    assert (merged_logits.argmax(-1) == adapter_logits.argmax(-1)).all()
+
+
+def test_default_targets_and_budget_and_unknown_target():
+    model = load_model(Config().model, LABELS, seed=0)
+    assert lora_targets(model, None) == ["query", "value"]
+    with pytest.raises(ConfigError, match=r"target_modules \['q_proj'\] are not linear layers of bert: choose from"):
+        lora_targets(model, ("q_proj",))
+    params = count_params(add_lora(model, Config(smoke=False)))
+    assert 0 < params["trainable"] <= 0.02 * params["total"]
