@@ -87,12 +87,13 @@ class Config:
     alpha: float = 16.0  # LoRA scale numerator: the update is (alpha / r) * B A
     dropout: float = 0.1  # dropout on the adapter's input during training
     target_modules: tuple[str, ...] | None = None  # layers that get adapters; None: peft's choice for the architecture
+    modules_to_save: tuple[str, ...] | None = None  # layers trained in full beside the classifier; None: the pooler if any
 
     # training
     learning_rate: float = 1e-3  # peak AdamW step size; LoRA takes ~10x a full fine-tune's
-    epochs: float = 3.0  # passes over the training split (an upper bound: early stopping may end sooner)
+    epochs: float = 2.0  # passes over the training split (an upper bound: early stopping may end sooner)
     batch_size: int = 32  # training examples per optimizer step
-    eval_batch_size: int = 128  # examples per forward pass when evaluating
+    eval_batch_size: int = 64  # examples per forward pass when evaluating
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     warmup: float = 0.06  # share of the steps spent warming the learning rate up from 0
     early_stopping_patience: int = 1  # epochs without a better validation macro-F1 before stopping
@@ -103,8 +104,9 @@ class Config:
     def __post_init__(self):
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(self.labels))
-        if self.target_modules is not None:
-            object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        for name in ("target_modules", "modules_to_save"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.smoke:  # shrink, never grow, what the user asked for
             for name, limit in SMOKE_LIMITS.items():
                 value = getattr(self, name)

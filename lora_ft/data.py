@@ -8,11 +8,13 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, disable_progress_bars, load_from_disk
 
 from .config import DEFAULT_DATASET, Config, Paths
 from .errors import DataError
 from .io import replace_dir_atomic, write_json_atomic
+
+disable_progress_bars()  # map/save bars of a few seconds each only clutter the notebooks
 
 SPLITS = ("train", "validation", "test")
 READERS = {  # local file suffix -> pandas reader

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,15 +29,21 @@ def resolve_model(name: str) -> str:
     return name
 
 
+# peft calls a transformers method that transformers 5 deprecates; nothing a user of this package can change
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 @contextlib.contextmanager
 def _quiet_transformers():
-    """Hide the load report that lists the new classification head as 'missing': that is expected."""
+    """Hide the load report that lists the new head as 'missing' (expected) and the loading bar."""
     level = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     try:
         yield
     finally:
         transformers.logging.set_verbosity(level)
+        transformers.logging.enable_progress_bar()
 
 
 def load_tokenizer(name: str):
@@ -74,6 +81,23 @@ def lora_targets(model, wanted: tuple[str, ...] | None) -> list[str]:
     return list(wanted)
 
 
+def head_modules(model, wanted: tuple[str, ...] | None) -> list[str]:
+    """Layers besides the classifier that belong to the task head and train in full.
+
+    BERT classifies from its pooler, a dense layer on the [CLS] token. Checkpoints trained for other
+    objectives (all-MiniLM-L6-v2 was tuned with mean pooling) leave it untrained for this use, so by default
+    it learns with the classifier. peft's task type SEQ_CLS already adds the classifier itself.
+    """
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    if wanted is None:
+        return [name for name in ("pooler",) if name in present]
+    missing = [name for name in wanted if name not in present]
+    if missing:
+        raise ConfigError(f"modules_to_save {missing} are not modules of {model.config.model_type}: "
+                          f"choose from {sorted(present - {''})}")
+    return list(wanted)
+
+
 def add_lora(model, config: Config):
     """Wrap model with LoRA adapters; task SEQ_CLS also trains and saves the classification head."""
     lora = LoraConfig(
@@ -82,6 +106,7 @@ def add_lora(model, config: Config):
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
         target_modules=lora_targets(model, config.target_modules),
+        modules_to_save=head_modules(model, config.modules_to_save) or None,
     )
     return get_peft_model(model, lora)
 
