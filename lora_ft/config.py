@@ -177,7 +177,6 @@ class Config:
         if not Path(path).exists():
             raise ConfigError(f"no saved configuration at {path}: run the step that writes it first (notebook 01)")
         saved = json.loads(Path(path).read_text())
-        saved.pop("smoke", None)  # small mode follows the environment, not the file
         saved.pop("output_root", None)  # a folder can be moved: where it was saved says nothing
         unknown = set(changes) - {f.name for f in dataclasses.fields(cls)}
         if unknown:

@@ -17,7 +17,8 @@ from .config import DEFAULT_MODEL, Config
 from .errors import ConfigError
 from .io import replace_dir_atomic
 
-ADAPTER_LABELS = "labels.json"
+# Attention query/value layers of encoders that peft's own table (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) lacks
+DEFAULT_TARGETS = {"distilbert": ["q_lin", "v_lin"], "albert": ["query", "value"], "mpnet": ["q", "v"]}
 
 
 def resolve_model(name: str) -> str:
@@ -70,10 +71,11 @@ def lora_targets(model, wanted: tuple[str, ...] | None) -> list[str]:
     present = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
     if wanted is None:
         model_type = model.config.model_type
-        if model_type not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
+        defaults = {**TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, **DEFAULT_TARGETS}
+        if model_type not in defaults:
             raise ConfigError(f"no default LoRA targets for model type {model_type!r}: set target_modules "
                               f"to some of its linear layers {sorted(present)}")
-        return list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type])
+        return list(defaults[model_type])
     missing = [name for name in wanted if name not in present]
     if missing:
         raise ConfigError(f"target_modules {missing} are not linear layers of {model.config.model_type}: "
