@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_
 
 from .config import DEFAULT_MODEL, Config
 from .errors import ConfigError
-from .io import replace_dir_atomic
+from .io import replace_dir_atomic, write_json_atomic
 
 # Attention query/value layers of encoders that peft's own table (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) lacks
 DEFAULT_TARGETS = {"distilbert": ["q_lin", "v_lin"], "albert": ["query", "value"], "mpnet": ["q", "v"]}
@@ -123,12 +123,13 @@ def count_params(model) -> dict:
 
 
 def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Path) -> None:
-    """Adapter weights (safetensors), tokenizer and the config that made them, swapped in atomically."""
+    """Adapter weights (safetensors), tokenizer, class names and the config that made them, swapped in atomically."""
 
     def build(tmp: Path):
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         config.save(tmp / "lora_ft_config.json")
+        write_json_atomic(tmp / "labels.json", list(labels))
 
     replace_dir_atomic(build, target)
 

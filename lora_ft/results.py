@@ -15,7 +15,6 @@ from .errors import LoraFtError
 from .io import write_json_atomic
 from .training import score
 
-KINDS = ("majority", "pretrained-baseline", "lora")
 REQUIRED = ("run", "kind", "model", "dataset", "split", "n_examples", "labels", "metrics", "confusion_matrix",
             "params", "config", "meta")
 REQUIRED_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "per_class")

@@ -57,7 +57,7 @@ def test_disabling_the_adapter_gives_back_the_base_model(setup):
 def test_saved_adapter_reloads_to_identical_logits(setup):
     config, tokenizer, test = setup["config"], setup["tokenizer"], setup["splits"]["test"]
     files = {f.name for f in config.paths.adapter.iterdir()}
-    assert {"adapter_model.safetensors", "adapter_config.json", "lora_ft_config.json"} <= files
+    assert {"adapter_model.safetensors", "adapter_config.json", "lora_ft_config.json", "labels.json"} <= files
     reloaded = load_adapter(config.paths.adapter, config, LABELS)
     np.testing.assert_allclose(predict_logits(reloaded, tokenizer, test),
                                predict_logits(setup["model"], tokenizer, test), atol=1e-6)
