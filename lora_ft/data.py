@@ -155,9 +155,15 @@ def split(frame: pd.DataFrame, names: list[str], config: Config) -> DatasetDict:
     rest = held["train"].train_test_split(test_size=rest_fraction, stratify_by_column="label", seed=seed)
     splits = DatasetDict(train=rest["train"], validation=rest["test"], test=held["test"])
     for name, size in (("train", config.train_size), ("validation", config.eval_size), ("test", config.eval_size)):
-        if size is not None and size < len(splits[name]):
-            splits[name] = splits[name].train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]
+        splits[name] = subsample(splits[name], size, seed)
     return splits
+
+
+def subsample(split: Dataset, size: int | None, seed: int) -> Dataset:
+    """A stratified subsample of size examples (the whole split when size is None or not smaller)."""
+    if size is None or size >= len(split):
+        return split
+    return split.train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]
 
 
 def tokenize(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDict:

@@ -50,15 +50,17 @@ class LoRALinear(nn.Module):
 
 
 def inject_lora(model: nn.Module, target_modules, r: int, lora_alpha: float, lora_dropout: float = 0.0) -> list[str]:
-    """Replace every nn.Linear whose last name part is in target_modules by a LoRALinear; return their names."""
+    """Replace every nn.Linear whose name ends with a target ("value", "output.dense") by a LoRALinear."""
     targets = set(target_modules)
-    replaced = []
+    replaced, matched = [], set()
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets:
+        hits = {t for t in targets if name == t or name.endswith("." + t)}
+        if isinstance(module, nn.Linear) and hits:
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, LoRALinear(module, r, lora_alpha, lora_dropout))
             replaced.append(name)
-    missing = targets - {name.rsplit(".", 1)[-1] for name in replaced}
+            matched |= hits
+    missing = targets - matched
     if missing:
         raise ValueError(f"target_modules {sorted(missing)} match no linear layer of the model: check their names")
     return replaced

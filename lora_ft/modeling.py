@@ -68,7 +68,8 @@ def load_model(name: str, labels: list[str], seed: int):
 
 def lora_targets(model, wanted: tuple[str, ...] | None) -> list[str]:
     """The module names that get adapters: the requested ones, checked, or peft's default for the architecture."""
-    present = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    linear = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    present = {name.rsplit(".", 1)[-1] for name in linear}
     if wanted is None:
         model_type = model.config.model_type
         defaults = {**TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, **DEFAULT_TARGETS}
@@ -76,7 +77,7 @@ def lora_targets(model, wanted: tuple[str, ...] | None) -> list[str]:
             raise ConfigError(f"no default LoRA targets for model type {model_type!r}: set target_modules "
                               f"to some of its linear layers {sorted(present)}")
         return list(defaults[model_type])
-    missing = [name for name in wanted if name not in present]
+    missing = [t for t in wanted if not any(name == t or name.endswith("." + t) for name in linear)]  # peft's rule
     if missing:
         raise ConfigError(f"target_modules {missing} are not linear layers of {model.config.model_type}: "
                           f"choose from {sorted(present)}")
@@ -111,6 +112,15 @@ def add_lora(model, config: Config):
         modules_to_save=head_modules(model, config.modules_to_save) or None,
     )
     return get_peft_model(model, lora)
+
+
+def add_lora_from_scratch(model, config: Config):
+    """The same adapters and trained head as add_lora, built with this project's own lora.py instead of peft."""
+    from .lora import inject_lora, mark_only_lora_as_trainable
+
+    inject_lora(model, lora_targets(model, config.target_modules), config.r, config.alpha, config.dropout)
+    mark_only_lora_as_trainable(model, head_modules=("classifier", *head_modules(model, config.modules_to_save)))
+    return model
 
 
 def count_params(model) -> dict:

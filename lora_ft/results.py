@@ -38,12 +38,16 @@ def build(run: str, kind: str, config: Config, labels: list[str], split: str, re
         "metrics": {name: scores[name] for name in REQUIRED_METRICS},
         "confusion_matrix": scores["confusion_matrix"],
         "params": params,
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()},
+        "config": build_config(config),
         "meta": meta(config),
     }
     if train is not None:
         result["train"] = train
     return result
+
+
+def build_config(config: Config) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}
 
 
 def meta(config: Config) -> dict:
@@ -77,7 +81,7 @@ def validate(result: dict) -> None:
     need(result["metrics"], REQUIRED_METRICS, "metrics.")
     need(result["params"], ("trainable", "total"), "params.")
     need(result["meta"], REQUIRED_META, "meta.")
-    if result["kind"] == "lora":
+    if result["kind"].startswith("lora"):  # every trained run
         need(result, ("train",), "")
         need(result["train"], REQUIRED_TRAIN, "train.")
     n = len(result["labels"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import evaluate
 import numpy as np
+import transformers
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
 
 from .config import Config
@@ -59,12 +60,13 @@ def training_arguments(config: Config, output_dir: Path, **overrides) -> Trainin
     return TrainingArguments(**args)
 
 
-def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | None = None) -> Trainer:
+def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | None = None, **overrides) -> Trainer:
+    """A Trainer for config; overrides replace TrainingArguments fields (e.g. eval_strategy="no")."""
     labels = splits["train"].features["label"].names
     callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
     return Trainer(
         model=model,
-        args=training_arguments(config, output_dir or config.paths.checkpoints),
+        args=training_arguments(config, output_dir or config.paths.checkpoints, **overrides),
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
         processing_class=tokenizer,
@@ -77,7 +79,11 @@ def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | N
 def train(trainer: Trainer) -> dict:
     """Run training; return the results file's train section (time, throughput, history)."""
     start = time.perf_counter()
-    output = trainer.train()
+    transformers.logging.disable_progress_bar()  # the Trainer's own progress table stays; checkpoint-writing bars go
+    try:
+        output = trainer.train()
+    finally:
+        transformers.logging.enable_progress_bar()
     seconds = time.perf_counter() - start
     history = [
         {k: v for k, v in entry.items() if k != "total_flos"}
