@@ -117,3 +117,58 @@ def summary_table(records: dict[str, dict]) -> pd.DataFrame:
             "test examples": r["n_examples"],
         })
     return pd.DataFrame(rows)
+
+
+def sweep_frame(records: dict[str, dict]) -> pd.DataFrame:
+    """One row per sweep run: its settings, size, time and test scores."""
+    rows = []
+    for r in records.values():
+        config = r["config"]
+        rows.append({
+            "run": r["run"], "targets": r["run"].split("-r")[0].removeprefix("sweep-"), "r": config["r"],
+            "alpha": config["alpha"], "alpha/r": config["alpha"] / config["r"],
+            "trainable": r["params"]["trainable"], "accuracy": r["metrics"]["accuracy"],
+            "f1_macro": r["metrics"]["f1_macro"], "seconds": r["train"]["seconds"],
+        })
+    return pd.DataFrame(rows).sort_values(["targets", "r", "alpha"]).reset_index(drop=True)
+
+
+def sweep_lines(frame: pd.DataFrame) -> plt.Figure:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    grid = frame[frame["targets"] == "query-value"]
+    for ax, metric in zip(axes[:2], ("accuracy", "f1_macro")):
+        sns.lineplot(grid, x="r", y=metric, hue="alpha/r", marker="o", palette="tab10", ax=ax)
+        ax.set(xscale="log", xticks=sorted(grid["r"].unique()), xticklabels=sorted(grid["r"].unique()),
+               title=f"{metric} against rank (query, value)")
+    sns.scatterplot(frame, x="trainable", y="accuracy", hue="targets", style="alpha/r", s=70, ax=axes[2])
+    axes[2].set(xscale="log", title="accuracy against trainable parameters")
+    fig.tight_layout()
+    return fig
+
+
+def sweep_heatmap(frame: pd.DataFrame, metric: str = "accuracy") -> plt.Figure:
+    table = frame[frame["targets"] == "query-value"].pivot(index="r", columns="alpha/r", values=metric)
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    sns.heatmap(table, annot=True, fmt=".3f", cmap="viridis", ax=ax)
+    ax.set(title=f"test {metric}: rank x alpha/r")
+    return fig
+
+
+def misidentification(records: dict[str, dict]) -> plt.Figure:
+    """Share of each true class that each configuration gets wrong (1 - recall)."""
+    shares = pd.DataFrame({run: {label: 1 - s["recall"] for label, s in r["metrics"]["per_class"].items()}
+                           for run, r in records.items()}).T.sort_index()
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(shares) + 1.5))
+    sns.heatmap(shares, annot=True, fmt=".2f", cmap="Reds", vmin=0, ax=ax)
+    ax.set(title="misidentified share of each true class", xlabel="true class", ylabel="")
+    return fig
+
+
+def confused_pairs(records: dict[str, dict]) -> pd.DataFrame:
+    """(true, predicted) label pairs ranked by their share of all errors, summed over the runs."""
+    labels = next(iter(records.values()))["labels"]
+    total = sum(np.asarray(r["confusion_matrix"]) for r in records.values())
+    errors = total.sum() - np.trace(total)
+    pairs = [(labels[i], labels[j], total[i, j] / errors) for i in range(len(labels)) for j in range(len(labels)) if i != j]
+    return pd.DataFrame(pairs, columns=["true", "predicted", "share of errors"]).sort_values(
+        "share of errors", ascending=False).reset_index(drop=True)

@@ -1,0 +1,64 @@
+"""A grid of LoRA configurations on one budget: one results file per run, finished runs skipped."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+
+from . import results
+from .config import Config
+from .modeling import add_lora, count_params, load_model
+from .training import build_trainer, predict_logits, train
+
+TARGET_SETS = {  # peft matches a target against the end of each module name
+    "query-value": ("query", "value"),
+    "attention": ("query", "key", "value", "attention.output.dense"),
+    "all-linear": ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"),
+}
+
+
+def grid(ranks=(1, 4, 8, 16), alpha_ratios=(1, 2), targets=("query-value",), extra=()) -> list[dict]:
+    """Settings for every rank x alpha/r on each target set, plus extra (r, ratio, targets) points."""
+    points = [(r, ratio, t) for t in targets for r, ratio in itertools.product(ranks, alpha_ratios)]
+    points += [p for p in extra if p not in points]
+    return [{"r": r, "alpha": float(r * ratio), "target_modules": TARGET_SETS[t], "_targets": t} for r, ratio, t in points]
+
+
+def run_name(point: dict) -> str:
+    return f"sweep-{point['_targets']}-r{point['r']}-alpha{point['alpha']:g}"
+
+
+def run(config: Config, splits, tokenizer, points: list[dict], log=print) -> dict[str, dict]:
+    """Train and test each point (skipping those whose results file has the same config); records by run."""
+    labels = splits["train"].features["label"].names
+    test = splits["test"]
+    records = {}
+    for point in points:
+        name = run_name(point)
+        settings = config.replace(early_stopping_patience=0, **{k: v for k, v in point.items() if not k.startswith("_")})
+        path = settings.paths.results / f"{name}.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved["config"] == json.loads(json.dumps(results.build_config(settings))):
+                log(f"{name}: already done, skipped")
+                records[name] = saved
+                continue
+        model = add_lora(load_model(settings.model, labels, settings.seed), settings)
+        # a fixed budget with nothing to choose between: no per-epoch validation, no checkpoints
+        trainer = build_trainer(settings, model, tokenizer, splits, output_dir=settings.paths.model / "sweep" / name,
+                                eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+        info = train(trainer)
+        logits = predict_logits(model, tokenizer, test, settings.eval_batch_size)
+        record = results.build(name, "lora", settings, labels, "test", np.array(test["label"]), logits.argmax(-1),
+                               count_params(model), info)
+        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+        probabilities /= probabilities.sum(-1, keepdims=True)
+        record["predictions"] = logits.argmax(-1).tolist()  # per test example, for the error analysis
+        record["confidence"] = np.round(probabilities.max(-1), 4).tolist()
+        results.write(record, settings.paths.results)
+        records[name] = record
+        log(f"{name}: accuracy {record['metrics']['accuracy']:.4f}, macro-F1 {record['metrics']['f1_macro']:.4f}, "
+            f"{record['params']['trainable']:,} trainable, {info['seconds']:.0f} s")
+    return records
