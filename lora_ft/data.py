@@ -39,15 +39,16 @@ def tweets_path() -> Path:
 
 def load_frame(config: Config) -> tuple[pd.DataFrame, list[str] | None]:
     """The raw examples as a frame with columns text and label, plus class names the source declares."""
-    name = config.dataset
+    name, names = config.dataset, None
+    text_column = config.text_column or "text"
     if name == DEFAULT_DATASET:
-        text_column, label_column = config.text_column or "text", config.label_column or "sentiment"
-        frame, names = _read_local(tweets_path(), config.encoding or "latin-1"), None
+        label_column = config.label_column or "sentiment"
+        frame = _read_local(tweets_path(), config.encoding or "latin-1")
     elif Path(name).suffix.lower() in READERS or Path(name).exists():
-        text_column, label_column = config.text_column or "text", config.label_column or "label"
-        frame, names = _read_local(Path(name), config.encoding or "utf-8"), None
+        label_column = config.label_column or "label"
+        frame = _read_local(Path(name), config.encoding or "utf-8")
     else:
-        text_column, label_column = config.text_column or "text", config.label_column or "label"
+        label_column = config.label_column or "label"
         frame, names = _read_hub(name, label_column)
     missing = [c for c in (text_column, label_column) if c not in frame.columns]
     if missing:
@@ -81,7 +82,9 @@ def _read_hub(name: str, label_column: str) -> tuple[pd.DataFrame, list[str] | N
     feature = next(iter(splits.values())).features.get(label_column)
     names = feature.names if isinstance(feature, ClassLabel) else None
     frame = concatenate_datasets(list(splits.values())).to_pandas()
-    return frame[frame[label_column].map(lambda v: not (isinstance(v, (int, float)) and v < 0))], names  # -1: unlabelled
+    if label_column in frame:  # hub test splits often mark unlabelled rows with -1
+        frame = frame[frame[label_column].map(lambda v: not (isinstance(v, (int, float)) and v < 0))]
+    return frame, names
 
 
 def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -128,11 +131,10 @@ def label_names(frame: pd.DataFrame, declared: list[str] | None, wanted: tuple[s
 def to_names(frame: pd.DataFrame, declared: list[str] | None) -> pd.Series:
     """The label column as class names, whatever the source stored (ids or names)."""
     values = frame["label"]
-    if declared is not None and pd.api.types.is_numeric_dtype(values):
-        return values.astype(int).map(lambda i: declared[i])
-    if pd.api.types.is_numeric_dtype(values):
-        return values.astype(int).astype(str)
-    return values.astype(str)
+    if not pd.api.types.is_numeric_dtype(values):
+        return values.astype(str)
+    ids = values.astype(int)
+    return ids.map(lambda i: declared[i]) if declared is not None else ids.astype(str)
 
 
 def split(frame: pd.DataFrame, names: list[str], config: Config) -> DatasetDict:
