@@ -66,16 +66,20 @@ def inject_lora(model: nn.Module, target_modules, r: int, lora_alpha: float, lor
     return replaced
 
 
+def is_trained(name: str, head_modules=("classifier",)) -> bool:
+    """Whether a parameter trains: the lora_ tensors and everything inside the (new) head modules."""
+    return "lora_" in name or any(part in head_modules for part in name.split("."))
+
+
 def mark_only_lora_as_trainable(model: nn.Module, head_modules=("classifier",)) -> None:
-    """Freeze everything but the lora_ tensors and the (new) head modules."""
+    """Freeze everything but the lora_ tensors and the head modules."""
     for name, param in model.named_parameters():
-        param.requires_grad = "lora_" in name or any(part in head_modules for part in name.split("."))
+        param.requires_grad = is_trained(name, head_modules)
 
 
 def lora_state_dict(model: nn.Module, head_modules=("classifier",)) -> dict[str, torch.Tensor]:
     """Only what training changed: the adapters and the head, the few MB worth saving."""
-    return {name: tensor for name, tensor in model.state_dict().items()
-            if "lora_" in name or any(part in head_modules for part in name.split("."))}
+    return {name: tensor for name, tensor in model.state_dict().items() if is_trained(name, head_modules)}
 
 
 def lora_layers(model: nn.Module) -> list[LoRALinear]:

@@ -121,11 +121,14 @@ def summary_table(records: dict[str, dict]) -> pd.DataFrame:
 
 def sweep_frame(records: dict[str, dict]) -> pd.DataFrame:
     """One row per sweep run: its settings, size, time and test scores."""
+    from .sweep import TARGET_SETS
+
+    set_names = {modules: name for name, modules in TARGET_SETS.items()}
     rows = []
     for r in records.values():
         config = r["config"]
         rows.append({
-            "run": r["run"], "targets": r["run"].split("-r")[0].removeprefix("sweep-"), "r": config["r"],
+            "run": r["run"], "targets": set_names.get(tuple(config["target_modules"] or ()), "custom"), "r": config["r"],
             "alpha": config["alpha"], "alpha/r": config["alpha"] / config["r"],
             "trainable": r["params"]["trainable"], "accuracy": r["metrics"]["accuracy"],
             "f1_macro": r["metrics"]["f1_macro"], "seconds": r["train"]["seconds"],

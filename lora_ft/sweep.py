@@ -41,7 +41,7 @@ def run(config: Config, splits, tokenizer, points: list[dict], log=print) -> dic
         path = settings.paths.results / f"{name}.json"
         if path.exists():
             saved = json.loads(path.read_text())
-            if saved["config"] == json.loads(json.dumps(results.build_config(settings))):
+            if saved["config"] == results.build_config(settings):
                 log(f"{name}: already done, skipped")
                 records[name] = saved
                 continue
