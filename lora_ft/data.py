@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import socket
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pandas as pd
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, disable_progress_bars, load_from_disk
+from datasets import (ClassLabel, Dataset, DatasetDict, Features, Value, disable_progress_bars, load_dataset,
+                      load_from_disk)
 
 from .config import DEFAULT_DATASET, Config, Paths
 from .errors import DataError
@@ -17,13 +22,47 @@ from .io import replace_dir_atomic, write_json_atomic
 disable_progress_bars()  # map/save bars of a few seconds each only clutter the notebooks
 
 SPLITS = ("train", "validation", "test")
-READERS = {  # local file suffix -> pandas reader
-    ".csv": lambda path, enc: pd.read_csv(path, encoding=enc),
-    ".tsv": lambda path, enc: pd.read_csv(path, sep="\t", encoding=enc),
-    ".json": lambda path, enc: pd.read_json(path, encoding=enc),
-    ".jsonl": lambda path, enc: pd.read_json(path, lines=True, encoding=enc),
-    ".parquet": lambda path, enc: pd.read_parquet(path),
+SPLIT_PREFIXES = {"train": "train", "val": "validation", "dev": "validation", "test": "test"}  # file name -> split
+READERS = {  # local file suffix -> pandas reader; .txt is read as delimited lines
+    ".csv": lambda path, enc, sep: pd.read_csv(path, encoding=enc, sep=sep or ","),
+    ".tsv": lambda path, enc, sep: pd.read_csv(path, encoding=enc, sep=sep or "\t"),
+    ".json": lambda path, enc, sep: pd.read_json(path, encoding=enc),
+    ".jsonl": lambda path, enc, sep: pd.read_json(path, lines=True, encoding=enc),
+    ".parquet": lambda path, enc, sep: pd.read_parquet(path),
+    ".txt": lambda path, enc, sep: _read_delimited(path, enc, sep),
 }
+TEXT_COLUMNS = ("text", "sentence", "review", "content", "tweet", "document")  # tried in order when none is set
+LABEL_COLUMNS = ("label", "labels", "sentiment", "polarity", "class", "category", "target", "label_name")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a known hub data set stores where: its text and label columns, class names and evaluation split."""
+
+    text: tuple[str, ...]  # columns joined (". ") into the text
+    label: str
+    splits: dict[str, str]  # this project's split -> the hub's; a missing validation split is carved from train
+    names: dict[int, str] | None = None  # class names by stored value where the data set has no ClassLabel
+    labels: tuple[str, ...] | None = None  # the classes used by default
+
+
+PRESETS = {
+    "stanfordnlp/imdb": Preset(("text",), "label", {"train": "train", "test": "test"}),  # not "unsupervised" (-1)
+    "stanfordnlp/sentiment140": Preset(  # train has only 0 and 4; its 498-tweet test split also has 2 = neutral
+        ("text",), "sentiment", {"train": "train", "test": "test"},
+        names={0: "negative", 2: "neutral", 4: "positive"}, labels=("negative", "positive")),
+    "fancyzhx/amazon_polarity": Preset(("title", "content"), "label", {"train": "train", "test": "test"}),
+    "dair-ai/emotion": Preset(("text",), "label", {"train": "train", "validation": "validation", "test": "test"}),
+    "stanfordnlp/sst2": Preset(("sentence",), "label", {"train": "train", "test": "validation"}),  # test labels are -1
+}
+
+
+def preset(name: str) -> Preset | None:
+    """The preset for a hub id, also found by its short name ("imdb", "sst2", ...)."""
+    if name in PRESETS:
+        return PRESETS[name]
+    short = {key.split("/")[-1]: value for key, value in PRESETS.items()}
+    return short.get(name)
 
 
 def tweets_path() -> Path:
@@ -37,73 +76,182 @@ def tweets_path() -> Path:
     return path
 
 
-def load_frame(config: Config) -> tuple[pd.DataFrame, list[str] | None]:
-    """The raw examples as a frame with columns text and label, plus class names the source declares."""
-    name, names = config.dataset, None
-    text_column = config.text_column or "text"
+def load_frame(config: Config) -> tuple[pd.DataFrame, dict | None]:
+    """The raw examples as a frame with columns text and label (and split where the source has splits),
+    plus the class names the source declares, by stored label value."""
+    name, declared, text_column, label_column = config.dataset, None, config.text_column, config.label_column
+    path = Path(name).expanduser()
     if name == DEFAULT_DATASET:
-        label_column = config.label_column or "sentiment"
-        frame = _read_local(tweets_path(), config.encoding or "latin-1")
-    elif Path(name).suffix.lower() in READERS or Path(name).exists():
-        label_column = config.label_column or "label"
-        frame = _read_local(Path(name), config.encoding or "utf-8")
-    else:
-        label_column = config.label_column or "label"
-        frame, names = _read_hub(name, label_column)
-    missing = [c for c in (text_column, label_column) if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"column(s) {missing} not found in {name} (its columns: {list(frame.columns)}): "
-            "set text_column / label_column to the right names"
-        )
-    return frame[[text_column, label_column]].set_axis(["text", "label"], axis=1), names
+        frame = _read_file(tweets_path(), config.encoding or "latin-1", config.delimiter)
+        label_column = label_column or "sentiment"
+    elif path.is_dir() and _split_files(path):
+        frame = _read_folder(path, config)
+    elif path.is_file() or path.suffix.lower() in READERS:
+        frame = _read_file(path, config.encoding or "utf-8", config.delimiter)
+    else:  # a hub id, or a local folder laid out like a hub data set repository
+        frame, declared, known = _read_hub(name, config)
+        if known is not None:
+            label_column = label_column or known.label
+            if text_column is None and len(known.text) > 1:
+                frame = frame.assign(text=frame[list(known.text)].astype(str).agg(". ".join, axis=1))
+            text_column = text_column or ("text" if len(known.text) > 1 else known.text[0])
+    text_column = _column(frame, text_column, TEXT_COLUMNS, "text", name)
+    label_column = _column(frame, label_column, LABEL_COLUMNS, "label", name, exclude=text_column)
+    columns = [text_column, label_column] + (["split"] if "split" in frame else [])
+    return frame[columns].set_axis(["text", "label"] + columns[2:], axis=1), declared
 
 
-def _read_local(path: Path, encoding: str) -> pd.DataFrame:
+def _column(frame: pd.DataFrame, wanted: str | None, candidates, kind: str, name: str, exclude=None) -> str:
+    """The column holding the text or the label: the one named, else the first usual name present."""
+    if wanted is not None:
+        if wanted not in frame.columns:
+            raise DataError(f"{kind} column {wanted!r} not found in {name} (its columns: {list(frame.columns)}): "
+                            f"set {kind}_column to the right name")
+        return wanted
+    found = [c for c in candidates if c in frame.columns and c != exclude]
+    if not found:
+        raise DataError(f"no {kind} column in {name}: none of its columns {list(frame.columns)} has a usual name "
+                        f"{list(candidates)}; set {kind}_column to the right one")
+    return found[0]
+
+
+def _split_files(folder: Path) -> dict[str, Path]:
+    """train / validation / test files of a folder, recognised by their name's start (train, val, dev, test)."""
+    found = {}
+    for path in sorted(folder.iterdir()):
+        split = _split_of(path.name)
+        if split and path.suffix.lower() in READERS:
+            if split in found:
+                raise DataError(f"{folder} has two {split} files ({found[split].name}, {path.name}): keep one")
+            found[split] = path
+    return found
+
+
+def _split_of(name: str) -> str | None:
+    return next((split for prefix, split in SPLIT_PREFIXES.items() if name.lower().startswith(prefix)), None)
+
+
+def _read_folder(folder: Path, config: Config) -> pd.DataFrame:
+    files = _split_files(folder)
+    if "train" not in files:
+        raise DataError(f"{folder} has {sorted(p.name for p in files.values())} but no train file: "
+                        "name the training file train.<suffix>")
+    return pd.concat([_read_file(path, config.encoding or "utf-8", config.delimiter).assign(split=split)
+                      for split, path in files.items()], ignore_index=True)
+
+
+def _read_file(path: Path, encoding: str, delimiter: str | None) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"data file {path} does not exist: check the dataset setting")
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"cannot read {path.name}: use one of {sorted(READERS)}")
     try:
-        return reader(path, encoding)
+        return reader(path, encoding, delimiter)
     except UnicodeDecodeError as e:
-        raise DataError(f"{path.name} is not valid {encoding} ({e.reason} at byte {e.start}): set encoding, e.g. 'latin-1'") from e
+        raise DataError(f"{path.name} is not valid {encoding} ({e.reason} at byte {e.start}): "
+                        "set encoding to the file's, e.g. 'latin-1'") from e
+    except (ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"cannot parse {path.name} as {path.suffix} ({e}): check the file, or its delimiter setting") from e
 
 
-def _read_hub(name: str, label_column: str) -> tuple[pd.DataFrame, list[str] | None]:
-    from datasets import concatenate_datasets, load_dataset
+def _read_delimited(path: Path, encoding: str, delimiter: str | None) -> pd.DataFrame:
+    """Lines of text<delimiter>label, split at the last delimiter (texts may contain it).
 
+    The delimiter, when not given, is the first of ; tab | , that every line contains. When the labels
+    repeat (classes) but the first line's occurs nowhere else, that line is a header naming the two columns;
+    otherwise they are text and label.
+    """
+    lines = [line for line in path.read_text(encoding=encoding).splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"{path} is empty: give a file with one text<delimiter>label per line")
+    delimiter = delimiter or next((d for d in (";", "\t", "|", ",") if all(d in line for line in lines)), None)
+    if delimiter is None:
+        raise DataError(f"{path.name}: no delimiter (; tab | ,) is on every line: set delimiter, "
+                        "and give every line as text<delimiter>label")
+    rows = [line.rsplit(delimiter, 1) for line in lines]
+    bad = [i + 1 for i, row in enumerate(rows) if len(row) != 2]
+    if bad:
+        raise DataError(f"{path.name}: line(s) {bad[:5]} have no {delimiter!r}: give every line as text{delimiter}label")
+    columns = ["text", "label"]
+    rest = [row[1] for row in rows[1:]]
+    if rows[0][1] not in rest and len(set(rest)) < len(rest):
+        columns, rows = [c.strip() for c in rows[0]], rows[1:]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers within timeout (False in offline mode: caches only)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # the proxy decides; let the library try
+    url = urlparse(constants.ENDPOINT)
     try:
-        splits = load_dataset(name)
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _read_hub(name: str, config: Config) -> tuple[pd.DataFrame, dict | None, Preset | None]:
+    from huggingface_hub import constants
+
+    known = preset(name)
+    repo = next((key for key, value in PRESETS.items() if value is known), name) if known else name
+    if not Path(name).expanduser().is_dir() and not constants.HF_HUB_OFFLINE and not hub_reachable():  # else load_dataset retries for ~25 s
+        raise DataError(f"data set {name!r} is neither a local file nor folder, and the Hugging Face Hub cannot be "
+                        f"reached: connect to the network, set HF_HUB_OFFLINE=1 to use a cached copy, or pass the "
+                        "path of a local file or folder (csv, tsv, txt, json, jsonl, parquet)")
+    try:
+        splits = load_dataset(str(Path(repo).expanduser()) if Path(repo).expanduser().is_dir() else repo)
     except Exception as e:
-        raise DataError(f"could not load data set {name!r} from the hub ({type(e).__name__}: {e}): "
-                        "check the name and your network, or pass the path of a local file") from e
-    feature = next(iter(splits.values())).features.get(label_column)
-    names = feature.names if isinstance(feature, ClassLabel) else None
-    frame = concatenate_datasets(list(splits.values())).to_pandas()
-    if label_column in frame:  # hub test splits often mark unlabelled rows with -1
+        fix = ("it is not in the local cache and HF_HUB_OFFLINE=1 forbids downloading: unset it on a connected machine"
+               if constants.HF_HUB_OFFLINE else "check the name (https://huggingface.co/datasets) and your network")
+        raise DataError(f"could not load data set {name!r} ({type(e).__name__}: {e}): {fix}, "
+                        "or pass the path of a local file or folder") from e
+    wanted = known.splits if known else {_split_of(h): h for h in splits if _split_of(h)}
+    if "train" not in wanted or any(h not in splits for h in wanted.values()):
+        raise DataError(f"data set {name!r} has splits {list(splits)}, not the expected {sorted(set(wanted.values()) | {'train'})}: "
+                        "download it and pass the path of a local file or folder instead")
+    label_column = config.label_column or (known.label if known else "label")
+    feature = splits[wanted["train"]].features.get(label_column)
+    declared = dict(enumerate(feature.names)) if isinstance(feature, ClassLabel) else (known.names if known else None)
+    frame = pd.concat([splits[h].to_pandas().assign(split=s) for s, h in wanted.items()], ignore_index=True)
+    if label_column in frame:  # hub data sets mark unlabelled rows (hidden test labels) with -1
         frame = frame[frame[label_column].map(lambda v: not (isinstance(v, (int, float)) and v < 0))]
-    return frame, names
+        if known and known.labels and config.labels is None and declared:  # the preset's default classes only
+            declared = {v: n for v, n in declared.items() if n in known.labels}
+            frame = frame[frame[label_column].isin(list(declared))]
+    return frame, declared, known
 
 
 def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Drop missing and empty texts and labels, normalise whitespace, and de-duplicate texts.
+    """Drop missing and empty texts and labels, normalise whitespace and line-break tags, and de-duplicate texts.
 
-    A text that appears with two different labels is dropped entirely: neither label can be trusted.
+    A text that appears with two different labels is dropped entirely: neither label can be trusted. Where
+    the source has its own splits, its validation and test splits stay as published (so figures compare with
+    others'), and training texts that also occur in them are dropped (no leakage).
     """
     report = {"rows": len(frame)}
     frame = frame.dropna(subset=["text", "label"])
     report["missing"] = report["rows"] - len(frame)
-    text = frame["text"].astype(str).map(lambda t: re.sub(r"\s+", " ", t).strip())
+    text = frame["text"].astype(str).map(lambda t: re.sub(r"\s+", " ", re.sub(r"<br\s*/?>", " ", t)).strip())
     frame = frame.assign(text=text)[text != ""]
     report["empty"] = report["rows"] - report["missing"] - len(frame)
-    conflicting = frame.groupby("text")["label"].transform("nunique") > 1
+    held = frame["split"] != "train" if "split" in frame else pd.Series(False, index=frame.index)
+    train = frame[~held]
+    conflicting = train.groupby("text")["label"].transform("nunique") > 1
     report["conflicting_labels"] = int(conflicting.sum())
-    frame = frame[~conflicting]
-    before = len(frame)
-    frame = frame.drop_duplicates("text").reset_index(drop=True)
-    report["duplicates"] = before - len(frame)
+    if held.any():
+        leaked = train["text"].isin(frame.loc[held, "text"])
+        report["in_held_out_splits"] = int((leaked & ~conflicting).sum())
+        conflicting |= leaked
+    train = train[~conflicting]
+    report["duplicates"] = len(train) - train["text"].nunique()
+    frame = pd.concat([train.drop_duplicates("text"), frame[held]], ignore_index=True)
     report["kept"] = len(frame)
     if frame.empty:
         raise DataError("no usable examples are left after cleaning (all texts or labels are empty or missing): "
@@ -111,11 +259,11 @@ def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return frame, report
 
 
-def label_names(frame: pd.DataFrame, declared: list[str] | None, wanted: tuple[str, ...] | None) -> list[str]:
+def label_names(frame: pd.DataFrame, declared: dict | None, wanted: tuple[str, ...] | None) -> list[str]:
     """Class names in id order: the source's own, else the sorted label values; or the requested subset."""
     values = frame["label"]
     if declared is not None:
-        names = list(declared)
+        names = list(declared.values())
     elif pd.api.types.is_numeric_dtype(values):
         names = [str(v) for v in sorted(values.astype(int).unique())]
     else:
@@ -128,37 +276,78 @@ def label_names(frame: pd.DataFrame, declared: list[str] | None, wanted: tuple[s
     return list(wanted)
 
 
-def to_names(frame: pd.DataFrame, declared: list[str] | None) -> pd.Series:
-    """The label column as class names, whatever the source stored (ids or names)."""
+def to_names(frame: pd.DataFrame, declared: dict | None) -> pd.Series:
+    """The label column as class names, whatever the source stored (ids or names).
+
+    A value that is not one of the declared classes is an error: a label id past the class list, or a
+    typo in a class name, would otherwise silently become a class of its own or vanish.
+    """
     values = frame["label"]
-    if not pd.api.types.is_numeric_dtype(values):
+    if pd.api.types.is_numeric_dtype(values):
+        if (values != values.round()).any():
+            raise DataError(f"label values {sorted(set(values[values != values.round()]))[:5]} are not class ids: "
+                            "give integer ids or class names")
+        values = values.astype(int)
+    if declared is None:
         return values.astype(str)
-    ids = values.astype(int)
-    return ids.map(lambda i: declared[i]) if declared is not None else ids.astype(str)
+    known = set(declared) | set(declared.values())
+    outside = sorted(set(values) - known, key=str)
+    if outside:
+        raise DataError(f"label values {outside[:10]} are outside the declared classes {declared}: "
+                        "fix or drop those rows, or choose the classes to keep with labels=...")
+    return values.map(lambda v: declared.get(v, v))
 
 
 def split(frame: pd.DataFrame, names: list[str], config: Config) -> DatasetDict:
-    """Stratified train/validation/test splits with the config's seed, then optional subsamples.
+    """Train/validation/test splits: the source's own where it has them, else stratified with the config's seed.
 
-    frame's labels are class names; rows of classes outside names (a chosen subset) are left out.
+    frame's labels are class names; rows of classes outside names (a chosen subset) are left out. A source
+    with train and one held-out split evaluates on that split (the test labels of e.g. SST-2 are hidden) and
+    carves validation from train; missing splits are carved from train, stratified.
     """
     frame = frame[frame["label"].isin(names)]
-    counts = frame["label"].value_counts()
-    too_few = {n: int(counts.get(n, 0)) for n in names if counts.get(n, 0) < 3}
-    if too_few:
-        raise DataError(f"classes {too_few} have fewer than 3 examples, too few for stratified "
-                        "train/validation/test splits: add data or leave those classes out with labels=...")
     features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
-    data = Dataset.from_dict({"text": frame["text"].tolist(), "label": [names.index(v) for v in frame["label"]]},
-                             features=features)
+
+    def dataset(rows: pd.DataFrame) -> Dataset:
+        return Dataset.from_dict({"text": rows["text"].tolist(), "label": [names.index(v) for v in rows["label"]]},
+                                 features=features)
+
     seed = config.seed
-    held = data.train_test_split(test_size=config.test_fraction, stratify_by_column="label", seed=seed)
-    rest_fraction = config.validation_fraction / (1 - config.test_fraction)
-    rest = held["train"].train_test_split(test_size=rest_fraction, stratify_by_column="label", seed=seed)
-    splits = DatasetDict(train=rest["train"], validation=rest["test"], test=held["test"])
+    given = {s: frame[frame["split"] == s] for s in SPLITS if "split" in frame and (frame["split"] == s).any()}
+    if "validation" in given and "test" not in given:
+        given["test"] = given.pop("validation")
+    pool = given.get("train", frame)
+    _check_class_sizes(pool, names, 3 - len(given))
+    splits = {"train": dataset(pool)}
+    if "test" not in given:
+        splits["train"], splits["test"] = _carve(splits["train"], config.test_fraction, seed, "test")
+    if "validation" not in given:
+        fraction = config.validation_fraction / (1 - config.test_fraction) if "test" not in given else config.validation_fraction
+        splits["train"], splits["validation"] = _carve(splits["train"], fraction, seed, "validation")
+    splits.update({s: dataset(rows) for s, rows in given.items() if s != "train"})
+    splits = DatasetDict({s: splits[s] for s in SPLITS})
     for name, size in (("train", config.train_size), ("validation", config.eval_size), ("test", config.eval_size)):
         splits[name] = subsample(splits[name], size, seed)
     return splits
+
+
+def _carve(pool: Dataset, fraction: float, seed: int, name: str) -> tuple[Dataset, Dataset]:
+    """Split a stratified share off pool; it must hold at least one example of each class."""
+    classes = len(pool.features["label"].names)
+    if round(fraction * len(pool)) < classes:
+        raise DataError(f"a {name} split of {fraction:.0%} of {len(pool)} examples cannot hold one of each of the "
+                        f"{classes} classes: add data or raise {name}_fraction")
+    parts = pool.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+    return parts["train"], parts["test"]
+
+
+def _check_class_sizes(rows: pd.DataFrame, names: list[str], parts: int) -> None:
+    """Each class needs an example in each of the parts a stratified split cuts rows into."""
+    counts = rows["label"].value_counts()
+    too_few = {n: int(counts.get(n, 0)) for n in names if counts.get(n, 0) < max(parts, 1)}
+    if too_few:
+        raise DataError(f"classes {too_few} have fewer than {max(parts, 1)} training examples, too few for stratified "
+                        "train/validation/test splits: add data or leave those classes out with labels=...")
 
 
 def subsample(split: Dataset, size: int | None, seed: int) -> Dataset:

@@ -29,7 +29,7 @@ def test_cleaning_everything_away_is_a_clear_error():
 def test_label_names_follow_the_source_or_sorted_values_and_subsets():
     numeric = pd.DataFrame({"label": [10, 2, 2]})
     assert data.label_names(numeric, None, None) == ["2", "10"]  # numeric order, not string order
-    assert data.label_names(numeric, ["a", "b", "c"], None) == ["a", "b", "c"]
+    assert data.label_names(numeric, {0: "a", 1: "b", 2: "c"}, None) == ["a", "b", "c"]
     strings = pd.DataFrame({"label": ["pos", "neg", "neu"]})
     assert data.label_names(strings, None, ("pos", "neg")) == ["pos", "neg"]
     with pytest.raises(DataError, match=r"labels \['happy'\] do not occur"):
@@ -113,9 +113,9 @@ def test_bad_data_is_a_clear_error_and_writes_nothing(tmp_path, tokenizer):
     path = tmp_path / "mine.csv"
     write_user_csv(path, rows_per_class=2)
     out = tmp_path / "out"
-    with pytest.raises(DataError, match=r"column\(s\) \['text'\] not found.*set text_column"):
+    with pytest.raises(DataError, match=r"no text column.*\['message', 'category'\].*set text_column"):
         data.prepare(Config(smoke=False, dataset=str(path), label_column="category", output_root=str(out)), tokenizer)
-    with pytest.raises(DataError, match="fewer than 3 examples"):
+    with pytest.raises(DataError, match="fewer than 3 training examples"):
         data.prepare(Config(smoke=False, dataset=str(path), text_column="message", label_column="category",
                             output_root=str(out)), tokenizer)
     with pytest.raises(DataError, match="does not exist"):
