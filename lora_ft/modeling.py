@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import warnings
 from pathlib import Path
 
 import torch
 import transformers
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig, set_seed
+from transformers.pytorch_utils import Conv1D
 
 from .config import DEFAULT_MODEL, Config
 from .errors import ConfigError
@@ -19,6 +23,12 @@ from .io import replace_dir_atomic, write_json_atomic
 
 # Attention query/value layers of encoders that peft's own table (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) lacks
 DEFAULT_TARGETS = {"distilbert": ["q_lin", "v_lin"], "albert": ["query", "value"], "mpnet": ["q", "v"]}
+
+# GPT-2 keeps its projections (c_attn, ...) in transformers' Conv1D: a linear layer with a transposed weight
+LINEAR_LAYERS = (torch.nn.Linear, Conv1D)
+
+# What save_adapter writes and load_adapter needs; weights load from safetensors only (pickle can run code)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "labels.json", "lora_ft_config.json")
 
 
 def resolve_model(name: str) -> str:
@@ -47,12 +57,37 @@ def _quiet_transformers():
         transformers.logging.enable_progress_bar()
 
 
-def load_tokenizer(name: str):
-    return AutoTokenizer.from_pretrained(resolve_model(name))
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    """The model's tokenizer; one without a pad token (GPT-2, Llama and other decoders) pads with its eos token."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
-def load_model(name: str, labels: list[str], seed: int):
-    """The pretrained encoder with a new classification head, initialised from seed."""
+def quantization_config(quantize_4bit: bool) -> BitsAndBytesConfig | None:
+    """QLoRA's 4-bit NF4 base (double quantization, bf16 compute), or None; checks the machine can run it."""
+    if not quantize_4bit:
+        return None
+    if not torch.cuda.is_available():
+        raise ConfigError("quantize_4bit needs a CUDA GPU and bitsandbytes (pip install bitsandbytes); "
+                          "this machine has no CUDA device: set quantize_4bit=False")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("quantize_4bit needs bitsandbytes, which is not installed: pip install bitsandbytes, "
+                          "or set quantize_4bit=False")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+        # the head trains in full, so it stays out of 4-bit: peft's classifier/score and head_modules' defaults
+        llm_int8_skip_modules=[r"(.*\.)?(classifier|score|pre_classifier|pooler)"],
+    )
+
+
+def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool = False, quantize_4bit: bool = False):
+    """The pretrained model with a new classification head, initialised from seed; weights from safetensors only."""
+    quantization = quantization_config(quantize_4bit)  # before loading anything: fail fast on a machine without CUDA
     set_seed(seed)  # the head is random: seed it so the 'before training' model is reproducible
     with _quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -60,6 +95,10 @@ def load_model(name: str, labels: list[str], seed: int):
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            quantization_config=quantization,
+            device_map={"": torch.cuda.current_device()} if quantization else None,
         )
     if model.config.pad_token_id is None:  # decoder models classify the last non-pad token, so they need one
         model.config.pad_token_id = model.config.eos_token_id
@@ -68,11 +107,11 @@ def load_model(name: str, labels: list[str], seed: int):
 
 def lora_targets(model, wanted: tuple[str, ...] | None) -> list[str]:
     """The module names that get adapters: the requested ones, checked, or peft's default for the architecture."""
-    linear = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    linear = [name for name, module in model.named_modules() if isinstance(module, LINEAR_LAYERS)]
     present = {name.rsplit(".", 1)[-1] for name in linear}
     if wanted is None:
         model_type = model.config.model_type
-        defaults = {**TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, **DEFAULT_TARGETS}
+        defaults = {**DEFAULT_TARGETS, **TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING}
         if model_type not in defaults:
             raise ConfigError(f"no default LoRA targets for model type {model_type!r}: set target_modules "
                               f"to some of its linear layers {sorted(present)}")
@@ -89,11 +128,12 @@ def head_modules(model, wanted: tuple[str, ...] | None) -> list[str]:
 
     BERT classifies from its pooler, a dense layer on the [CLS] token. Checkpoints trained for other
     objectives (all-MiniLM-L6-v2 was tuned with mean pooling) leave it untrained for this use, so by default
-    it learns with the classifier. peft's task type SEQ_CLS already adds the classifier itself.
+    it learns with the classifier. DistilBERT's pre_classifier is new with the head, so it learns too.
+    peft's task type SEQ_CLS already adds the classifier itself (classifier, or score for decoders).
     """
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     if wanted is None:
-        return [name for name in ("pooler",) if name in present]
+        return [name for name in ("pooler", "pre_classifier") if name in present]
     missing = [name for name in wanted if name not in present]
     if missing:
         raise ConfigError(f"modules_to_save {missing} are not modules of {model.config.model_type}: "
@@ -103,6 +143,8 @@ def head_modules(model, wanted: tuple[str, ...] | None) -> list[str]:
 
 def add_lora(model, config: Config):
     """Wrap model with LoRA adapters; task SEQ_CLS also trains and saves the classification head."""
+    if config.quantize_4bit:  # freezes the 4-bit base and keeps its norms and head in fp32 for stable training
+        model = prepare_model_for_kbit_training(model)
     lora = LoraConfig(
         task_type="SEQ_CLS",
         r=config.r,
@@ -145,11 +187,48 @@ def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Pa
 
 
 def load_adapter(path: Path, config: Config, labels: list[str], merge: bool = False):
-    """A fresh base model with the saved adapter on top (optionally merged into its weights)."""
-    base = load_model(config.model, labels, config.seed)
+    """A fresh base model with the adapter save_adapter wrote on top (optionally merged into its weights)."""
+    path = Path(path)
+    _check_adapter(path, config, labels)
+    base = load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit)
     model = PeftModel.from_pretrained(base, str(path))
     model.eval()
     return model.merge_and_unload() if merge else model
+
+
+def _check_adapter(path: Path, config: Config, labels: list[str]) -> None:
+    """Raise a ConfigError naming the problem and the fix unless path holds a whole, readable adapter for config."""
+    if not path.is_dir():
+        raise ConfigError(f"no adapter folder at {path}: train and save one with save_adapter (notebook 03), "
+                          "or pass the folder that holds it")
+    if not (path / "adapter_model.safetensors").exists() and (path / "adapter_model.bin").exists():
+        raise ConfigError(f"the adapter at {path} has its weights only as adapter_model.bin (pickle, which can run "
+                          "code when loaded); adapters load from safetensors only: save it again with save_adapter")
+    missing = [name for name in ADAPTER_FILES if not (path / name).is_file()]
+    if missing:
+        raise ConfigError(f"the adapter folder {path} is incomplete, {missing} missing: save_adapter writes "
+                          f"{list(ADAPTER_FILES)}; save it again with save_adapter, or copy the whole folder")
+    trained_on = _read_adapter_json(path / "lora_ft_config.json").get("model")
+    if trained_on != config.model:
+        raise ConfigError(f"the adapter at {path} was trained on base model {trained_on!r}, not config.model="
+                          f"{config.model!r}: set model={trained_on!r}, or load an adapter trained on {config.model!r}")
+    saved_labels = _read_adapter_json(path / "labels.json")
+    if saved_labels != list(labels):
+        raise ConfigError(f"the adapter at {path} was trained for {len(saved_labels)} labels {saved_labels}, not the "
+                          f"{len(labels)} given {list(labels)}: pass its labels (its labels.json) in that order")
+    _read_adapter_json(path / "adapter_config.json")
+    try:
+        load_file(str(path / "adapter_model.safetensors"))
+    except SafetensorError as error:
+        raise ConfigError(f"the adapter weights {path / 'adapter_model.safetensors'} are corrupt or truncated "
+                          f"({error}): save the adapter again with save_adapter, or copy the folder again") from None
+
+
+def _read_adapter_json(file: Path):
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{file} is corrupt ({error}): save the adapter again with save_adapter") from None
 
 
 def frozen_snapshot(model) -> dict[str, torch.Tensor]:

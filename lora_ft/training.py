@@ -9,10 +9,13 @@ from pathlib import Path
 
 import evaluate
 import numpy as np
+import torch
 import transformers
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.utils import is_torch_bf16_gpu_available
 
 from .config import Config
+from .errors import ConfigError
 
 METRIC_PATH = Path(__file__).parent / "metrics" / "classification_report.py"
 SUMMARY = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
@@ -36,7 +39,23 @@ def _compute_metrics(labels):
     return compute
 
 
+def resolve_precision(precision: str) -> str:
+    """The precision to train in: "auto" picks bf16, else fp16, on a CUDA GPU and fp32 on CPU; others are checked."""
+    cuda = torch.cuda.is_available()
+    bf16_gpu = cuda and torch.cuda.is_bf16_supported(including_emulation=False)  # emulated bf16 is slow
+    if precision == "auto":
+        return "bf16" if bf16_gpu else "fp16" if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise ConfigError("precision='fp16' needs a CUDA GPU and this machine has none: "
+                          "set precision='auto' (fp32 here) or 'fp32'")
+    if precision == "bf16" and cuda and not bf16_gpu:
+        raise ConfigError(f"precision='bf16' needs a GPU with bf16 support and {torch.cuda.get_device_name()} "
+                          "has none: set precision='auto' (fp16 here) or 'fp16'")
+    return precision
+
+
 def training_arguments(config: Config, output_dir: Path, **overrides) -> TrainingArguments:
+    precision = resolve_precision(config.precision)
     args = dict(
         output_dir=str(output_dir),
         learning_rate=config.learning_rate,
@@ -55,6 +74,10 @@ def training_arguments(config: Config, output_dir: Path, **overrides) -> Trainin
         seed=config.seed,
         report_to="none",
         dataloader_pin_memory=False,  # pinning only helps a GPU
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        # transformers runs bf16 without an accelerator that has it only as CPU autocast, and only when told to
+        use_cpu=precision == "bf16" and not is_torch_bf16_gpu_available(),
     )
     args.update(overrides)
     return TrainingArguments(**args)
