@@ -66,46 +66,52 @@ class Paths:
         return self.results / "figures"
 
 
+def _setting(default, help_text: str):
+    """A Config field whose description `python -m lora_ft <step> --help` shows."""
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass(frozen=True)
 class Config:
     """Every knob of the pipeline, validated on construction."""
 
     # data
-    dataset: str = DEFAULT_DATASET  # built-in name, hub id (e.g. "stanfordnlp/imdb") or a local csv/tsv/json/parquet file
-    text_column: str | None = None  # None: the data set's own default ("text")
-    label_column: str | None = None  # None: the data set's own default ("sentiment" for the tweets, else "label")
-    labels: tuple[str, ...] | None = None  # subset of class names in id order, e.g. ("negative", "positive"); None: all
-    encoding: str | None = None  # text encoding of a local file; None: the data set's default (UTF-8, latin-1 for the tweets)
-    delimiter: str | None = None  # separator of a delimited text file (e.g. ";" for text;label lines); None: by suffix
-    validation_fraction: float = 0.1  # share of the cleaned data held out for model selection
-    test_fraction: float = 0.1  # share held out for the final, untouched evaluation
-    train_size: int | None = None  # examples kept for training (stratified subsample); None: the whole train split
-    eval_size: int | None = None  # cap on validation and test examples; None: the whole splits
-    max_length: int = 64  # tokens per text; 64 keeps >99% of these tweets whole (see notebook 01)
-    seed: int = 42  # one seed for splits, subsampling, head initialisation and training order
+    dataset: str = _setting(DEFAULT_DATASET, 'built-in name, hub id (e.g. "stanfordnlp/imdb") or a local csv/tsv/json/parquet file')
+    text_column: str | None = _setting(None, """column holding the text; None: the data set's own default ("text")""")
+    label_column: str | None = _setting(
+        None, """column holding the label; None: the data set's own default ("sentiment" for the tweets, else "label")""")
+    labels: tuple[str, ...] | None = _setting(None, 'subset of class names in id order, e.g. ("negative", "positive"); None: all')
+    encoding: str | None = _setting(None, "text encoding of a local file; None: the data set's default (UTF-8, latin-1 for the tweets)")
+    delimiter: str | None = _setting(None, 'separator of a delimited text file (e.g. ";" for text;label lines); None: by suffix')
+    validation_fraction: float = _setting(0.1, "share of the cleaned data held out for model selection")
+    test_fraction: float = _setting(0.1, "share held out for the final, untouched evaluation")
+    train_size: int | None = _setting(None, "examples kept for training (stratified subsample); None: the whole train split")
+    eval_size: int | None = _setting(None, "cap on validation and test examples; None: the whole splits")
+    max_length: int = _setting(64, "tokens per text; 64 keeps >99% of these tweets whole (see notebook 01)")
+    seed: int = _setting(42, "one seed for splits, subsampling, head initialisation and training order")
 
     # model and LoRA
-    model: str = DEFAULT_MODEL  # hub id or local folder of a pretrained encoder
-    r: int = 8  # LoRA rank: the inner dimension of B A
-    alpha: float = 16.0  # LoRA scale numerator: the update is (alpha / r) * B A
-    dropout: float = 0.1  # dropout on the adapter's input during training
-    target_modules: tuple[str, ...] | None = None  # layers that get adapters; None: peft's choice for the architecture
-    modules_to_save: tuple[str, ...] | None = None  # layers trained in full beside the classifier; None: the pooler if any
-    trust_remote_code: bool = False  # run model code shipped with a hub repository; off unless you trust its authors
-    quantize_4bit: bool = False  # QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes, CUDA GPUs only)
+    model: str = _setting(DEFAULT_MODEL, "hub id or local folder of a pretrained encoder")
+    r: int = _setting(8, "LoRA rank: the inner dimension of B A")
+    alpha: float = _setting(16.0, "LoRA scale numerator: the update is (alpha / r) * B A")
+    dropout: float = _setting(0.1, "dropout on the adapter's input during training")
+    target_modules: tuple[str, ...] | None = _setting(None, "layers that get adapters; None: peft's choice for the architecture")
+    modules_to_save: tuple[str, ...] | None = _setting(None, "layers trained in full beside the classifier; None: the pooler if any")
+    trust_remote_code: bool = _setting(False, "run model code shipped with a hub repository; off unless you trust its authors")
+    quantize_4bit: bool = _setting(False, "QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes, CUDA GPUs only)")
 
     # training
-    learning_rate: float = 1e-3  # peak AdamW step size; LoRA takes ~10x a full fine-tune's
-    epochs: float = 2.0  # passes over the training split (an upper bound: early stopping may end sooner)
-    batch_size: int = 32  # training examples per optimizer step
-    eval_batch_size: int = 64  # examples per forward pass when evaluating
-    weight_decay: float = 0.01  # AdamW decoupled weight decay
-    warmup: float = 0.06  # share of the steps spent warming the learning rate up from 0
-    early_stopping_patience: int = 1  # epochs without a better validation macro-F1 before stopping
-    precision: str = "auto"  # "auto" (bf16, else fp16, on a CUDA GPU; fp32 on CPU), "fp32", "bf16" or "fp16"
+    learning_rate: float = _setting(1e-3, "peak AdamW step size; LoRA takes ~10x a full fine-tune's")
+    epochs: float = _setting(2.0, "passes over the training split (an upper bound: early stopping may end sooner)")
+    batch_size: int = _setting(32, "training examples per optimizer step")
+    eval_batch_size: int = _setting(64, "examples per forward pass when evaluating")
+    weight_decay: float = _setting(0.01, "AdamW decoupled weight decay")
+    warmup: float = _setting(0.06, "share of the steps spent warming the learning rate up from 0")
+    early_stopping_patience: int = _setting(1, "epochs without a better validation macro-F1 before stopping")
+    precision: str = _setting("auto", '"auto" (bf16, else fp16, on a CUDA GPU; fp32 on CPU), "fp32", "bf16" or "fp16"')
 
-    smoke: bool = field(default_factory=smoke_from_env)  # small mode for CI; defaults to $LORA_FT_SMOKE
-    output_root: str | None = None  # folder for data/, model/, results/; None: the project (smoke/ in small mode)
+    smoke: bool = field(default_factory=smoke_from_env, metadata={"help": "small mode for CI; defaults to $LORA_FT_SMOKE"})
+    output_root: str | None = _setting(None, "folder for data/, model/, results/; None: the project (smoke/ in small mode)")
 
     def __post_init__(self):
         if self.labels is not None:

@@ -1,0 +1,262 @@
+"""`python -m lora_ft <step>`: the notebooks' steps from a terminal, with settings from a file and key=value."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import textwrap
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from .config import Config
+from .errors import ConfigError, DataError, LoraFtError
+
+STEPS = {
+    "prepare": "load, clean, split and tokenize the data (notebook 01); writes data/prepared/",
+    "baseline": "score the majority class and the untrained pretrained model on the test split (notebook 02); "
+                "writes results/majority.json and results/pretrained-baseline.json",
+    "train": "train LoRA adapters and score them on the test split (notebook 03); writes model/lora-adapter/, "
+             "model/checkpoints/ and results/lora.json",
+    "evaluate": "reload the saved adapter into a fresh base model and score the test split again; "
+                "writes results/lora-reloaded.json",
+    "sweep": "train and score a rank x alpha/r x targets grid on a training subsample (notebook 06); "
+             "writes results/sweep-*.json, skipping runs already there",
+    "predict": "classify texts with a saved adapter; prints label, probability and text, one line per text",
+    "all": "prepare, baseline, train, evaluate and sweep, in order",
+}
+FRESH_STEPS = ("prepare", "all")  # the others start from the settings saved with the prepared data
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+HINTS = typing.get_type_hints(Config)
+FORMS = {bool: "true or false", int: "an integer", float: "a number", str: "text",
+         tuple: "a comma-separated list (e.g. query,value)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one step; a LoraFtError becomes one line on stderr and exit status 2."""
+    args = parser().parse_args(argv)
+    try:
+        _run(args)
+    except LoraFtError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args) -> None:
+    words, texts = args.settings, []
+    if args.step == "predict":  # a word naming a setting is a setting; the others are texts
+        texts = [w for w in words if not _is_setting(w)]
+        words = [w for w in words if _is_setting(w)]
+    config = make_config(args.step, args.config, parse_overrides(words))
+    from . import pipeline  # only now: importing torch and transformers takes seconds that --help need not wait
+
+    sweep_options = {name: getattr(args, name) for name in ("ranks", "alpha_ratios", "targets", "train_size")
+                     if hasattr(args, name)}
+    if args.step == "prepare":
+        pipeline.prepare(config)
+    elif args.step == "baseline":
+        pipeline.baseline(config)
+    elif args.step == "train":
+        pipeline.train(config, resume=args.resume)
+    elif args.step == "evaluate":
+        pipeline.evaluate(config)
+    elif args.step == "sweep":
+        pipeline.sweep(config, **sweep_options)
+    elif args.step == "all":
+        pipeline.run_all(config, **sweep_options)
+    else:
+        texts += read_texts(args.file) if args.file else []
+        predictions = pipeline.predict(config, texts, args.adapter)
+        if args.json:
+            rows = [{"text": t, "label": label, "score": round(s, 4)} for t, (label, s) in zip(texts, predictions)]
+            print(json.dumps(rows, indent=2, ensure_ascii=False))
+        else:
+            for text, (label, score) in zip(texts, predictions):
+                print(f"{label}\t{score:.4f}\t{text}")
+
+
+def make_config(step: str, config_file: Path | None, overrides: dict) -> Config:
+    """The step's Config: file settings, then overrides, on top of the prepared data's saved settings.
+
+    prepare and all start from Config's defaults instead, as notebook 01 does; the other steps read the
+    settings back as notebooks 02 to 06 do, so one chain uses one model and one split.
+    """
+    settings = {**(read_config_file(config_file) if config_file else {}), **overrides}
+    where = Config(**{name: settings[name] for name in ("output_root", "smoke") if name in settings}).paths
+    saved = where.data / "config.json"
+    if step in FRESH_STEPS or not saved.exists():
+        return Config(**settings)
+    return Config.load(saved, **settings)
+
+
+def read_config_file(path: Path) -> dict:
+    """The settings in a .json, .yaml or .yml file, as typed values; unknown keys are an error."""
+    path = Path(path)
+    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise ConfigError(f"config file {path} is not .json, .yaml or .yml: write the settings in one of those")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist: check the path")
+    try:
+        text = path.read_text(encoding="utf-8")
+        settings = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read config file {path} ({error}): fix its syntax") from None
+    if settings is None:  # an empty YAML file
+        return {}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"config file {path} holds a {type(settings).__name__}, not a mapping: "
+                          "write one `setting: value` per line (YAML) or one JSON object")
+    _check_names(settings, f" in {path}")
+    return {name: setting_value(name, value) for name, value in settings.items()}
+
+
+def parse_overrides(words: list[str]) -> dict:
+    """key=value words as typed settings, e.g. ["r=16", "labels=negative,positive"]."""
+    pairs = []
+    for word in words:
+        name, equals, value = word.partition("=")
+        if not equals:
+            raise ConfigError(f"{word!r} is not a setting: write settings as key=value, e.g. r=16")
+        pairs.append((name.strip(), value))
+    _check_names(dict(pairs), "")
+    return {name: setting_value(name, value) for name, value in pairs}
+
+
+def setting_value(name: str, value):
+    """value as setting name's type: text is parsed (None or null for unset), other values are checked."""
+    kind, optional = _kind(name)
+    form = FORMS[kind] + (" or None" if optional else "")
+    if isinstance(value, str):
+        if optional and value in ("None", "null"):
+            return None
+        try:
+            return _parse(kind, value)
+        except ValueError:
+            pass
+    elif value is None and optional:
+        return None
+    elif (kind is bool and type(value) is bool) or (kind is int and type(value) is int):
+        return value
+    elif kind is float and type(value) in (int, float):
+        return float(value)
+    elif kind is tuple and isinstance(value, list) and all(type(v) in (str, int) for v in value):
+        return tuple(str(v) for v in value)  # numeric class names are names too
+    raise ConfigError(f"{name}={value!r} is not {form}: set {name} to {form}")
+
+
+def _parse(kind, text: str):
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(text)
+        return text.lower() == "true"
+    if kind is tuple:
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    return kind(text)
+
+
+def _kind(name: str) -> tuple[type, bool]:
+    """A setting's value type (bool, int, float, str or tuple) and whether it may be None."""
+    hint = HINTS[name]
+    optional = isinstance(hint, types.UnionType)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    return typing.get_origin(base) or base, optional
+
+
+def _check_names(settings: dict, where: str) -> None:
+    unknown = [name for name in settings if name not in FIELDS]
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown}{where}: the settings are {', '.join(FIELDS)} "
+                          "(see --help for what each does)")
+
+
+def _is_setting(word: str) -> bool:
+    name, equals, _ = word.partition("=")
+    return bool(equals) and name.strip() in FIELDS
+
+
+def read_texts(path: Path) -> list[str]:
+    """The non-blank lines of a UTF-8 text file."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"text file {path} does not exist: check the path") from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): save it as UTF-8") from None
+    return [line.strip() for line in lines if line.strip()]
+
+
+def settings_help() -> str:
+    """Every setting with its type, default and description, for the epilog of each step's --help."""
+    lines = textwrap.wrap("settings: key=value words, or keys of the --config file; lists are comma-separated, None "
+                          "or null unsets. Steps other than prepare and all start from the settings saved with the "
+                          "prepared data, as notebooks 02 to 06 do.", 100) + [""]
+    for field in FIELDS.values():
+        default = "" if field.default is dataclasses.MISSING else f" = {_show(field.default)}"
+        lines.append(f"  {field.name}: {field.type}{default}")
+        lines += textwrap.wrap(field.metadata["help"], 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
+def _show(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+def _numbers(kind):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}s") from None
+
+    return parse
+
+
+def _train_size(text: str) -> int | None:
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a positive integer nor all")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m lora_ft", description="The notebooks' steps from a terminal. "
+                                  "`python -m lora_ft STEP --help` lists the step's options and every setting.")
+    steps = top.add_subparsers(dest="step", required=True, metavar="STEP")
+    for name, summary in STEPS.items():
+        step = steps.add_parser(name, help=summary, description=textwrap.fill(summary[0].upper() + summary[1:] + ".", 100),
+                                epilog=settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        step.add_argument("--config", type=Path, metavar="FILE",
+                          help="settings file (.json, .yaml or .yml) whose keys are the settings below")
+        if name == "predict":
+            step.add_argument("settings", nargs="*", metavar="key=value | text",
+                              help="settings (a word that starts with a setting's name and =), and texts to classify")
+            step.add_argument("--file", type=Path, metavar="PATH", help="UTF-8 file of texts, one per line")
+            step.add_argument("--adapter", type=Path, metavar="DIR",
+                              help="adapter folder that train saved (default: model/lora-adapter/ in the output root)")
+            step.add_argument("--json", action="store_true", help="print a JSON list of {text, label, score}")
+        else:
+            step.add_argument("settings", nargs="*", metavar="key=value", help="settings that override the file's")
+        if name == "train":
+            step.add_argument("--resume", action="store_true",
+                              help="continue from the last checkpoint in model/checkpoints/ when there is one")
+        if name in ("sweep", "all"):
+            sweep = step.add_argument_group("sweep grid")
+            sweep.add_argument("--ranks", type=_numbers(int), default=argparse.SUPPRESS, metavar="R,...",
+                               help="LoRA ranks (default 4,8,16)")
+            sweep.add_argument("--alpha-ratios", type=_numbers(float), default=argparse.SUPPRESS, metavar="K,...",
+                               help="alpha / r values; each run gets alpha = K * r (default 2)")
+            sweep.add_argument("--targets", type=lambda text: tuple(text.split(",")), default=argparse.SUPPRESS,
+                               metavar="NAME,...", help="target sets of lora_ft.sweep.TARGET_SETS: query-value, "
+                               "attention, all-linear (default query-value)")
+            sweep.add_argument("--train-size", type=_train_size, default=argparse.SUPPRESS, metavar="N",
+                               help="stratified training subsample per run, or all (default 4000, as notebook 06)")
+    return top

@@ -1,0 +1,205 @@
+"""The notebooks' steps as functions of a Config: what `python -m lora_ft <step>` runs.
+
+Under torchrun or accelerate launch every process runs each step, and only the main one writes files (on CPU,
+launch with `accelerate launch --cpu`, or set ACCELERATE_USE_CPU=1 for torchrun, as the Trainer needs).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+from datasets import Dataset, DatasetDict
+from transformers.trainer_utils import get_last_checkpoint
+
+from . import data, results, training
+from .config import Config
+from .errors import ConfigError, DataError
+from .modeling import add_lora, count_params, load_adapter, load_model, load_tokenizer, save_adapter
+from .sweep import TARGET_SETS, grid
+from .sweep import run as run_grid
+
+
+def prepare(config: Config, log=print) -> DatasetDict:
+    """Load, clean, split and tokenize the data (notebook 01); reused when the saved settings match."""
+    splits = _splits(config)
+    sizes = ", ".join(f"{len(splits[name]):,} {name}" for name in data.SPLITS)
+    _log(log, f"prepared data in {config.paths.data}: {sizes}; labels {data.labels_of(splits)}")
+    return splits
+
+
+def baseline(config: Config, log=print) -> dict[str, dict]:
+    """The "before" records on the test split (notebook 02): majority class and the untrained pretrained model."""
+    splits = _splits(config)
+    labels, test = data.labels_of(splits), splits["test"]
+    references = np.array(test["label"])
+    majority = int(np.bincount(np.array(splits["train"]["label"])).argmax())
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    model = _base_model(config, labels)
+    logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
+    records = {
+        "majority": results.build("majority", "majority", config, labels, "test", references,
+                                  np.full_like(references, majority), params={"trainable": 0, "total": 0}),
+        "pretrained-baseline": results.build("pretrained-baseline", "pretrained-baseline", config, labels, "test",
+                                             references, logits.argmax(-1), params=count_params(model)),
+    }
+    for record in records.values():
+        _write_record(record, config, log)
+    return records
+
+
+def train(config: Config, resume: bool = False, log=print) -> dict:
+    """Train LoRA adapters (notebook 03), save them to model/lora-adapter/, and write the test record "lora".
+
+    resume continues from the last checkpoint in model/checkpoints/ when there is one.
+    """
+    splits = _splits(config)
+    labels, test = data.labels_of(splits), splits["test"]
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    model = add_lora(_base_model(config, labels), config)
+    params = count_params(model)
+    _log(log, str(config))
+    _log(log, f"training {params['trainable']:,} of {params['total']:,} weights on {len(splits['train']):,} examples")
+    trainer = training.build_trainer(config, model, tokenizer, splits)
+    if resume:
+        folder = config.paths.checkpoints
+        checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+        _log(log, f"resuming from {checkpoint}" if checkpoint else f"no checkpoint in {folder}: training from the start")
+        if checkpoint:  # training.train calls trainer.train() without arguments
+            trainer.train = functools.partial(trainer.train, resume_from_checkpoint=checkpoint)
+    info = training.train(trainer)
+    _on_main(save_adapter, model, tokenizer, config, labels, config.paths.adapter)
+    _log(log, f"adapter saved in {config.paths.adapter}")
+    logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
+    record = results.build("lora", "lora", config, labels, "test", np.array(test["label"]), logits.argmax(-1),
+                           params, info)
+    _write_record(record, config, log)
+    return record
+
+
+def evaluate(config: Config, log=print) -> dict:
+    """Reload the saved adapter into a fresh base model and score the test split: the record "lora-reloaded".
+
+    The settings are the adapter's own (config gives only output_root and eval_batch_size); training time,
+    history and parameter counts come from the record "lora" that train wrote with the adapter.
+    """
+    folder = config.paths.adapter
+    trained, labels = _saved_adapter(folder, output_root=config.output_root, eval_batch_size=config.eval_batch_size)
+    path = _path_of("lora", trained)
+    trained_run = json.loads(path.read_text()) if path.exists() else None
+    if trained_run is None or _predictive(trained_run["config"]) != _predictive(results.build_config(trained)):
+        raise ConfigError(f"{path} is missing or is not the record of the adapter in {folder}: "
+                          "run the train step again, which writes both")
+    splits = _splits(trained)
+    test = splits["test"]
+    tokenizer = load_tokenizer(str(folder), trust_remote_code=trained.trust_remote_code)
+    model = load_adapter(folder, trained, labels)
+    logits = training.predict_logits(model, tokenizer, test, trained.eval_batch_size)
+    record = results.build("lora-reloaded", "lora", trained, labels, "test", np.array(test["label"]),
+                           logits.argmax(-1), trained_run["params"], trained_run["train"])
+    _write_record(record, trained, log)
+    same = record["confusion_matrix"] == trained_run["confusion_matrix"]
+    _log(log, f"same confusion matrix as the record of the trained model: {'yes' if same else 'NO'}")
+    return record
+
+
+def sweep(config: Config, ranks=(4, 8, 16), alpha_ratios=(2,), targets=("query-value",),
+          train_size: int | None = 4000, log=print) -> dict[str, dict]:
+    """Train and test every rank x alpha/r x target set (notebook 06) on a stratified training subsample.
+
+    Runs whose results file holds the same settings are skipped. train_size None trains on the whole split.
+    """
+    unknown = [name for name in targets if name not in TARGET_SETS]
+    if unknown:
+        raise ConfigError(f"unknown target set(s) {unknown}: choose from {sorted(TARGET_SETS)}")
+    splits = _splits(config)
+    splits["train"] = data.subsample(splits["train"], train_size, config.seed)
+    config = config.replace(train_size=len(splits["train"]))  # what each run's record says it trained on
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    points = grid(tuple(ranks), tuple(alpha_ratios), tuple(targets))
+    _log(log, f"{len(points)} configurations, {len(splits['train']):,} training examples each")
+    return run_grid(config, splits, tokenizer, points, log=lambda line: _log(log, line))
+
+
+def predict(config: Config, texts, adapter: Path | str | None = None) -> list[tuple[str, float]]:
+    """(label, probability) for each text from a saved adapter (default: config's), merged into the base for speed."""
+    texts = list(texts)
+    if not texts:
+        raise DataError("no texts to classify: give them as arguments, or in a file with one text per line")
+    folder = Path(adapter) if adapter is not None else config.paths.adapter
+    trained, labels = _saved_adapter(folder)
+    tokenizer = load_tokenizer(str(folder), trust_remote_code=trained.trust_remote_code)
+    model = load_adapter(folder, trained, labels, merge=True)
+    inputs = data.tokenize(Dataset.from_dict({"text": texts}), tokenizer, trained.max_length)
+    logits = training.predict_logits(model, tokenizer, inputs, config.eval_batch_size)
+    probabilities = torch.from_numpy(logits).float().softmax(-1).numpy()
+    return [(labels[i], float(p[i])) for p, i in zip(probabilities, probabilities.argmax(-1))]
+
+
+def run_all(config: Config, log=print, **sweep_options) -> dict[str, dict]:
+    """prepare, baseline, train, evaluate and sweep in order; every record written, by run."""
+    prepare(config, log)
+    records = baseline(config, log)
+    records["lora"] = train(config, log=log)
+    records["lora-reloaded"] = evaluate(config, log)
+    records.update(sweep(config, log=log, **sweep_options))
+    return records
+
+
+def _splits(config: Config):
+    # The main process prepares (or checks) the data first; the others then find it ready and only read it.
+    with _processes().main_process_first():
+        return data.prepare(config)
+
+
+def _processes() -> PartialState:
+    # The processes the Trainer will use. On CPU, `accelerate launch --cpu` sets ACCELERATE_USE_CPU, which
+    # TrainingArguments reads and PartialState does not: without it a torchrun CPU process would think it ran alone.
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def _base_model(config: Config, labels: list[str]):
+    return load_model(config.model, labels, config.seed, trust_remote_code=config.trust_remote_code,
+                      quantize_4bit=config.quantize_4bit)
+
+
+def _saved_adapter(folder: Path, **changes) -> tuple[Config, list[str]]:
+    """The settings an adapter folder was trained with (changes applied) and its class names."""
+    settings, labels = folder / "lora_ft_config.json", folder / "labels.json"
+    if not (settings.is_file() and labels.is_file()):
+        raise ConfigError(f"no saved adapter in {folder}: run the train step first, or pass the folder it saved")
+    return Config.load(settings, **changes), json.loads(labels.read_text())
+
+
+def _on_main(write, *args) -> None:
+    """Run a write on the main process only, then hold every process until it is on disk."""
+    state = _processes()
+    if state.is_main_process:
+        write(*args)
+    state.wait_for_everyone()
+
+
+def _write_record(record: dict, config: Config, log) -> None:
+    _on_main(results.write, record, config.paths.results)
+    metrics = record["metrics"]
+    _log(log, f"{record['run']}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} on "
+              f"{record['n_examples']:,} {record['split']} examples -> {_path_of(record['run'], config)}")
+
+
+def _path_of(run: str, config: Config) -> Path:
+    return config.paths.results / f"{run}.json"
+
+
+def _predictive(settings: dict) -> dict:
+    """A record's settings less those that change no prediction: where the run lives and how it is batched."""
+    return {k: v for k, v in settings.items() if k not in ("output_root", "eval_batch_size")}
+
+
+def _log(log, message: str) -> None:
+    if _processes().is_main_process:
+        log(message)

@@ -1,0 +1,177 @@
+"""`python -m lora_ft`: typed settings from files and key=value, one-line errors, and a small real run."""
+
+import contextlib
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lora_ft import Config, results
+from lora_ft.cli import STEPS, main, make_config, parse_overrides, read_config_file
+
+SMALL = ["train_size=64", "eval_size=32", "epochs=1"]
+LABELS = ["negative", "neutral", "positive"]
+
+
+def run(argv) -> tuple[int, str]:
+    """main(argv)'s exit status and what it printed on stdout."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(argv)
+    return status, out.getvalue()
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_help_of_every_step_lists_every_setting_with_its_help(capsys, step):
+    with pytest.raises(SystemExit) as done:
+        main([step, "--help"])
+    assert done.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(Config):
+        assert field.metadata.get("help"), f"Config.{field.name} has no help text"
+        assert f" {field.name}: {field.type}" in out and " ".join(field.metadata["help"].split()) in out
+
+
+def test_overrides_are_parsed_with_each_settings_type():
+    settings = parse_overrides(["r=4", "alpha=32", "dropout=0", "labels=negative,positive", "target_modules=query, value",
+                                "train_size=None", "text_column=null", "trust_remote_code=true", "smoke=False",
+                                "dataset=reviews=2024.csv"])
+    assert settings == {"r": 4, "alpha": 32.0, "dropout": 0.0, "labels": ("negative", "positive"),
+                        "target_modules": ("query", "value"), "train_size": None, "text_column": None,
+                        "trust_remote_code": True, "smoke": False, "dataset": "reviews=2024.csv"}
+    assert type(settings["r"]) is int and type(settings["alpha"]) is float
+    assert Config(**settings).labels == ("negative", "positive")
+
+
+@pytest.mark.parametrize("word, named", [
+    ("rank=4", "unknown setting(s) ['rank']"),
+    ("r=abc", "r='abc' is not an integer"),
+    ("train_size=x", "train_size='x' is not an integer or None"),
+    ("trust_remote_code=yes", "trust_remote_code='yes' is not true or false"),
+    ("alpha=None", "alpha='None' is not a number"),
+    ("r=-1", "r=-1 is invalid"),
+    ("r", "write settings as key=value"),
+])
+def test_bad_settings_are_one_line_errors_naming_the_setting(capsys, word, named):
+    assert main(["train", word]) == 2
+    assert named in one_line_error(capsys)
+
+
+def test_config_files_json_and_yaml_then_overrides_on_top(tmp_path, capsys):
+    (tmp_path / "run.json").write_text(json.dumps({"r": 4, "alpha": 8, "labels": ["negative", "positive"],
+                                                   "train_size": None, "trust_remote_code": False}))
+    (tmp_path / "run.yaml").write_text("r: 4\nalpha: 8\nlabels: [negative, positive]\ntrain_size: null\n"
+                                       "trust_remote_code: false\nlearning_rate: 5e-4\ntarget_modules: query,value\n")
+    from_json, from_yaml = read_config_file(tmp_path / "run.json"), read_config_file(tmp_path / "run.yaml")
+    assert from_json == {"r": 4, "alpha": 8.0, "labels": ("negative", "positive"), "train_size": None,
+                         "trust_remote_code": False}
+    # YAML reads 5e-4 as text and JSON 8 as an integer: each value takes its setting's type
+    assert from_yaml == {**from_json, "learning_rate": 5e-4, "target_modules": ("query", "value")}
+    config = make_config("prepare", tmp_path / "run.yaml", parse_overrides(["r=16", f"output_root={tmp_path}"]))
+    assert (config.r, config.alpha, config.learning_rate, config.labels) == (16, 8.0, 5e-4, ("negative", "positive"))
+
+    for name, text, named in [("bad.json", '{"rank": 4}', "unknown setting(s) ['rank'] in"),
+                              ("bad.yaml", "r: four\n", "r='four' is not an integer"),
+                              ("bad.yml", "- r\n", "not a mapping"),
+                              ("bad.json", "{r: 4", "cannot read config file"),
+                              ("bad.toml", "r = 4\n", "is not .json, .yaml or .yml")]:
+        (tmp_path / name).write_text(text)
+        assert main(["prepare", "--config", str(tmp_path / name)]) == 2
+        assert named in one_line_error(capsys)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny prepare then train in a temporary output root, and what train printed."""
+    root = tmp_path_factory.mktemp("run")
+    assert run(["prepare", f"output_root={root}", *SMALL])[0] == 0
+    status, out = run(["train", "--resume", f"output_root={root}"])  # the rest of the settings: read back
+    assert status == 0
+    return root, out
+
+
+def test_train_reads_the_prepared_settings_back_and_saves_adapter_and_record(trained):
+    root, out = trained
+    assert "no checkpoint in" in out and "training from the start" in out
+    adapter = root / "model" / "lora-adapter"
+    assert {"adapter_model.safetensors", "labels.json", "lora_ft_config.json"} <= {p.name for p in adapter.iterdir()}
+    assert json.loads((adapter / "labels.json").read_text()) == LABELS
+    record = results.load_all(root / "results")["lora"]
+    assert record["config"]["train_size"] == 64 and record["n_examples"] == 32 and record["train"]["epochs"] == 1
+    assert f"lora: accuracy {record['metrics']['accuracy']:.4f}" in out
+
+
+def test_predict_prints_a_known_label_per_text(trained, tmp_path, capsys):
+    root, _ = trained
+    texts = ["I love this airline, the crew was wonderful!", "Worst service ever, my bag is lost."]
+    status, out = run(["predict", f"output_root={root}", *texts])
+    lines = out.splitlines()
+    assert status == 0 and len(lines) == 2
+    for line, text in zip(lines, texts):
+        label, score, echoed = line.split("\t")
+        assert label in LABELS and 1 / 3 <= float(score) <= 1 and echoed == text
+
+    (tmp_path / "texts.txt").write_text(f"{texts[0]}\n\n  {texts[1]}  \n")
+    status, out = run(["predict", "--json", "--file", str(tmp_path / "texts.txt"),
+                       "--adapter", str(root / "model" / "lora-adapter")])
+    rows = json.loads(out)
+    assert status == 0 and [row["text"] for row in rows] == texts
+    assert [row["label"] for row in rows] == [line.split("\t")[0] for line in lines]
+
+    assert main(["predict", f"output_root={tmp_path}", "some text"]) == 2
+    assert "no saved adapter in" in one_line_error(capsys)
+    assert main(["predict", f"output_root={root}"]) == 2
+    assert "no texts to classify" in one_line_error(capsys)
+
+
+def test_evaluate_reloads_the_adapter_and_matches_the_trained_record(trained):
+    root, _ = trained
+    status, out = run(["evaluate", f"output_root={root}"])
+    records = results.load_all(root / "results")
+    assert status == 0 and "same confusion matrix as the record of the trained model: yes" in out
+    assert records["lora-reloaded"]["metrics"] == records["lora"]["metrics"]
+    assert records["lora-reloaded"]["train"] == records["lora"]["train"]
+
+
+def test_resume_continues_from_the_last_checkpoint(trained):
+    root, _ = trained
+    before = results.load_all(root / "results")["lora"]
+    status, out = run(["train", "--resume", f"output_root={root}"])
+    after = results.load_all(root / "results")["lora"]
+    assert status == 0 and f"resuming from {root / 'model' / 'checkpoints' / 'checkpoint-'}" in out
+    assert after["train"]["history"] == before["train"]["history"] and after["metrics"] == before["metrics"]
+
+
+def test_baseline_and_sweep_write_their_records(trained):
+    root, _ = trained
+    assert run(["baseline", f"output_root={root}"])[0] == 0
+    assert run(["sweep", "--ranks", "2", "--alpha-ratios", "2", "--train-size", "32", f"output_root={root}"])[0] == 0
+    records = results.load_all(root / "results")
+    assert records["majority"]["n_examples"] == records["pretrained-baseline"]["n_examples"] == 32
+    point = records["sweep-query-value-r2-alpha4"]["config"]
+    assert (point["r"], point["alpha"], point["train_size"]) == (2, 4.0, 32)
+
+
+def test_the_module_runs_as_a_program(trained, tmp_path):
+    root, _ = trained
+
+    def program(*argv):
+        return subprocess.run([sys.executable, "-m", "lora_ft", *argv], capture_output=True, text=True, cwd=tmp_path)
+
+    done = program("--help")
+    assert done.returncode == 0 and all(step in done.stdout for step in STEPS)
+    done = program("train", "rank=4")
+    assert done.returncode == 2 and done.stderr.startswith("error: unknown setting") and done.stderr.count("\n") == 1
+    done = program("predict", f"output_root={root}", "The flight to Boston departs at 9am.")
+    assert done.returncode == 0, done.stderr
+    label, _, text = done.stdout.strip().split("\t")
+    assert label in LABELS and text == "The flight to Boston departs at 9am."
