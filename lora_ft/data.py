@@ -338,9 +338,23 @@ def subsample(split: Dataset, size: int | None, seed: int) -> Dataset:
     return split.train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]
 
 
-def tokenize(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDict:
-    """Add input_ids and attention_mask; padding is left to the batch collator (dynamic padding)."""
-    return splits.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length), batched=True)
+def tokenize(splits: DatasetDict, tokenizer, max_length: int, truncation: str = "head") -> DatasetDict:
+    """Add input_ids and attention_mask; padding is left to the batch collator (dynamic padding).
+
+    A text longer than max_length keeps its first max_length tokens ("head"), or its first quarter and last
+    three quarters ("head+tail": a review's verdict is often at its end; Sun et al. 2019, "How to Fine-Tune
+    BERT for Text Classification?", found head+tail the best of the simple truncations on IMDb).
+    """
+    if truncation == "head":
+        return splits.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length), batched=True)
+    head = max_length // 4
+
+    def head_and_tail(batch):
+        encoded = tokenizer(batch["text"])  # special tokens sit at the ends, so they stay
+        return {key: [v if len(v) <= max_length else v[:head] + v[len(v) - max_length + head:] for v in values]
+                for key, values in encoded.items()}
+
+    return splits.map(head_and_tail, batched=True)
 
 
 def prepare(config: Config, tokenizer=None, force: bool = False) -> DatasetDict:
@@ -357,7 +371,7 @@ def prepare(config: Config, tokenizer=None, force: bool = False) -> DatasetDict:
     frame, report = clean(frame)
     names = label_names(frame, declared, config.labels)
     frame = frame.assign(label=to_names(frame, declared))
-    splits = tokenize(split(frame, names, config), tokenizer, config.max_length)
+    splits = tokenize(split(frame, names, config), tokenizer, config.max_length, config.truncation)
     report["labels"] = names
     report["splits"] = {name: len(splits[name]) for name in SPLITS}
 

@@ -1,4 +1,5 @@
-"""Atomic writes: a crash never leaves a half-written file where a good one was."""
+"""Atomic writes: a crash never leaves a half-written file where a good one was; under several processes
+(torchrun, accelerate launch) only the main one writes."""
 
 from __future__ import annotations
 
@@ -42,3 +43,23 @@ def replace_dir_atomic(build, target: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def processes():
+    """The processes the Trainer will use (accelerate's PartialState).
+
+    On CPU, `accelerate launch --cpu` sets ACCELERATE_USE_CPU, which TrainingArguments reads and PartialState
+    does not: without it a torchrun CPU process would think it ran alone.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def on_main_process(write, *args) -> None:
+    """Run a write on the main process only, then hold every process until it is on disk."""
+    state = processes()
+    if state.is_main_process:
+        write(*args)
+    state.wait_for_everyone()

@@ -6,20 +6,18 @@ launch with `accelerate launch --cpu`, or set ACCELERATE_USE_CPU=1 for torchrun,
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
 from datasets import Dataset, DatasetDict
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import data, results, training
 from .config import Config
 from .errors import ConfigError, DataError
+from .io import on_main_process, processes
 from .modeling import add_lora, count_params, load_adapter, load_model, load_tokenizer, save_adapter
 from .sweep import TARGET_SETS, grid
 from .sweep import run as run_grid
@@ -66,14 +64,13 @@ def train(config: Config, resume: bool = False, log=print) -> dict:
     _log(log, str(config))
     _log(log, f"training {params['trainable']:,} of {params['total']:,} weights on {len(splits['train']):,} examples")
     trainer = training.build_trainer(config, model, tokenizer, splits)
+    checkpoint = None
     if resume:
         folder = config.paths.checkpoints
         checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
         _log(log, f"resuming from {checkpoint}" if checkpoint else f"no checkpoint in {folder}: training from the start")
-        if checkpoint:  # training.train calls trainer.train() without arguments
-            trainer.train = functools.partial(trainer.train, resume_from_checkpoint=checkpoint)
-    info = training.train(trainer)
-    _on_main(save_adapter, model, tokenizer, config, labels, config.paths.adapter)
+    info = training.train(trainer, checkpoint)
+    on_main_process(save_adapter, model, tokenizer, config, labels, config.paths.adapter)
     _log(log, f"adapter saved in {config.paths.adapter}")
     logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
     record = results.build("lora", "lora", config, labels, "test", np.array(test["label"]), logits.argmax(-1),
@@ -135,7 +132,7 @@ def predict(config: Config, texts, adapter: Path | str | None = None) -> list[tu
     trained, labels = _saved_adapter(folder)
     tokenizer = load_tokenizer(str(folder), trust_remote_code=trained.trust_remote_code)
     model = load_adapter(folder, trained, labels, merge=True)
-    inputs = data.tokenize(Dataset.from_dict({"text": texts}), tokenizer, trained.max_length)
+    inputs = data.tokenize(Dataset.from_dict({"text": texts}), tokenizer, trained.max_length, trained.truncation)
     logits = training.predict_logits(model, tokenizer, inputs, config.eval_batch_size)
     probabilities = torch.from_numpy(logits).float().softmax(-1).numpy()
     return [(labels[i], float(p[i])) for p, i in zip(probabilities, probabilities.argmax(-1))]
@@ -153,14 +150,8 @@ def run_all(config: Config, log=print, **sweep_options) -> dict[str, dict]:
 
 def _splits(config: Config):
     # The main process prepares (or checks) the data first; the others then find it ready and only read it.
-    with _processes().main_process_first():
+    with processes().main_process_first():
         return data.prepare(config)
-
-
-def _processes() -> PartialState:
-    # The processes the Trainer will use. On CPU, `accelerate launch --cpu` sets ACCELERATE_USE_CPU, which
-    # TrainingArguments reads and PartialState does not: without it a torchrun CPU process would think it ran alone.
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def _base_model(config: Config, labels: list[str]):
@@ -176,16 +167,8 @@ def _saved_adapter(folder: Path, **changes) -> tuple[Config, list[str]]:
     return Config.load(settings, **changes), json.loads(labels.read_text())
 
 
-def _on_main(write, *args) -> None:
-    """Run a write on the main process only, then hold every process until it is on disk."""
-    state = _processes()
-    if state.is_main_process:
-        write(*args)
-    state.wait_for_everyone()
-
-
 def _write_record(record: dict, config: Config, log) -> None:
-    _on_main(results.write, record, config.paths.results)
+    on_main_process(results.write, record, config.paths.results)
     metrics = record["metrics"]
     _log(log, f"{record['run']}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} on "
               f"{record['n_examples']:,} {record['split']} examples -> {_path_of(record['run'], config)}")
@@ -201,5 +184,5 @@ def _predictive(settings: dict) -> dict:
 
 
 def _log(log, message: str) -> None:
-    if _processes().is_main_process:
+    if processes().is_main_process:
         log(message)

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import results
 from .config import Config
+from .io import on_main_process
 from .modeling import add_lora, count_params, load_model
 from .training import build_trainer, predict_logits, train
 
@@ -57,7 +58,7 @@ def run(config: Config, splits, tokenizer, points: list[dict], log=print) -> dic
         probabilities /= probabilities.sum(-1, keepdims=True)
         record["predictions"] = logits.argmax(-1).tolist()  # per test example, for the error analysis
         record["confidence"] = np.round(probabilities.max(-1), 4).tolist()
-        results.write(record, settings.paths.results)
+        on_main_process(results.write, record, settings.paths.results)
         records[name] = record
         log(f"{name}: accuracy {record['metrics']['accuracy']:.4f}, macro-F1 {record['metrics']['f1_macro']:.4f}, "
             f"{record['params']['trainable']:,} trainable, {info['seconds']:.0f} s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from functools import lru_cache
@@ -99,29 +100,39 @@ def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | N
     )
 
 
-def train(trainer: Trainer) -> dict:
-    """Run training; return the results file's train section (time, throughput, history)."""
+def train(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
+    """Run training, from a checkpoint folder if given; return the results file's train section.
+
+    Time and throughput count this call only: a resumed run reports the steps it ran, and where it resumed.
+    """
+    first_step = 0
+    if resume_from_checkpoint is not None:
+        first_step = json.loads((Path(resume_from_checkpoint) / "trainer_state.json").read_text())["global_step"]
     start = time.perf_counter()
     transformers.logging.disable_progress_bar()  # the Trainer's own progress table stays; checkpoint-writing bars go
     try:
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     finally:
         transformers.logging.enable_progress_bar()
     seconds = time.perf_counter() - start
+    state = trainer.state
     history = [
         {k: v for k, v in entry.items() if k != "total_flos"}
-        for entry in trainer.state.log_history
+        for entry in state.log_history
         if "loss" in entry or "eval_loss" in entry
     ]
-    examples = len(trainer.train_dataset) * trainer.state.epoch
-    return {
+    examples = len(trainer.train_dataset) * state.epoch * (state.global_step - first_step) / max(state.global_step, 1)
+    info = {
         "seconds": round(seconds, 1),
         "examples_per_second": round(examples / output.metrics["train_runtime"], 2),
-        "epochs": trainer.state.epoch,
-        "best_epoch": _best_epoch(history, trainer.state.best_metric),
-        "best_validation_f1_macro": trainer.state.best_metric,
+        "epochs": state.epoch,
+        "best_epoch": _best_epoch(history, state.best_metric),
+        "best_validation_f1_macro": state.best_metric,
         "history": history,
     }
+    if first_step:
+        info["resumed_from_step"] = first_step
+    return info
 
 
 def _best_epoch(history, best):
