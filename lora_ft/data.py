@@ -14,7 +14,7 @@ from datasets import (ClassLabel, Dataset, DatasetDict, Features, Value, disable
 
 from . import hub
 from .config import DEFAULT_DATASET, Config, Paths
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .io import replace_dir_atomic, write_json_atomic
 
 disable_progress_bars()  # map/save bars of a few seconds each only clutter the notebooks
@@ -366,7 +366,11 @@ def prepare(config: Config, tokenizer=None, force: bool = False) -> DatasetDict:
     if tokenizer is None:
         from .modeling import load_tokenizer
 
-        tokenizer = load_tokenizer(config.model)
+        tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+    limit = tokenizer.model_max_length
+    if config.max_length > limit:  # checked before anything is read or written
+        raise ConfigError(f"max_length={config.max_length} is beyond the {limit} tokens model {config.model!r} "
+                          f"reads: set max_length to at most {limit}")
     frame, declared = load_frame(config)
     frame, report = clean(frame)
     names = label_names(frame, declared, config.labels)

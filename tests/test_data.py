@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lora_ft import Config, DataError, data
+from lora_ft import Config, ConfigError, DataError, data
 from lora_ft.modeling import load_tokenizer
 
 
@@ -132,3 +132,10 @@ def test_wrong_encoding_is_a_clear_error(tmp_path, tokenizer):
         data.load_frame(Config(smoke=False, dataset=str(path)))
     frame, _ = data.load_frame(Config(smoke=False, dataset=str(path), encoding="latin-1"))
     assert frame["text"][0] == "café au lait"
+
+
+def test_max_length_beyond_the_models_limit_is_refused_before_anything_is_written(tmp_path, tokenizer):
+    config = Config(smoke=False, max_length=4096, output_root=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="max_length=4096 is beyond the 512 tokens.*at most 512"):
+        data.prepare(config, tokenizer)
+    assert not (tmp_path / "out").exists()
