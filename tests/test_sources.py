@@ -242,3 +242,21 @@ def test_sentiment140_test_set_loads_as_latin1_with_three_polarities():
     assert len(frame) == 498 and frame["label"].value_counts().to_dict() == {4: 182, 0: 177, 2: 139}
     cleaned, _ = data.clean(frame)
     assert data.label_names(cleaned, None, ("0", "4")) == ["0", "4"]
+
+
+def test_a_users_csv_with_its_own_column_names_and_string_labels_trains_end_to_end(tmp_path, capsys):
+    from lora_ft import cli, results
+
+    path = tmp_path / "tickets.csv"
+    words = {"billing": "invoice charge refund", "outage": "down offline error", "praise": "thanks great love"}
+    pd.DataFrame([{"body": f"{w} ticket {i}", "team": team} for team, w in words.items() for i in range(40)]).to_csv(
+        path, index=False)
+    root = tmp_path / "out"
+    settings = [f"dataset={path}", "text_column=body", "label_column=team", f"output_root={root}", "epochs=1"]
+    assert cli.main(["prepare", *settings]) == 0
+    assert cli.main(["train", f"output_root={root}"]) == 0
+    record = results.load_all(root / "results")["lora"]
+    assert record["labels"] == ["billing", "outage", "praise"] and record["dataset"] == str(path)
+    capsys.readouterr()
+    assert cli.main(["predict", f"output_root={root}", "please refund this charge"]) == 0
+    assert capsys.readouterr().out.split("\t")[0] in words
