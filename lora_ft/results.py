@@ -20,12 +20,15 @@ REQUIRED = ("run", "kind", "model", "dataset", "split", "n_examples", "labels", 
 REQUIRED_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "per_class")
 REQUIRED_TRAIN = ("seconds", "examples_per_second", "epochs", "history")
 REQUIRED_META = ("smoke", "seed", "versions", "device", "created")
+REQUIRED_RESOURCES = ("peak_memory_mb", "saved_mb")
+TRAINED_KINDS = ("full-finetune", "tfidf-logreg", "linear-probe")  # besides every kind starting with "lora"
 PACKAGES = ("torch", "transformers", "peft", "datasets", "evaluate")
 
 
 def build(run: str, kind: str, config: Config, labels: list[str], split: str, references, predictions,
-          params: dict, train: dict | None = None) -> dict:
-    """A results record for predictions on one split; train is the training section for trained runs."""
+          params: dict, train: dict | None = None, resources: dict | None = None) -> dict:
+    """A results record for predictions on one split; train is the training section for trained runs, resources
+    what the run cost ("peak_memory_mb", "saved_mb", see baselines.measure)."""
     scores = score(references, predictions, labels)
     result = {
         "run": run,
@@ -43,6 +46,8 @@ def build(run: str, kind: str, config: Config, labels: list[str], split: str, re
     }
     if train is not None:
         result["train"] = train
+    if resources is not None:
+        result["resources"] = resources
     return result
 
 
@@ -81,9 +86,15 @@ def validate(result: dict) -> None:
     need(result["metrics"], REQUIRED_METRICS, "metrics.")
     need(result["params"], ("trainable", "total"), "params.")
     need(result["meta"], REQUIRED_META, "meta.")
-    if result["kind"].startswith("lora"):  # every trained run
+    if result["kind"].startswith("lora") or result["kind"] in TRAINED_KINDS:
         need(result, ("train",), "")
         need(result["train"], REQUIRED_TRAIN, "train.")
+    if "resources" in result:  # optional: the committed full run's records predate it
+        need(result["resources"], REQUIRED_RESOURCES, "resources.")
+        bad = {k: v for k, v in result["resources"].items()
+               if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0}
+        if bad:
+            raise LoraFtError(f"results record {result['run']!r}: resources {bad} are not numbers >= 0")
     n = len(result["labels"])
     matrix = np.asarray(result["confusion_matrix"])
     if matrix.shape != (n, n) or matrix.sum() != result["n_examples"]:

@@ -1,0 +1,211 @@
+"""Baselines on the LoRA run's splits and results contract: TF-IDF + logistic regression, a linear probe on the
+frozen encoder, and full fine-tuning; each measured for time, peak memory and the size of what it saves."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+
+from . import data, results, training
+from .config import Config
+from .errors import ConfigError
+from .io import on_main_process, replace_dir_atomic, write_json_atomic
+from .modeling import count_params, load_model, load_tokenizer
+
+C_GRID = (0.5, 1.0, 2.0, 4.0)  # inverse L2 strength of the logistic regressions, chosen on validation macro-F1
+MB = 1e6  # bytes; the README quotes sizes in decimal MB
+
+try:
+    import psutil
+
+    def rss() -> int:
+        """Resident memory of this process, in bytes."""
+        return psutil.Process().memory_info().rss
+except ImportError:
+    def rss() -> int:
+        """Resident memory of this process, in bytes (Linux, without psutil)."""
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextlib.contextmanager
+def measure(interval: float = 0.02):
+    """Peak memory of the process while the block runs, above what it held before, in MB.
+
+    Yields a dict that gets "peak_memory_mb" (resident memory, sampled every interval seconds) when the block
+    ends, and "peak_gpu_memory_mb" (torch.cuda.max_memory_allocated) on CUDA.
+    """
+    _release_freed_memory()
+    usage, start, peak, done = {}, rss(), [0], threading.Event()
+
+    def sample():
+        while not done.wait(interval):
+            peak[0] = max(peak[0], rss())
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        gpu_start = torch.cuda.memory_allocated()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield usage
+    finally:
+        done.set()
+        sampler.join()
+        usage["peak_memory_mb"] = round((max(peak[0], rss(), start) - start) / MB, 1)
+        if cuda:
+            usage["peak_gpu_memory_mb"] = round((torch.cuda.max_memory_allocated() - gpu_start) / MB, 1)
+
+
+def _release_freed_memory() -> None:
+    """Hand memory that earlier steps freed back to the system: glibc keeps it resident and would serve the
+    measured block from it unseen (after a full fine-tune, a 200 MB array then adds nothing to the resident size)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def folder_mb(path: Path) -> float:
+    """Size on disk of every file under path, in MB."""
+    return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / MB, 3)
+
+
+def tfidf_logreg(splits, config: Config) -> dict:
+    """TF-IDF of word 1-2 grams + logistic regression; vocabulary, idf and weights saved under model/tfidf-logreg/."""
+    labels = data.labels_of(splits)
+    with measure() as resources:
+        start = time.perf_counter()
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+        features = {"train": vectorizer.fit_transform(splits["train"]["text"]),
+                    "validation": vectorizer.transform(splits["validation"]["text"])}
+        classifier, info = _select_logreg(features, splits, config.seed)
+        info = _train_section(time.perf_counter() - start, len(splits["train"]), info)
+        predictions = classifier.predict(vectorizer.transform(splits["test"]["text"]))
+
+    def build(tmp: Path):
+        settings = {"ngram_range": list(vectorizer.ngram_range), "sublinear_tf": vectorizer.sublinear_tf,
+                    "min_df": vectorizer.min_df, "lowercase": vectorizer.lowercase, "C": info["C"], "labels": labels}
+        write_json_atomic(tmp / "tfidf_logreg.json", settings)
+        write_json_atomic(tmp / "vocabulary.json", vectorizer.get_feature_names_out().tolist())  # terms by column
+        np.savez(tmp / "weights.npz", idf=vectorizer.idf_, coef=classifier.coef_, intercept=classifier.intercept_)
+
+    return _record("tfidf-logreg", splits, config, predictions, _logreg_params(classifier), info, resources, build)
+
+
+def linear_probe(splits, config: Config, batch_size: int = 64) -> dict:
+    """Logistic regression on the frozen encoder's mean-pooled embeddings; only its weights are saved
+    (under model/linear-probe/): the encoder is the unchanged pretrained model."""
+    labels = data.labels_of(splits)
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    with measure() as resources:
+        model = load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit)
+        encoder = model.base_model.eval()
+        if not config.quantize_4bit:  # a 4-bit model is already on its GPU
+            encoder.to("cuda" if torch.cuda.is_available() else "cpu")
+        start = time.perf_counter()
+        features = {name: embed(encoder, tokenizer, splits[name], batch_size) for name in ("train", "validation")}
+        encoded = (len(splits["train"]) + len(splits["validation"])) / (time.perf_counter() - start)
+        classifier, info = _select_logreg(features, splits, config.seed)
+        info = _train_section(time.perf_counter() - start, len(splits["train"]), info)
+        info["encode_examples_per_second"] = round(encoded, 2)
+        predictions = classifier.predict(embed(encoder, tokenizer, splits["test"], batch_size))
+
+    def build(tmp: Path):
+        settings = {"model": config.model, "pooling": "mean", "max_length": config.max_length, "C": info["C"],
+                    "labels": labels}
+        write_json_atomic(tmp / "linear_probe.json", settings)
+        np.savez(tmp / "weights.npz", coef=classifier.coef_, intercept=classifier.intercept_)
+
+    params = _logreg_params(classifier)
+    params["total"] += count_params(encoder)["total"]
+    return _record("linear-probe", splits, config, predictions, params, info, resources, build)
+
+
+def embed(encoder, tokenizer, dataset, batch_size: int = 64) -> np.ndarray:
+    """Mean of the last hidden states over the attention mask (how all-MiniLM-L6-v2 was trained), in dataset order."""
+    lengths = np.array([len(ids) for ids in dataset["input_ids"]])
+    order = np.argsort(lengths, kind="stable")  # batches of similar length: little padding
+    columns = dataset.select_columns(["input_ids", "attention_mask"])
+    device = next(encoder.parameters()).device
+    embeddings = np.empty((len(dataset), encoder.config.hidden_size), dtype=np.float32)
+    with torch.inference_mode():
+        for first in range(0, len(order), batch_size):
+            rows = order[first:first + batch_size]
+            batch = tokenizer.pad(columns[rows.tolist()], return_tensors="pt").to(device)
+            hidden = encoder(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            embeddings[rows] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy()
+    return embeddings
+
+
+def full_finetune(splits, config: Config, learning_rate: float = 5e-5) -> dict:
+    """Every weight trained, with the LoRA run's Trainer set-up and no adapters; the whole model saved (safetensors)
+    under model/full-finetune/. A full fine-tune needs ~1/10 of LoRA's learning rate: 1e-3 would wreck the encoder."""
+    if config.quantize_4bit:
+        raise ConfigError("full fine-tuning trains every weight, which a 4-bit quantized base cannot: "
+                          "set quantize_4bit=False")
+    config = config.replace(learning_rate=learning_rate)
+    labels, test = data.labels_of(splits), splits["test"]
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    checkpoints = config.paths.model / "full-finetune-checkpoints"
+    with measure() as resources:
+        model = load_model(config.model, labels, config.seed, trust_remote_code=config.trust_remote_code)
+        info = training.train(training.build_trainer(config, model, tokenizer, splits, output_dir=checkpoints))
+        predictions = training.predict_logits(model, tokenizer, test, config.eval_batch_size).argmax(-1)
+    # the checkpoints served only to pick the best epoch; they hold pickled optimizer and random states
+    on_main_process(shutil.rmtree, checkpoints)
+
+    def build(tmp: Path):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        config.save(tmp / "lora_ft_config.json")
+
+    return _record("full-finetune", splits, config, predictions, count_params(model), info, resources, build)
+
+
+def _select_logreg(features: dict, splits, seed: int):
+    """The logistic regression on features["train"] with the best validation macro-F1 over C_GRID (the smaller C
+    on a tie), and the selection for the train section: the chosen C, its score, and the scores of every C."""
+    y_train, y_validation = (np.asarray(splits[name]["label"]) for name in ("train", "validation"))
+    best, history = None, []
+    for c in C_GRID:
+        classifier = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(features["train"], y_train)
+        predicted = classifier.predict(features["validation"])
+        history.append({"C": c, "eval_accuracy": accuracy_score(y_validation, predicted),
+                        "eval_f1_macro": f1_score(y_validation, predicted, average="macro", zero_division=0)})
+        if best is None or history[-1]["eval_f1_macro"] > history[best]["eval_f1_macro"]:
+            best, chosen = len(history) - 1, classifier
+    return chosen, {"C": C_GRID[best], "best_validation_f1_macro": history[best]["eval_f1_macro"], "history": history}
+
+
+def _train_section(seconds: float, examples: int, selection: dict) -> dict:
+    """training.train's section for a fit with no epochs (a full-batch solver); the time includes choosing C."""
+    return {"seconds": round(seconds, 1), "examples_per_second": round(examples / seconds, 2), "epochs": None,
+            **selection}
+
+
+def _logreg_params(classifier) -> dict:
+    trainable = int(classifier.coef_.size + classifier.intercept_.size)
+    return {"trainable": trainable, "total": trainable}
+
+
+def _record(kind: str, splits, config: Config, predictions, params: dict, info: dict, resources: dict, build) -> dict:
+    """Save what reuse needs under model/<kind>/ (build fills the folder), measure it, and build the test record."""
+    target = config.paths.model / kind
+    on_main_process(replace_dir_atomic, build, target)
+    resources["saved_mb"] = folder_mb(target)
+    test = splits["test"]
+    return results.build(kind, kind, config, data.labels_of(splits), "test", np.array(test["label"]),
+                         np.asarray(predictions), params, info, resources)
