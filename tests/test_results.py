@@ -71,3 +71,13 @@ def test_committed_results_come_from_a_full_run():
     records = results.load_all(ROOT / "results")
     assert {"majority", "pretrained-baseline", "lora"} <= set(records)
     assert not any(r["meta"]["smoke"] for r in records.values())
+
+
+def test_committed_public_benchmark_records_are_full_runs_on_the_published_splits():
+    committed = {path.stem: json.loads(path.read_text()) for path in (ROOT / "results" / "public").glob("*.json")}
+    if not committed:
+        pytest.skip("no results/public/ yet: run benchmarks/public_data.py")
+    test_sizes = {"emotion": 2_000, "sst2": 872, "imdb": 2_000}  # the published test (SST-2: dev) splits, whole
+    for name, record in committed.items():
+        results.validate(record)
+        assert not record["meta"]["smoke"] and record["n_examples"] == test_sizes[name]
