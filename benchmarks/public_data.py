@@ -1,0 +1,84 @@
+"""LoRA on the public benchmarks the reference projects used, from their offline copies in ../shared/datasets.
+
+    python benchmarks/public_data.py                 # emotion, sst2 and imdb in turn (about an hour on 2 CPU cores)
+    python benchmarks/public_data.py emotion imdb    # some of them
+    python benchmarks/public_data.py --shared DIR    # the copies elsewhere
+
+Each run goes through the same steps as the notebooks (pipeline.train: prepare, train, test), with its data,
+adapter and checkpoints under runs/public/<name>/ (git-ignored); its results record is copied to
+results/public/<name>.json. The table printed at the end sets each figure beside the published reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lora_ft import Config, pipeline
+from lora_ft.config import ROOT
+from lora_ft.io import write_json_atomic
+
+ALL_LINEAR = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+
+# Settings per benchmark; everything else is the project's default recipe (MiniLM-L6, fp32, CPU).
+BENCHMARKS = {
+    "emotion": dict(  # 16k / 2k / 2k tweets-like sentences, six classes in the hub's id order
+        dataset="emotion", labels=("sadness", "joy", "love", "anger", "fear", "surprise"),
+        target_modules=ALL_LINEAR, epochs=3.0),
+    "sst2": dict(  # movie-review phrases; evaluated on the 872-sentence dev split (test labels are hidden)
+        dataset="sst2", labels=("0", "1"), train_size=20_000, target_modules=ALL_LINEAR, epochs=2.0),
+    "imdb": dict(  # 2k / 2k full reviews, median ~230 tokens: the first and last tokens are kept (see README)
+        dataset="imdb", labels=("0", "1"), max_length=256, truncation="head+tail", target_modules=ALL_LINEAR,
+        epochs=3.0, batch_size=16),
+}
+PUBLISHED = {  # the reference figures in ../shared/datasets/README.md: full fine-tuning unless said otherwise
+    "emotion": ("test accuracy", 0.931, "distilbert-base-uncased, full fine-tuning"),
+    "sst2": ("dev accuracy", 0.913, "distilbert-base-uncased, full fine-tuning"),
+    "imdb": ("test accuracy", 0.928, "distilbert-base-uncased, full fine-tuning on all 25k reviews"),
+}
+TARGETS = {"emotion": 0.92, "sst2": 0.89, "imdb": 0.85}
+
+
+def run(name: str, shared: Path) -> dict:
+    settings = dict(BENCHMARKS[name], dataset=str(shared / BENCHMARKS[name]["dataset"]))
+    config = Config(smoke=False, output_root=str(ROOT / "runs" / "public" / name), **settings)
+    record = pipeline.train(config)
+    record["data"] = json.loads((config.paths.data / "report.json").read_text())  # what cleaning kept, split sizes
+    write_json_atomic(ROOT / "results" / "public" / f"{name}.json", record)
+    return record
+
+
+def table(records: dict[str, dict]) -> str:
+    rows = ["| data set | train / test examples | LoRA (MiniLM-L6) | target | published | reference | train time |",
+            "|---|---|---|---|---|---|---|"]
+    for name, record in records.items():
+        what, published, reference = PUBLISHED[name]
+        train = record["train"]
+        sizes = record["data"]["splits"]
+        rows.append(f"| {name} | {sizes['train']:,} / {sizes['test']:,} | "
+                    f"{record['metrics']['accuracy']:.3f} {what} | {TARGETS[name]:.2f} | {published:.3f} | {reference} "
+                    f"| {train['seconds'] / 60:.0f} min ({train['examples_per_second']:.0f} ex/s) |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", metavar="name", help=f"benchmarks to run, of {list(BENCHMARKS)} (default: all)")
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "datasets",
+                        help="folder holding the offline copies (default: ../shared/datasets)")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}: choose from {list(BENCHMARKS)}")
+    if not args.shared.is_dir():
+        print(f"no offline benchmark copies at {args.shared}: pass --shared DIR", file=sys.stderr)
+        return 2
+    records = {name: run(name, args.shared) for name in args.names or BENCHMARKS}
+    print(table(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
