@@ -28,7 +28,7 @@ BENCHMARKS = {
         dataset="emotion", labels=("sadness", "joy", "love", "anger", "fear", "surprise"),
         target_modules=ALL_LINEAR, epochs=3.0),
     "sst2": dict(  # movie-review phrases; evaluated on the 872-sentence dev split (test labels are hidden)
-        dataset="sst2", labels=("0", "1"), train_size=20_000, target_modules=ALL_LINEAR, epochs=2.0),
+        dataset="sst2", labels=("0", "1"), target_modules=ALL_LINEAR, epochs=2.0),
     "imdb": dict(  # 2k / 2k full reviews, median ~230 tokens: the first and last tokens are kept (see README)
         dataset="imdb", labels=("0", "1"), max_length=256, truncation="head+tail", target_modules=ALL_LINEAR,
         epochs=3.0, batch_size=16),
