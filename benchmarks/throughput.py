@@ -1,24 +1,30 @@
-"""Training throughput, side by side: the reference projects' recipe against this project's, and full fine-tuning.
+"""Training and inference throughput, side by side: the reference projects' recipe, this project's, full fine-tuning.
 
-    python benchmarks/throughput.py                 # all recipes, 3 repeats (about 15 minutes on 2 CPU cores)
-    python benchmarks/throughput.py --repeats 1 --steps 5
+    python benchmarks/throughput.py --profile       # everything, 3 repeats (about 20 minutes on 2 CPU cores)
+    python benchmarks/throughput.py --recipes fixed-128,project --repeats 1 --steps 2 --budget 64 --eval-size 64
 
 Every recipe trains the same model on the same tweets with the same Trainer for a fixed number of steps:
   fixed-128, fixed-512  the reference projects: every text padded to max_length, random batches, LoRA, fp32
-  project               this project: dynamic padding, length-grouped batches, max_length 64, LoRA, fp32
-  full-finetune         the project's batching, every weight trained
+  project-dropout       this project's batching, fp32, with dropout 0.1 on the adapters' input (its earlier default)
+  project-fp32          this project's batching: dynamic padding, length-grouped batches, max_length 64; fp32
+  project               this project's recipe: that batching in the precision "auto" picks (bf16 on hardware with it)
+  full-finetune         the project's recipe, every weight trained
+All LoRA recipes use the project's adapter settings (r 8 on query and value, no adapter dropout unless named).
 Reported per recipe (medians of the repeats): examples/s, tokens/s (padded positions the model computes, and
-real tokens), the ratio to fixed-128, achieved GFLOP/s against the fp32 matrix-product peak measured here,
+real tokens), the ratio to fixed-128, achieved GFLOP/s against the matrix-product peak measured here for the
+recipe's precision,
 and the peak resident memory above the start. FLOPs are estimated as 2 x non-embedding weights x positions
 for a forward pass, twice that again for the backward pass of full fine-tuning (input and weight gradients),
 once again for LoRA (input gradients only: the frozen weights get none).
-With --accuracy, fixed-128 and project also train on the same 2,000 tweets for one epoch and are scored on
-the same 1,000 validation tweets: a faster recipe must not cost accuracy.
+Then fixed-128 and project train on the same --budget tweets for one epoch and are scored on the same validation
+tweets (a faster recipe must not cost accuracy), and the project's model is served unmerged and merged into the
+base (bf16 too where the hardware computes it), timed and scored the same way. The last lines check the targets.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -27,18 +33,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import TrainerCallback, default_data_collator
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, default_data_collator
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from lora_ft import Config, data, training
 from lora_ft.baselines import measure
 from lora_ft.modeling import add_lora, load_model, load_tokenizer
 
-RECIPES = ("fixed-128", "fixed-512", "project", "full-finetune")
+RECIPES = ("fixed-128", "fixed-512", "project-dropout", "project-fp32", "project", "full-finetune")
+FP32 = ("fixed-128", "fixed-512", "project-dropout", "project-fp32")  # the others train in the precision "auto" picks
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
-    """Best fp32 GFLOP/s of a size x size matrix product on this machine, with torch's threads."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak(dtype=torch.float32, size: int = 2048, repeats: int = 10) -> float:
+    """Best GFLOP/s of a size x size matrix product in dtype on this machine, with torch's threads."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b  # warm up
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
@@ -60,22 +68,43 @@ def recipe_data(name: str, splits, tokenizer, config: Config, size: int):
         lambda batch: tokenizer(batch["text"], truncation=True, max_length=length, padding="max_length"), batched=True)
 
 
+def epoch_batches(name: str, splits, tokenizer, config: Config, count: int):
+    """count batches, in order, as a recipe meets them in an epoch over the whole training split.
+
+    Length grouping is only as good as the pool it sorts: the Trainer sorts mega-batches of 50 batches, so the
+    project's batches are drawn at random from the grouped order of a full epoch, not grouped from a small sample.
+    """
+    if name.startswith("fixed-"):  # random batches, every one padded alike
+        return recipe_data(name, splits, tokenizer, config, count * config.batch_size)
+    train, size = splits["train"], config.batch_size
+    lengths = [len(ids) for ids in train["input_ids"]]
+    order = get_length_grouped_indices(lengths, size, generator=torch.Generator().manual_seed(config.seed))
+    batches = [order[first:first + size] for first in range(0, len(order) - size + 1, size)]
+    drawn = np.random.default_rng(config.seed).choice(len(batches), count, replace=False)
+    return train.select([index for batch in drawn for index in batches[batch]])
+
+
+def recipe_precision(name: str, config: Config) -> str:
+    return "fp32" if name in FP32 else training.resolve_precision(config.precision)
+
+
 def trainer_for(name: str, train, config: Config, labels, tokenizer, output_dir: Path, **overrides):
     model = load_model(config.model, labels, config.seed)
     if name != "full-finetune":
-        model = add_lora(model, config)
+        model = add_lora(model, config.replace(dropout=0.1) if name == "project-dropout" else config)
+    config = config.replace(precision=recipe_precision(name, config))
     fixed = name.startswith("fixed-")
     trainer = training.build_trainer(
         config.replace(early_stopping_patience=0), model, tokenizer, {"train": train, "validation": train},
         output_dir, save_strategy="no", load_best_model_at_end=False, logging_strategy="no", disable_tqdm=True,
-        train_sampling_strategy="random" if fixed else "group_by_length", **overrides)
+        **{"train_sampling_strategy": "random" if fixed else "group_by_length", **overrides})
     if fixed:
         trainer.data_collator = default_data_collator  # already padded to max_length: batch as they are
     return trainer
 
 
 def time_recipe(name: str, splits, tokenizer, config: Config, labels, steps: int, warmup: int) -> dict:
-    train = recipe_data(name, splits, tokenizer, config, (steps + warmup) * config.batch_size)
+    train = epoch_batches(name, splits, tokenizer, config, steps + warmup)
     step_times, batches = [], []
 
     class StepClock(TrainerCallback):
@@ -87,7 +116,7 @@ def time_recipe(name: str, splits, tokenizer, config: Config, labels, steps: int
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = trainer_for(name, train, config, labels, tokenizer, Path(tmp), eval_strategy="no",
-                              max_steps=steps + warmup)
+                              max_steps=steps + warmup, train_sampling_strategy="sequential")  # batches as drawn
         collate = trainer.data_collator
 
         def counted(features):  # positions computed (padding included) and real tokens, per batch
@@ -110,15 +139,73 @@ def time_recipe(name: str, splits, tokenizer, config: Config, labels, steps: int
             "peak_memory_mb": memory["peak_memory_mb"]}
 
 
-def accuracy(name: str, splits, tokenizer, config: Config, labels, train_size: int, eval_size: int) -> float:
-    budget = {"train": data.subsample(splits["train"], train_size, config.seed),
-              "validation": data.subsample(splits["validation"], eval_size, config.seed)}
-    train = recipe_data(name, {"train": budget["train"]}, tokenizer, config, train_size)
+def train_on_budget(name: str, splits, tokenizer, config: Config, labels, train_size: int):
+    """The model a recipe trains on the same train_size tweets in one epoch."""
+    train = recipe_data(name, {"train": data.subsample(splits["train"], train_size, config.seed)}, tokenizer, config,
+                        train_size)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = trainer_for(name, train, config.replace(epochs=1.0), labels, tokenizer, Path(tmp), eval_strategy="no")
         trainer.train()
-        logits = training.predict_logits(trainer.model, tokenizer, budget["validation"], config.eval_batch_size)
-    return float((logits.argmax(-1) == np.array(budget["validation"]["label"])).mean())
+    return trainer.model.eval()
+
+
+def accuracy(model, tokenizer, dataset, batch_size: int) -> float:
+    logits = training.predict_logits(model, tokenizer, dataset, batch_size)
+    return float((logits.argmax(-1) == np.array(dataset["label"])).mean())
+
+
+def in_dataset_order(model, tokenizer, dataset, batch_size: int) -> np.ndarray:
+    """Logits the plain way: Trainer.predict over the examples as they come, each batch padded to its longest."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, report_to="none",
+                                 dataloader_pin_memory=False, disable_tqdm=True)
+        trainer = Trainer(model=model, args=args, processing_class=tokenizer,
+                          data_collator=DataCollatorWithPadding(tokenizer))
+        return trainer.predict(dataset).predictions
+
+
+def inference(model, tokenizer, dataset, batch_size: int, repeats: int) -> dict[str, dict]:
+    """examples/s (median of repeats) and accuracy of each way to serve the trained LoRA model."""
+    merged = copy.deepcopy(model).merge_and_unload().eval()
+    ways = {
+        "unmerged fp32, dataset order": (model, in_dataset_order),
+        "unmerged fp32, length-sorted batches": (model, training.predict_logits),
+        "merged fp32, length-sorted batches": (merged, training.predict_logits),
+    }
+    if training.bf16_native():
+        ways["merged bf16, length-sorted batches"] = (copy.deepcopy(merged).to(torch.bfloat16), training.predict_logits)
+    rows = {}
+    for name, (served, predict) in ways.items():
+        predict(served, tokenizer, dataset.select(range(batch_size)), batch_size)  # warm up
+        seconds, logits = [], None
+        for _ in range(repeats):
+            start = time.perf_counter()
+            logits = predict(served, tokenizer, dataset, batch_size)
+            seconds.append(time.perf_counter() - start)
+        correct = logits.astype(np.float32).argmax(-1) == np.array(dataset["label"])
+        rows[name] = {"examples_per_second": len(dataset) / statistics.median(seconds), "accuracy": float(correct.mean())}
+    return rows
+
+
+def profile(name: str, splits, tokenizer, config: Config, labels, steps: int = 4, warmup: int = 2, rows: int = 12) -> str:
+    """The operators that take the time of a recipe's training steps (torch.profiler, self CPU time)."""
+    train = epoch_batches(name, splits, tokenizer, config, steps + warmup)
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+
+    class Window(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == warmup:
+                profiler.start()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            profiler.stop()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = trainer_for(name, train, config, labels, tokenizer, Path(tmp), eval_strategy="no",
+                              max_steps=steps + warmup, train_sampling_strategy="sequential")
+        trainer.add_callback(Window())
+        trainer.train()
+    return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
 def main(argv=None) -> int:
@@ -126,7 +213,9 @@ def main(argv=None) -> int:
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {RECIPES}")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per recipe; medians are reported")
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per run (after 2 warm-up steps)")
-    parser.add_argument("--accuracy", action="store_true", help="also check accuracy on a fixed budget")
+    parser.add_argument("--budget", type=int, default=2000, help="training tweets (one epoch) for the accuracy checks")
+    parser.add_argument("--eval-size", type=int, default=2000, help="validation tweets the accuracy checks score")
+    parser.add_argument("--profile", action="store_true", help="print where the time of project and full-finetune steps goes")
     args = parser.parse_args(argv)
     recipes = args.recipes.split(",")
     unknown = [r for r in recipes if r not in RECIPES]
@@ -136,27 +225,66 @@ def main(argv=None) -> int:
     config = Config(smoke=False)
     splits = data.prepare(config)
     labels, tokenizer = data.labels_of(splits), load_tokenizer(config.model)
-    peak = matmul_peak()
-    print(f"{torch.get_num_threads()} threads; fp32 matrix-product peak {peak:,.0f} GFLOP/s; batch {config.batch_size}, "
-          f"{args.steps} timed steps x {args.repeats} repeats per recipe\n")
+    precision = training.resolve_precision(config.precision)  # what "project" and "full-finetune" train in
+    peaks = {"fp32": matmul_peak(torch.float32)}
+    if training.bf16_native():
+        peaks["bf16"] = matmul_peak(torch.bfloat16)
+    print(f"{torch.get_num_threads()} threads; matrix-product peak "
+          + ", ".join(f"{dtype} {peak:,.0f} GFLOP/s" for dtype, peak in peaks.items())
+          + f"; precision auto = {precision}; batch {config.batch_size}, {args.steps} timed steps x {args.repeats} repeats\n")
     rows = {}
     for name in recipes:
         runs = [time_recipe(name, splits, tokenizer, config, labels, args.steps, warmup=2) for _ in range(args.repeats)]
         rows[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     base = rows.get("fixed-128")
-    print("| recipe | examples/s | x fixed-128 | tokens/s (computed) | real tokens/s | GFLOP/s | % of peak | peak MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| recipe | precision | examples/s | x fixed-128 | tokens/s (computed) | real tokens/s | GFLOP/s | % of peak "
+          "| peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, row in rows.items():
+        dtype = recipe_precision(name, config)
         ratio = f"{row['examples_per_second'] / base['examples_per_second']:.2f}" if base else "-"
-        print(f"| {name} | {row['examples_per_second']:.1f} | {ratio} | {row['tokens_per_second']:,.0f} | "
-              f"{row['real_tokens_per_second']:,.0f} | {row['gflops']:.0f} | {100 * row['gflops'] / peak:.0f}% | "
+        print(f"| {name} | {dtype} | {row['examples_per_second']:.1f} | {ratio} | {row['tokens_per_second']:,.0f} | "
+              f"{row['real_tokens_per_second']:,.0f} | {row['gflops']:.0f} | {100 * row['gflops'] / peaks[dtype]:.0f}% | "
               f"{row['peak_memory_mb']:,.0f} |")
-    if args.accuracy:
-        scores = {name: accuracy(name, splits, tokenizer, config, labels, 2000, 1000) for name in ("fixed-128", "project")}
-        print(f"\nsame budget (2,000 tweets, 1 epoch), validation accuracy on 1,000: "
-              + ", ".join(f"{name} {score:.4f}" for name, score in scores.items())
-              + f"; difference {100 * (scores['project'] - scores['fixed-128']):+.2f} pt")
+
+    # accuracy on a fixed budget, and serving the project's model
+    validation = data.subsample(splits["validation"], args.eval_size, config.seed)
+    models = {name: train_on_budget(name, splits, tokenizer, config, labels, args.budget) for name in ("fixed-128", "project")}
+    scores = {name: accuracy(model, tokenizer, validation, config.eval_batch_size) for name, model in models.items()}
+    print(f"\nsame budget ({args.budget:,} tweets, 1 epoch), accuracy on {len(validation):,} validation tweets: "
+          + ", ".join(f"{name} {score:.4f}" for name, score in scores.items()))
+    served = inference(models["project"], tokenizer, validation, config.eval_batch_size, args.repeats)
+    reference = served["unmerged fp32, dataset order"]
+    print("\n| inference | examples/s | x unmerged fp32 | accuracy | change (pt) |\n|---|---|---|---|---|")
+    for name, row in served.items():
+        print(f"| {name} | {row['examples_per_second']:.1f} | "
+              f"{row['examples_per_second'] / reference['examples_per_second']:.2f} | {row['accuracy']:.4f} | "
+              f"{100 * (row['accuracy'] - reference['accuracy']):+.2f} |")
+
+    print("\ntargets:")
+    gap = 100 * abs(scores["project"] - scores["fixed-128"])
+    if base and "project" in rows:
+        speedup = rows["project"]["examples_per_second"] / base["examples_per_second"]
+        _verdict(f"project recipe {speedup:.2f}x fixed-128, accuracy {gap:.2f} pt apart", speedup >= 3 and gap <= 0.5,
+                 ">= 3x, within 0.5 pt")
+    if "project" in rows and "full-finetune" in rows:
+        speedup = rows["project"]["examples_per_second"] / rows["full-finetune"]["examples_per_second"]
+        _verdict(f"LoRA {speedup:.2f}x full fine-tuning", speedup >= 1.3, ">= 1.3x")
+    best = max((row for name, row in served.items() if name.startswith("merged")), key=lambda r: r["examples_per_second"])
+    speedup = best["examples_per_second"] / reference["examples_per_second"]
+    change = 100 * abs(best["accuracy"] - reference["accuracy"])
+    _verdict(f"merged inference {speedup:.2f}x unmerged fp32, accuracy change {change:.2f} pt",
+             speedup >= 2.5 and change <= 0.2, ">= 2.5x, <= 0.2 pt")
+
+    if args.profile:
+        for name in ("project", "full-finetune"):
+            print(f"\nwhere the time of a {name} step goes (4 steps, self CPU time):")
+            print(profile(name, splits, tokenizer, config, labels))
     return 0
+
+
+def _verdict(measured: str, reached: bool, target: str) -> None:
+    print(f"  {'reached' if reached else 'NOT reached'}: {measured} (target {target})")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,8 @@ class Config:
     model: str = _setting(DEFAULT_MODEL, "hub id or local folder of a pretrained encoder")
     r: int = _setting(8, "LoRA rank: the inner dimension of B A")
     alpha: float = _setting(16.0, "LoRA scale numerator: the update is (alpha / r) * B A")
-    dropout: float = _setting(0.1, "dropout on the adapter's input during training")
+    dropout: float = _setting(
+        0.0, "dropout on the adapter's input during training; 0 (peft's default) skips drawing a mask: ~15% faster steps on CPU")
     target_modules: tuple[str, ...] | None = _setting(None, "layers that get adapters; None: peft's choice for the architecture")
     modules_to_save: tuple[str, ...] | None = _setting(None, "layers trained in full beside the classifier; None: the pooler if any")
     trust_remote_code: bool = _setting(False, "run model code shipped with a hub repository; off unless you trust its authors")
@@ -110,7 +111,8 @@ class Config:
     weight_decay: float = _setting(0.01, "AdamW decoupled weight decay")
     warmup: float = _setting(0.06, "share of the steps spent warming the learning rate up from 0")
     early_stopping_patience: int = _setting(1, "epochs without a better validation macro-F1 before stopping")
-    precision: str = _setting("auto", '"auto" (bf16, else fp16, on a CUDA GPU; fp32 on CPU), "fp32", "bf16" or "fp16"')
+    precision: str = _setting(
+        "auto", '"auto" (bf16 where the GPU or CPU computes it, else fp16 on a GPU, fp32 on CPU), "fp32", "bf16" or "fp16"')
 
     smoke: bool = field(default_factory=smoke_from_env, metadata={"help": "small mode for CI; defaults to $LORA_FT_SMOKE"})
     output_root: str | None = _setting(None, "folder for data/, model/, results/; None: the project (smoke/ in small mode)")

@@ -3,6 +3,7 @@
 import importlib.util
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel, GPT2Tokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from lora_ft import Config, ConfigError, data
+from lora_ft import Config, ConfigError, data, training
 from lora_ft.config import DEFAULT_MODEL
 from lora_ft.modeling import add_lora, load_adapter, load_model, load_tokenizer, save_adapter
 from lora_ft.training import build_trainer, predict_logits, resolve_precision, training_arguments
@@ -242,16 +243,29 @@ def test_qlora_step_on_a_4bit_base(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the choices on a machine without CUDA")
-@pytest.mark.parametrize("precision, bf16", [("auto", False), ("fp32", False), ("bf16", True)])
-def test_precision_on_cpu(precision, bf16, tmp_path):
+@pytest.mark.parametrize("native", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_precision_on_cpu(precision, native, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "bf16_native", lambda: native)
     args = training_arguments(Config(precision=precision), tmp_path)
-    assert (args.bf16, args.fp16) == (bf16, False)
-    assert resolve_precision("auto") == "fp32"
+    expected = {"auto": "bf16" if native else "fp32"}.get(precision, precision)
+    assert resolve_precision(precision) == expected
+    assert (args.bf16, args.fp16) == (expected == "bf16", False)
+    assert args.use_cpu == (expected == "bf16")  # the Trainer runs bf16 on a CPU only as autocast, when told to
+
+
+def test_bf16_detection_matches_the_cpu():
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU's flags")
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else None
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo on this system to compare with")
+    assert training.bf16_native() == bool(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is possible with CUDA")
 def test_fp16_without_cuda_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"precision='fp16' needs a CUDA GPU .*: set precision='auto' \(fp32 here\)"):
+    with pytest.raises(ConfigError, match=r"precision='fp16' needs a CUDA GPU .*: set precision='auto' \((bf16|fp32) here\)"):
         training_arguments(Config(precision="fp16"), tmp_path)
 
 
