@@ -1,5 +1,6 @@
-"""Baselines on the LoRA run's splits and results contract: TF-IDF + logistic regression, a linear probe on the
-frozen encoder, and full fine-tuning; each measured for time, peak memory and the size of what it saves."""
+"""Baselines on the LoRA run's splits and results contract: the majority class, the untrained pretrained model,
+TF-IDF + logistic regression, a linear probe on the frozen encoder, and full fine-tuning; each measured for peak
+memory and the size of what it saves, the trained ones for time too."""
 
 from __future__ import annotations
 
@@ -80,6 +81,29 @@ def _release_freed_memory() -> None:
 def folder_mb(path: Path) -> float:
     """Size on disk of every file under path, in MB."""
     return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / MB, 3)
+
+
+def majority(splits, config: Config) -> dict:
+    """Always the most frequent class of the training split: the floor any model must beat. Nothing is saved."""
+    references = np.array(splits["test"]["label"])
+    with measure() as resources:
+        predictions = np.full_like(references, np.bincount(np.array(splits["train"]["label"])).argmax())
+    resources["saved_mb"] = 0.0
+    return results.build("majority", "majority", config, data.labels_of(splits), "test", references, predictions,
+                         params={"trainable": 0, "total": 0}, resources=resources)
+
+
+def pretrained_baseline(splits, config: Config) -> dict:
+    """The pretrained encoder with its seeded, untrained head: the "before" number. Nothing is saved beyond the base
+    model; params count what a full fine-tune would train."""
+    labels, test = data.labels_of(splits), splits["test"]
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    with measure() as resources:
+        model = load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit)
+        predictions = training.predict_logits(model, tokenizer, test, config.eval_batch_size).argmax(-1)
+    resources["saved_mb"] = 0.0
+    return results.build("pretrained-baseline", "pretrained-baseline", config, labels, "test", np.array(test["label"]),
+                         predictions, params=count_params(model), resources=resources)
 
 
 def tfidf_logreg(splits, config: Config) -> dict:

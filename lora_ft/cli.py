@@ -18,8 +18,10 @@ from .errors import ConfigError, DataError, LoraFtError
 
 STEPS = {
     "prepare": "load, clean, split and tokenize the data (notebook 01); writes data/prepared/",
-    "baseline": "score the majority class and the untrained pretrained model on the test split (notebook 02); "
-                "writes results/majority.json and results/pretrained-baseline.json",
+    "baseline": "score the majority class, the untrained pretrained model, TF-IDF + logistic regression, a linear "
+                "probe on the frozen encoder and full fine-tuning on the test split (notebook 02); writes "
+                "results/{majority,pretrained-baseline,tfidf-logreg,linear-probe,full-finetune}.json and "
+                "model/{tfidf-logreg,linear-probe,full-finetune}/",
     "train": "train LoRA adapters and score them on the test split (notebook 03); writes model/lora-adapter/, "
              "model/checkpoints/ and results/lora.json",
     "evaluate": "reload the saved adapter into a fresh base model and score the test split again; "
@@ -61,7 +63,7 @@ def _run(args) -> None:
     if args.step == "prepare":
         pipeline.prepare(config)
     elif args.step == "baseline":
-        pipeline.baseline(config)
+        pipeline.baseline(config, full_finetune=args.full_finetune)
     elif args.step == "train":
         pipeline.train(config, resume=args.resume)
     elif args.step == "evaluate":
@@ -69,7 +71,7 @@ def _run(args) -> None:
     elif args.step == "sweep":
         pipeline.sweep(config, **sweep_options)
     elif args.step == "all":
-        pipeline.run_all(config, **sweep_options)
+        pipeline.run_all(config, full_finetune=args.full_finetune, **sweep_options)
     else:
         texts += read_texts(args.file) if args.file else []
         predictions = pipeline.predict(config, texts, args.adapter)
@@ -248,6 +250,10 @@ def parser() -> argparse.ArgumentParser:
         if name == "train":
             step.add_argument("--resume", action="store_true",
                               help="continue from the last checkpoint in model/checkpoints/ when there is one")
+        if name in ("baseline", "all"):
+            step.add_argument("--no-full-finetune", dest="full_finetune", action="store_false",
+                              help="skip the full fine-tuning baseline, which trains every weight and takes longer "
+                                   "than LoRA (default: run it)")
         if name in ("sweep", "all"):
             sweep = step.add_argument_group("sweep grid")
             sweep.add_argument("--ranks", type=_numbers(int), default=argparse.SUPPRESS, metavar="R,...",

@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers.trainer_utils import get_last_checkpoint
 
-from . import data, results, training
+from . import baselines, data, results, training
 from .config import Config
 from .errors import ConfigError, DataError
 from .io import on_main_process, processes
@@ -31,23 +31,19 @@ def prepare(config: Config, log=print) -> DatasetDict:
     return splits
 
 
-def baseline(config: Config, log=print) -> dict[str, dict]:
-    """The "before" records on the test split (notebook 02): majority class and the untrained pretrained model."""
+def baseline(config: Config, full_finetune: bool = True, log=print) -> dict[str, dict]:
+    """The reference records on the test split (notebook 02): majority class, the untrained pretrained model,
+    TF-IDF + logistic regression, a linear probe on the frozen encoder and, unless full_finetune is False (it takes
+    longer than LoRA), full fine-tuning. Each is written as soon as it is done."""
     splits = _splits(config)
-    labels, test = data.labels_of(splits), splits["test"]
-    references = np.array(test["label"])
-    majority = int(np.bincount(np.array(splits["train"]["label"])).argmax())
-    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    model = _base_model(config, labels)
-    logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
-    records = {
-        "majority": results.build("majority", "majority", config, labels, "test", references,
-                                  np.full_like(references, majority), params={"trainable": 0, "total": 0}),
-        "pretrained-baseline": results.build("pretrained-baseline", "pretrained-baseline", config, labels, "test",
-                                             references, logits.argmax(-1), params=count_params(model)),
-    }
-    for record in records.values():
+    steps = [baselines.majority, baselines.pretrained_baseline, baselines.tfidf_logreg, baselines.linear_probe]
+    if full_finetune:
+        steps.append(baselines.full_finetune)
+    records = {}
+    for step in steps:
+        record = step(splits, config)
         _write_record(record, config, log)
+        records[record["run"]] = record
     return records
 
 
@@ -59,22 +55,26 @@ def train(config: Config, resume: bool = False, log=print) -> dict:
     splits = _splits(config)
     labels, test = data.labels_of(splits), splits["test"]
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    model = add_lora(_base_model(config, labels), config)
-    params = count_params(model)
-    _log(log, str(config))
-    _log(log, f"training {params['trainable']:,} of {params['total']:,} weights on {len(splits['train']):,} examples")
-    trainer = training.build_trainer(config, model, tokenizer, splits)
-    checkpoint = None
-    if resume:
-        folder = config.paths.checkpoints
-        checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-        _log(log, f"resuming from {checkpoint}" if checkpoint else f"no checkpoint in {folder}: training from the start")
-    info = training.train(trainer, checkpoint)
-    on_main_process(save_adapter, model, tokenizer, config, labels, config.paths.adapter)
-    _log(log, f"adapter saved in {config.paths.adapter}")
+    with baselines.measure() as resources:  # as for full fine-tuning: loading and training set the peak
+        model = add_lora(_base_model(config, labels), config)
+        params = count_params(model)
+        _log(log, str(config))
+        _log(log, f"training {params['trainable']:,} of {params['total']:,} weights "
+                  f"on {len(splits['train']):,} examples")
+        trainer = training.build_trainer(config, model, tokenizer, splits)
+        checkpoint = None
+        if resume:
+            folder = config.paths.checkpoints
+            checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+            _log(log, f"resuming from {checkpoint}" if checkpoint
+                 else f"no checkpoint in {folder}: training from the start")
+        info = training.train(trainer, checkpoint)
+        on_main_process(save_adapter, model, tokenizer, config, labels, config.paths.adapter)
+    resources["saved_mb"] = baselines.folder_mb(config.paths.adapter)
+    _log(log, f"adapter saved in {config.paths.adapter} ({resources['saved_mb']} MB)")
     logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
     record = results.build("lora", "lora", config, labels, "test", np.array(test["label"]), logits.argmax(-1),
-                           params, info)
+                           params, info, resources)
     _write_record(record, config, log)
     return record
 
@@ -83,7 +83,7 @@ def evaluate(config: Config, log=print) -> dict:
     """Reload the saved adapter into a fresh base model and score the test split: the record "lora-reloaded".
 
     The settings are the adapter's own (config gives only output_root and eval_batch_size); training time,
-    history and parameter counts come from the record "lora" that train wrote with the adapter.
+    history, parameter counts and resources come from the record "lora" that train wrote with the adapter.
     """
     folder = config.paths.adapter
     trained, labels = _saved_adapter(folder, output_root=config.output_root, eval_batch_size=config.eval_batch_size)
@@ -98,7 +98,8 @@ def evaluate(config: Config, log=print) -> dict:
     model = load_adapter(folder, trained, labels)
     logits = training.predict_logits(model, tokenizer, test, trained.eval_batch_size)
     record = results.build("lora-reloaded", "lora", trained, labels, "test", np.array(test["label"]),
-                           logits.argmax(-1), trained_run["params"], trained_run["train"])
+                           logits.argmax(-1), trained_run["params"], trained_run["train"],
+                           trained_run.get("resources"))  # None for a record older than the resources section
     _write_record(record, trained, log)
     same = record["confusion_matrix"] == trained_run["confusion_matrix"]
     _log(log, f"same confusion matrix as the record of the trained model: {'yes' if same else 'NO'}")
@@ -138,10 +139,10 @@ def predict(config: Config, texts, adapter: Path | str | None = None) -> list[tu
     return [(labels[i], float(p[i])) for p, i in zip(probabilities, probabilities.argmax(-1))]
 
 
-def run_all(config: Config, log=print, **sweep_options) -> dict[str, dict]:
+def run_all(config: Config, full_finetune: bool = True, log=print, **sweep_options) -> dict[str, dict]:
     """prepare, baseline, train, evaluate and sweep in order; every record written, by run."""
     prepare(config, log)
-    records = baseline(config, log)
+    records = baseline(config, full_finetune, log)
     records["lora"] = train(config, log=log)
     records["lora-reloaded"] = evaluate(config, log)
     records.update(sweep(config, log=log, **sweep_options))

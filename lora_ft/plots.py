@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-RUN_ORDER = {"majority": 0, "pretrained-baseline": 1, "lora": 2}
+RUN_ORDER = {"majority": 0, "pretrained-baseline": 1, "tfidf-logreg": 2, "linear-probe": 3, "full-finetune": 4,
+             "lora": 5}  # by kind: the cheapest reference first, LoRA last
 
 
 def ordered(records: dict[str, dict]) -> list[dict]:
@@ -51,19 +52,23 @@ def token_lengths(lengths, max_length: int) -> plt.Figure:
 def metric_bars(records: dict[str, dict], metrics=("accuracy", "f1_macro")) -> plt.Figure:
     rows = [(r["run"], m, r["metrics"][m]) for r in ordered(records) for m in metrics]
     frame = pd.DataFrame(rows, columns=["run", "metric", "value"])
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = plt.subplots(figsize=(max(7, 1.5 * len(records)), 3.5))  # wide enough to label every bar
     sns.barplot(frame, x="metric", y="value", hue="run", ax=ax)
     for container in ax.containers:
         ax.bar_label(container, fmt="%.3f", fontsize=8)
     ax.set(title="Test metrics", ylim=(0, 1), xlabel="", ylabel="")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
     return fig
 
 
 def confusion_matrices(records: dict[str, dict]) -> plt.Figure:
     runs = ordered(records)
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.8), squeeze=False)
-    for ax, record in zip(axes[0], runs):
+    columns = min(len(runs), 3)
+    rows = -(-len(runs) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(runs):]:
+        ax.axis("off")
+    for ax, record in zip(axes.flat, runs):
         matrix = np.asarray(record["confusion_matrix"])
         share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)  # colour: recall per true class
         sns.heatmap(share, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
@@ -92,22 +97,47 @@ def training_curves(record: dict) -> plt.Figure:
 
 def parameter_counts(records: dict[str, dict]) -> plt.Figure:
     runs = [r for r in ordered(records) if r["params"]["total"]]
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = plt.subplots(figsize=(7, 1 + 0.45 * len(runs)))
     names = [r["run"] for r in runs]
-    ax.barh(names, [r["params"]["total"] for r in runs], color="lightgray", label="total")
-    ax.barh(names, [max(r["params"]["trainable"], 1) for r in runs], color="tab:orange", label="trainable")
+    ax.barh(names, [r["params"]["total"] for r in runs], color="lightgray")
+    ax.barh(names, [max(r["params"]["trainable"], 1) for r in runs], color="tab:orange")
     for i, r in enumerate(runs):
         share = r["params"]["trainable"] / r["params"]["total"]
         ax.text(r["params"]["total"], i, f" {share:.2%} trainable", va="center", fontsize=8)
-    ax.set(xscale="log", title="Parameters (log scale)", xlabel="parameters")
-    ax.legend(loc="lower right", fontsize=8)
+    # named in the title: a legend would cover a bar once there are more than a few runs
+    ax.set(xscale="log", title="Parameters (log scale): trainable in orange, total in gray", xlabel="parameters")
+    return fig
+
+
+def accuracy_against_cost(records: dict[str, dict]) -> plt.Figure:
+    """Test accuracy of each trained run against the weights it trains and the size of what it saves (log scales),
+    with the majority class as the floor. A run without a resources section is left out of the right panel."""
+    trained = [r for r in ordered(records) if "train" in r]
+    floor = [r for r in records.values() if r["kind"] == "majority"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    panels = ((axes[0], "trainable weights", lambda r: r["params"]["trainable"]),
+              (axes[1], "saved size (MB)", lambda r: r.get("resources", {}).get("saved_mb")))
+    for ax, xlabel, x in panels:
+        for i, r in enumerate(trained):
+            if x(r):  # missing, or 0, has no place on a log scale
+                ax.scatter(x(r), r["metrics"]["accuracy"], s=50, color=f"C{i}")
+                ax.annotate(r["run"], (x(r), r["metrics"]["accuracy"]), xytext=(5, 4), textcoords="offset points",
+                            fontsize=8)
+        for r in floor:
+            ax.axhline(r["metrics"]["accuracy"], color="gray", linestyle="--", label="majority class")
+        ax.set(xscale="log", xlabel=xlabel, title=f"test accuracy against {xlabel.split(' (')[0]}")
+        ax.margins(x=0.25)  # room for the names
+    axes[0].set_ylabel("accuracy")
+    if floor:
+        axes[0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
     return fig
 
 
 def summary_table(records: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for r in ordered(records):
-        train = r.get("train") or {}
+        train, resources = r.get("train") or {}, r.get("resources") or {}
         total = r["params"]["total"]
         rows.append({
             "run": r["run"],
@@ -117,6 +147,8 @@ def summary_table(records: dict[str, dict]) -> pd.DataFrame:
             "trainable %": f"{r['params']['trainable'] / total:.2%}" if total else "-",
             "train time (s)": train.get("seconds", "-"),
             "train examples/s": train.get("examples_per_second", "-"),
+            "peak memory (MB)": resources.get("peak_memory_mb", "-"),
+            "saved (MB)": resources.get("saved_mb", "-"),
             "test examples": r["n_examples"],
         })
     return pd.DataFrame(rows)

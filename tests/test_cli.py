@@ -10,10 +10,12 @@ import sys
 import pytest
 
 from lora_ft import Config, results
+from lora_ft.baselines import folder_mb
 from lora_ft.cli import STEPS, main, make_config, parse_overrides, read_config_file
 
 SMALL = ["train_size=64", "eval_size=32", "epochs=1"]
 LABELS = ["negative", "neutral", "positive"]
+BASELINES = ("majority", "pretrained-baseline", "tfidf-logreg", "linear-probe", "full-finetune")
 
 
 def run(argv) -> tuple[int, str]:
@@ -108,6 +110,34 @@ def test_train_reads_the_prepared_settings_back_and_saves_adapter_and_record(tra
     record = results.load_all(root / "results")["lora"]
     assert record["config"]["train_size"] == 64 and record["n_examples"] == 32 and record["train"]["epochs"] == 1
     assert f"lora: accuracy {record['metrics']['accuracy']:.4f}" in out
+    # measured as the baselines are: the saved folder as it is on disk, the peak at least the model's fp32 weights
+    assert record["resources"]["saved_mb"] == folder_mb(adapter) > 0
+    assert record["resources"]["peak_memory_mb"] >= 4 * record["params"]["total"] / 1e6
+
+
+def test_baseline_writes_every_reference_run_with_what_it_cost(trained):
+    root, _ = trained  # its lora record is the fixture's training, not yet test_resume_...'s resumed one
+    status, out = run(["baseline", "--no-full-finetune", f"output_root={root}"])
+    assert status == 0 and "full-finetune" not in out and not (root / "results" / "full-finetune.json").exists()
+    status, out = run(["baseline", f"output_root={root}"])
+    records = results.load_all(root / "results")
+    assert status == 0 and all(f"{name}: accuracy" in out for name in BASELINES)
+    for name in BASELINES:
+        record = records[name]
+        assert record["n_examples"] == 32 and record["config"]["train_size"] == 64
+        assert 0 <= record["metrics"]["accuracy"] <= 1 and 0 <= record["metrics"]["f1_macro"] <= 1
+        saved = root / "model" / name
+        assert record["resources"]["saved_mb"] == (folder_mb(saved) if saved.exists() else 0)
+    assert records["majority"]["resources"]["saved_mb"] == records["pretrained-baseline"]["resources"]["saved_mb"] == 0
+
+    full, lora, untrained = records["full-finetune"], records["lora"], records["pretrained-baseline"]
+    assert full["params"]["trainable"] == full["params"]["total"] == untrained["params"]["total"]
+    assert full["config"]["learning_rate"] == 5e-5 and full["train"]["epochs"] == 1
+    assert lora["params"]["trainable"] < full["params"]["trainable"] / 100
+    # LoRA saves an adapter and a head (plus the tokenizer, as the full model does); a full fine-tune a whole model
+    assert full["resources"]["saved_mb"] >= 4 * full["params"]["total"] / 1e6 > 30 * lora["resources"]["saved_mb"]
+    # a full fine-tune also holds a gradient and two AdamW moments for every weight
+    assert full["resources"]["peak_memory_mb"] > lora["resources"]["peak_memory_mb"]
 
 
 def test_predict_prints_a_known_label_per_text(trained, tmp_path, capsys):
@@ -140,6 +170,7 @@ def test_evaluate_reloads_the_adapter_and_matches_the_trained_record(trained):
     assert status == 0 and "same confusion matrix as the record of the trained model: yes" in out
     assert records["lora-reloaded"]["metrics"] == records["lora"]["metrics"]
     assert records["lora-reloaded"]["train"] == records["lora"]["train"]
+    assert records["lora-reloaded"]["resources"] == records["lora"]["resources"]  # what training cost, carried over
 
 
 def test_resume_continues_from_the_last_checkpoint(trained):
@@ -151,12 +182,10 @@ def test_resume_continues_from_the_last_checkpoint(trained):
     assert after["train"]["history"] == before["train"]["history"] and after["metrics"] == before["metrics"]
 
 
-def test_baseline_and_sweep_write_their_records(trained):
+def test_sweep_writes_its_records(trained):
     root, _ = trained
-    assert run(["baseline", f"output_root={root}"])[0] == 0
     assert run(["sweep", "--ranks", "2", "--alpha-ratios", "2", "--train-size", "32", f"output_root={root}"])[0] == 0
     records = results.load_all(root / "results")
-    assert records["majority"]["n_examples"] == records["pretrained-baseline"]["n_examples"] == 32
     point = records["sweep-query-value-r2-alpha4"]["config"]
     assert (point["r"], point["alpha"], point["train_size"]) == (2, 4.0, 32)
 

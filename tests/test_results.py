@@ -3,18 +3,19 @@ import json
 import numpy as np
 import pytest
 
-from lora_ft import Config, LoraFtError, results
+from lora_ft import Config, LoraFtError, plots, results
 from lora_ft.config import ROOT
 from lora_ft.io import replace_dir_atomic, write_json_atomic
 
 LABELS = ["negative", "neutral", "positive"]
 
 
-def record(run="lora", kind="lora", **train):
+def record(run="lora", kind="lora", resources=None):
     references = np.array([0, 1, 2, 2, 1, 0])
-    train_section = {"seconds": 1.0, "examples_per_second": 6.0, "epochs": 1.0, "history": []} if kind == "lora" else None
+    trained = kind == "lora" or kind in results.TRAINED_KINDS
+    train_section = {"seconds": 1.0, "examples_per_second": 6.0, "epochs": 1.0, "history": []} if trained else None
     return results.build(run, kind, Config(smoke=True), LABELS, "test", references, np.array([0, 1, 2, 1, 1, 0]),
-                         {"trainable": 10, "total": 1000}, train_section)
+                         {"trainable": 10, "total": 1000}, train_section, resources)
 
 
 def test_records_round_trip_and_match_the_contract(tmp_path):
@@ -81,3 +82,23 @@ def test_committed_public_benchmark_records_are_full_runs_on_the_published_split
     for name, record in committed.items():
         results.validate(record)
         assert not record["meta"]["smoke"] and record["n_examples"] == test_sizes[name]
+
+
+def test_the_comparison_orders_runs_and_leaves_out_costs_a_record_lacks():
+    def cost(peak, saved):
+        return {"peak_memory_mb": peak, "saved_mb": saved}
+
+    records = {"lora": record(resources=cost(850.0, 1.6)), "majority": record("majority", "majority", cost(0.1, 0.0)),
+               "full-finetune": record("full-finetune", "full-finetune", cost(1000.0, 91.6)),
+               "tfidf-logreg": record("tfidf-logreg", "tfidf-logreg")}  # from before records carried resources
+    table = plots.summary_table(records).set_index("run")
+    assert table.index.tolist() == ["majority", "tfidf-logreg", "full-finetune", "lora"]  # cheapest first, LoRA last
+    assert table.loc["lora", "saved (MB)"] == 1.6 and table.loc["full-finetune", "peak memory (MB)"] == 1000.0
+    assert table.loc["tfidf-logreg", "saved (MB)"] == table.loc["tfidf-logreg", "peak memory (MB)"] == "-"
+
+    fig = plots.accuracy_against_cost(records)
+    by_weights, by_size = fig.axes
+    # trained runs only, the majority class as a line; a run with no saved size has no place on the size axis
+    assert len(by_weights.collections) == 3 and len(by_size.collections) == 2
+    assert [t.get_text() for t in by_size.texts] == ["full-finetune", "lora"]
+    plots.plt.close(fig)
