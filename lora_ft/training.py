@@ -12,7 +12,8 @@ import evaluate
 import numpy as np
 import torch
 import transformers
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+from accelerate.utils import extract_model_from_parallel
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import is_torch_bf16_gpu_available
 
 from .config import Config
@@ -94,10 +95,20 @@ def training_arguments(config: Config, output_dir: Path, **overrides) -> Trainin
     return TrainingArguments(**args)
 
 
+class FullPrecisionAfterTraining(TrainerCallback):
+    """Mixed precision wraps the model's forward in autocast for good; undo that when training ends, so that the
+    trained model predicts in full precision, exactly like its saved adapter reloaded into a fresh base model."""
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        extract_model_from_parallel(model, keep_fp32_wrapper=False)  # restores the original forward
+
+
 def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | None = None, **overrides) -> Trainer:
     """A Trainer for config; overrides replace TrainingArguments fields (e.g. eval_strategy="no")."""
     labels = splits["train"].features["label"].names
-    callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
+    callbacks = [FullPrecisionAfterTraining()]
+    if config.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
     return Trainer(
         model=model,
         args=training_arguments(config, output_dir or config.paths.checkpoints, **overrides),
