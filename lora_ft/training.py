@@ -95,12 +95,20 @@ def training_arguments(config: Config, output_dir: Path, **overrides) -> Trainin
     return TrainingArguments(**args)
 
 
+def release(model) -> None:
+    """Undo what a Trainer's accelerate preparation leaves on model: mixed precision's autocast wrapper around its
+    forward, and the mark that makes the next Trainer skip preparing it, which would then train it without
+    mixed precision (a model scored before training trained ~1.5x slower in bf16 autocast here)."""
+    extract_model_from_parallel(model, keep_fp32_wrapper=False)  # restores the original forward
+    vars(model).pop("_is_accelerate_prepared", None)
+
+
 class FullPrecisionAfterTraining(TrainerCallback):
-    """Mixed precision wraps the model's forward in autocast for good; undo that when training ends, so that the
-    trained model predicts in full precision, exactly like its saved adapter reloaded into a fresh base model."""
+    """Release the model when training ends, so that the trained model predicts in full precision, exactly like its
+    saved adapter reloaded into a fresh base model."""
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        extract_model_from_parallel(model, keep_fp32_wrapper=False)  # restores the original forward
+        release(model)
 
 
 def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | None = None, **overrides) -> Trainer:
@@ -179,7 +187,10 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = 128) -> np.ndarr
                                  dataloader_pin_memory=False, disable_tqdm=True)
         trainer = Trainer(model=model, args=args, processing_class=tokenizer,
                           data_collator=DataCollatorWithPadding(tokenizer))
-        logits = trainer.predict(dataset.select(order)).predictions
+        try:
+            logits = trainer.predict(dataset.select(order)).predictions
+        finally:
+            release(model)
     restored = np.empty_like(logits)
     restored[order] = logits
     return restored

@@ -80,3 +80,24 @@ def test_default_targets_and_budget_and_unknown_target():
         lora_targets(model, ("q_proj",))
     params = count_params(add_lora(model, Config(smoke=False)))
     assert 0 < params["trainable"] <= 0.02 * params["total"]
+
+
+@pytest.mark.parametrize("scored_first", [False, True], ids=["fresh", "scored-before-training"])
+def test_training_runs_in_the_precision_asked_even_after_scoring(setup, scored_first, tmp_path):
+    """A Trainer marks the model it scores as prepared; the next one then skipped mixed precision (a silent 1.5x
+    slowdown). Every training step must run its matrix products in bf16, and prediction after it in fp32."""
+    config, tokenizer, splits = setup["config"], setup["tokenizer"], setup["splits"]
+    model = add_lora(load_model(config.model, LABELS, config.seed), config)
+    if scored_first:
+        predict_logits(model, tokenizer, splits["test"])
+    seen = []
+    layer = model.get_submodule("base_model.model.bert.encoder.layer.0.attention.self.query.base_layer")
+    handle = layer.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    trainer = build_trainer(config.replace(precision="bf16"), model, tokenizer, splits, tmp_path, max_steps=2,
+                            eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+    trainer.train()
+    assert seen and set(seen) == {torch.bfloat16}
+    seen.clear()
+    predict_logits(model, tokenizer, splits["test"])
+    handle.remove()
+    assert set(seen) == {torch.float32}
