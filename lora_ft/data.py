@@ -362,6 +362,8 @@ def prepare(config: Config, tokenizer=None, force: bool = False) -> DatasetDict:
     target = config.paths.data
     saved = _saved_settings(target)
     if saved == config.data_settings() and not force:
+        if Config.load(target / "config.json", output_root=config.output_root) != config:
+            config.save(target / "config.json")  # same splits; the other settings later steps start from are these
         return load_from_disk(str(target / "splits"))
     if tokenizer is None:
         from .modeling import load_tokenizer

@@ -105,6 +105,9 @@ def test_prepared_data_is_reused_only_when_settings_match(tmp_path, tokenizer):
     stamp = report.stat().st_mtime_ns
     data.prepare(config, tokenizer)
     assert report.stat().st_mtime_ns == stamp  # reused
+    data.prepare(config.replace(dropout=0.2, r=4), tokenizer)
+    assert report.stat().st_mtime_ns == stamp  # not a data setting: the splits are reused...
+    assert data.load_prepared(config.paths)[1] == config.replace(dropout=0.2, r=4)  # ...and later steps get the new one
     data.prepare(config.replace(max_length=16), tokenizer)
     assert report.stat().st_mtime_ns != stamp  # a data setting changed: rebuilt
 
