@@ -29,11 +29,12 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, default_data_collator
+from transformers import TrainerCallback, default_data_collator
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from lora_ft import Config, data, training
@@ -154,21 +155,11 @@ def accuracy(model, tokenizer, dataset, batch_size: int) -> float:
     return float((logits.argmax(-1) == np.array(dataset["label"])).mean())
 
 
-def in_dataset_order(model, tokenizer, dataset, batch_size: int) -> np.ndarray:
-    """Logits the plain way: Trainer.predict over the examples as they come, each batch padded to its longest."""
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, report_to="none",
-                                 dataloader_pin_memory=False, disable_tqdm=True)
-        trainer = Trainer(model=model, args=args, processing_class=tokenizer,
-                          data_collator=DataCollatorWithPadding(tokenizer))
-        return trainer.predict(dataset).predictions
-
-
 def inference(model, tokenizer, dataset, batch_size: int, repeats: int) -> dict[str, dict]:
     """examples/s (median of repeats) and accuracy of each way to serve the trained LoRA model."""
     merged = copy.deepcopy(model).merge_and_unload().eval()
     ways = {
-        "unmerged fp32, dataset order": (model, in_dataset_order),
+        "unmerged fp32, dataset order": (model, partial(training.predict_logits, by_length=False)),
         "unmerged fp32, length-sorted batches": (model, training.predict_logits),
         "merged fp32, length-sorted batches": (merged, training.predict_logits),
     }

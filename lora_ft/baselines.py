@@ -159,8 +159,7 @@ def linear_probe(splits, config: Config, batch_size: int = 64) -> dict:
 
 def embed(encoder, tokenizer, dataset, batch_size: int = 64) -> np.ndarray:
     """Mean of the last hidden states over the attention mask (how all-MiniLM-L6-v2 was trained), in dataset order."""
-    lengths = np.array([len(ids) for ids in dataset["input_ids"]])
-    order = np.argsort(lengths, kind="stable")  # batches of similar length: little padding
+    order = training.length_order(dataset)  # batches of similar length: little padding
     columns = dataset.select_columns(["input_ids", "attention_mask"])
     device = next(encoder.parameters()).device
     embeddings = np.empty((len(dataset), encoder.config.hidden_size), dtype=np.float32)

@@ -176,12 +176,12 @@ def length_order(dataset) -> np.ndarray:
     return np.argsort([len(ids) for ids in dataset["input_ids"]], kind="stable")
 
 
-def predict_logits(model, tokenizer, dataset, batch_size: int = 128) -> np.ndarray:
+def predict_logits(model, tokenizer, dataset, batch_size: int = 128, by_length: bool = True) -> np.ndarray:
     """Logits for every example of dataset, in its order, through the same Trainer machinery.
 
-    The examples run in batches of similar length, which pad far less than batches in dataset order.
+    by_length runs the examples in batches of similar length, which pad far less than batches in dataset order.
     """
-    order = length_order(dataset)
+    order = length_order(dataset) if by_length else np.arange(len(dataset))
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, report_to="none",
                                  dataloader_pin_memory=False, disable_tqdm=True)
