@@ -9,8 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from datasets import (ClassLabel, Dataset, DatasetDict, Features, Value, disable_progress_bars, load_dataset,
-                      load_from_disk)
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    Value,
+    disable_progress_bars,
+    load_dataset,
+    load_from_disk,
+)
 
 from . import hub
 from .config import DEFAULT_DATASET, Config, Paths

@@ -6,8 +6,17 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from lora_ft import Config, ConfigError, data
-from lora_ft.modeling import (add_lora, changed_base_weights, count_params, frozen_snapshot, load_adapter,
-                              load_model, load_tokenizer, lora_targets, save_adapter)
+from lora_ft.modeling import (
+    add_lora,
+    changed_base_weights,
+    count_params,
+    frozen_snapshot,
+    load_adapter,
+    load_model,
+    load_tokenizer,
+    lora_targets,
+    save_adapter,
+)
 from lora_ft.training import build_trainer, predict_logits, train
 
 LABELS = ["negative", "neutral", "positive"]
