@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import Config
+from .config import SEEDS, Config
 from .errors import ConfigError, DataError, LoraFtError
 
 STEPS = {
@@ -28,6 +28,9 @@ STEPS = {
                 "writes results/lora-reloaded.json",
     "sweep": "train and score a rank x alpha/r x targets grid on a training subsample (notebook 06); "
              "writes results/sweep-*.json, skipping runs already there",
+    "seeds": "re-run recorded runs (results/<run>.json, seed 42) with other seeds, their settings otherwise "
+             "unchanged, and summarise the spread; writes results/seeds/<run>.seed<k>.json and "
+             "results/summaries/<run>.json, skipping seeds already done",
     "predict": "classify texts with a saved adapter; prints label, probability and text, one line per text",
     "all": "prepare, baseline, train, evaluate and sweep, in order",
 }
@@ -70,6 +73,10 @@ def _run(args) -> None:
         pipeline.evaluate(config)
     elif args.step == "sweep":
         pipeline.sweep(config, **sweep_options)
+    elif args.step == "seeds":
+        from . import seeds
+
+        seeds.add(args.runs, args.seeds, config.paths.results)
     elif args.step == "all":
         pipeline.run_all(config, full_finetune=args.full_finetune, **sweep_options)
     else:
@@ -254,6 +261,12 @@ def parser() -> argparse.ArgumentParser:
             step.add_argument("--no-full-finetune", dest="full_finetune", action="store_false",
                               help="skip the full fine-tuning baseline, which trains every weight and takes longer "
                                    "than LoRA (default: run it)")
+        if name == "seeds":
+            step.add_argument("--runs", type=lambda text: tuple(text.split(",")), default=None, metavar="RUN,...",
+                              help="recorded runs to repeat (default: every one in results/ that can be)")
+            step.add_argument("--seeds", type=_numbers(int), default=SEEDS[1:], metavar="SEED,...",
+                              help=f"seeds to add (default {','.join(map(str, SEEDS[1:]))}: with the notebooks' "
+                                   f"{SEEDS[0]}, {len(SEEDS)} in all)")
         if name in ("sweep", "all"):
             sweep = step.add_argument_group("sweep grid")
             sweep.add_argument("--ranks", type=_numbers(int), default=argparse.SUPPRESS, metavar="R,...",

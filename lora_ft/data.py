@@ -288,7 +288,7 @@ def to_names(frame: pd.DataFrame, declared: dict | None) -> pd.Series:
 
 
 def split(frame: pd.DataFrame, names: list[str], config: Config) -> DatasetDict:
-    """Train/validation/test splits: the source's own where it has them, else stratified with the config's seed.
+    """Train/validation/test splits: the source's own where it has them, else stratified with config.split_seed.
 
     frame's labels are class names; rows of classes outside names (a chosen subset) are left out. A source
     with train and one held-out split evaluates on that split (the test labels of e.g. SST-2 are hidden) and
@@ -301,7 +301,7 @@ def split(frame: pd.DataFrame, names: list[str], config: Config) -> DatasetDict:
         return Dataset.from_dict({"text": rows["text"].tolist(), "label": [names.index(v) for v in rows["label"]]},
                                  features=features)
 
-    seed = config.seed
+    seed = config.split_seed
     given = {s: frame[frame["split"] == s] for s in SPLITS if "split" in frame and (frame["split"] == s).any()}
     if "validation" in given and "test" not in given:
         given["test"] = given.pop("validation")
@@ -370,8 +370,9 @@ def prepare(config: Config, tokenizer=None, force: bool = False) -> DatasetDict:
     target = config.paths.data
     saved = _saved_settings(target)
     if saved == config.data_settings() and not force:
-        if Config.load(target / "config.json", output_root=config.output_root) != config:
-            config.save(target / "config.json")  # same splits; the other settings later steps start from are these
+        saved = Config.load(target / "config.json", output_root=config.output_root)
+        if saved.replace(seed=config.seed) != config:  # same splits; later steps start from these other settings
+            config.replace(seed=saved.seed).save(target / "config.json")  # (an extra seed's run is no new default)
         return load_from_disk(str(target / "splits"))
     if tokenizer is None:
         from .modeling import load_tokenizer

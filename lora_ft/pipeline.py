@@ -18,9 +18,28 @@ from . import baselines, data, results, training
 from .config import Config
 from .errors import ConfigError, DataError
 from .io import on_main_process, processes
-from .modeling import add_lora, count_params, load_adapter, load_model, load_tokenizer, save_adapter
+from .modeling import (
+    add_lora,
+    add_lora_from_scratch,
+    count_params,
+    load_adapter,
+    load_model,
+    load_tokenizer,
+    save_adapter,
+)
 from .sweep import TARGET_SETS, grid
 from .sweep import run as run_grid
+
+# notebook 02's reference runs, by run name: each takes the splits and a Config and returns its record
+BASELINES = {
+    "majority": baselines.majority,
+    "pretrained-baseline": baselines.pretrained_baseline,
+    "tfidf-logreg": baselines.tfidf_logreg,
+    "linear-probe": baselines.linear_probe,
+    "full-finetune": baselines.full_finetune,
+}
+# notebook 05's same-budget comparison: peft's LoRA and this project's lora.py, by run name
+SAME_BUDGET = {"lora-peft-same-budget": add_lora, "lora-from-scratch": add_lora_from_scratch}
 
 
 def prepare(config: Config, log=print) -> DatasetDict:
@@ -36,9 +55,7 @@ def baseline(config: Config, full_finetune: bool = True, log=print) -> dict[str,
     TF-IDF + logistic regression, a linear probe on the frozen encoder and, unless full_finetune is False (it takes
     longer than LoRA), full fine-tuning. Each is written as soon as it is done."""
     splits = _splits(config)
-    steps = [baselines.majority, baselines.pretrained_baseline, baselines.tfidf_logreg, baselines.linear_probe]
-    if full_finetune:
-        steps.append(baselines.full_finetune)
+    steps = [step for run, step in BASELINES.items() if full_finetune or run != "full-finetune"]
     records = {}
     for step in steps:
         record = step(splits, config)
@@ -47,10 +64,11 @@ def baseline(config: Config, full_finetune: bool = True, log=print) -> dict[str,
     return records
 
 
-def train(config: Config, resume: bool = False, log=print) -> dict:
+def train(config: Config, resume: bool = False, log=print, write: bool = True) -> dict:
     """Train LoRA adapters (notebook 03), save them to model/lora-adapter/, and write the test record "lora".
 
-    resume continues from the last checkpoint in model/checkpoints/ when there is one.
+    resume continues from the last checkpoint in model/checkpoints/ when there is one; write=False returns the
+    record without writing it.
     """
     splits = _splits(config)
     labels, test = data.labels_of(splits), splits["test"]
@@ -75,8 +93,30 @@ def train(config: Config, resume: bool = False, log=print) -> dict:
     logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
     record = results.build("lora", "lora", config, labels, "test", np.array(test["label"]), logits.argmax(-1),
                            params, info, resources)
-    _write_record(record, config, log)
+    if write:
+        _write_record(record, config, log)
     return record
+
+
+def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), write: bool = True) -> dict[str, tuple]:
+    """peft's LoRA and this project's from-scratch LoRA (notebook 05) trained alike on a stratified subsample of
+    config.train_size training examples, then tested: (trained model, record) by run."""
+    splits = DatasetDict({**splits, "train": data.subsample(splits["train"], config.train_size, config.split_seed)})
+    labels, test = data.labels_of(splits), splits["test"]
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    trained = {}
+    for run in runs:
+        model = SAME_BUDGET[run](_base_model(config, labels), config)
+        trainer = training.build_trainer(config, model, tokenizer, splits,
+                                         output_dir=config.paths.model / f"checkpoints-{run}")
+        info = training.train(trainer)
+        logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
+        record = results.build(run, "lora", config, labels, "test", np.array(test["label"]), logits.argmax(-1),
+                               count_params(model), info)
+        if write:
+            on_main_process(results.write, record, config.paths.results)
+        trained[run] = (model, record)
+    return trained
 
 
 def evaluate(config: Config, log=print) -> dict:
@@ -116,7 +156,7 @@ def sweep(config: Config, ranks=(4, 8, 16), alpha_ratios=(2,), targets=("query-v
     if unknown:
         raise ConfigError(f"unknown target set(s) {unknown}: choose from {sorted(TARGET_SETS)}")
     splits = _splits(config)
-    splits["train"] = data.subsample(splits["train"], train_size, config.seed)
+    splits["train"] = data.subsample(splits["train"], train_size, config.split_seed)
     config = config.replace(train_size=len(splits["train"]))  # what each run's record says it trained on
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     points = grid(tuple(ranks), tuple(alpha_ratios), tuple(targets))
@@ -180,7 +220,7 @@ def _write_record(record: dict, config: Config, log) -> None:
 
 
 def _path_of(run: str, config: Config) -> Path:
-    return config.paths.results / f"{run}.json"
+    return results.path_of(config.paths.results, run, config.seed)
 
 
 def _predictive(settings: dict) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
+from .config import DEFAULT_SEED, Config
 from .errors import LoraFtError
 from .io import write_json_atomic
 from .training import score
@@ -102,18 +102,35 @@ def validate(result: dict) -> None:
                           f"{n} labels and {result['n_examples']} examples")
 
 
+def path_of(results_dir: Path, run: str, seed: int = DEFAULT_SEED) -> Path:
+    """Where a run's record lives: results/<run>.json for the notebooks' seed, results/seeds/<run>.seed<k>.json
+    for the others (lora_ft.seeds)."""
+    if seed == DEFAULT_SEED:
+        return Path(results_dir) / f"{run}.json"
+    return Path(results_dir) / "seeds" / f"{run}.seed{seed}.json"
+
+
 def write(result: dict, results_dir: Path) -> Path:
     validate(result)
-    path = Path(results_dir) / f"{result['run']}.json"
+    path = path_of(results_dir, result["run"], result["meta"]["seed"])
     write_json_atomic(path, result)
     return path
 
 
+def read(path: Path) -> dict:
+    record = json.loads(Path(path).read_text())
+    validate(record)
+    return record
+
+
 def load_all(results_dir: Path) -> dict[str, dict]:
-    """Every results record in results_dir, by run name."""
-    records = {}
-    for path in sorted(Path(results_dir).glob("*.json")):
-        record = json.loads(path.read_text())
-        validate(record)
-        records[record["run"]] = record
-    return records
+    """Every results record of the notebooks' seed in results_dir, by run name."""
+    return {record["run"]: record for record in map(read, sorted(Path(results_dir).glob("*.json")))}
+
+
+def settings(record: dict) -> dict:
+    """What made a record, as today's Config would hold it (settings added since are at their defaults), less what
+    changes no prediction (where the run lives, how it is batched for evaluation) and the training seed."""
+    ignored = ("output_root", "eval_batch_size", "seed")
+    return {k: v for k, v in build_config(Config(**{**record["config"], "smoke": record["meta"]["smoke"]})).items()
+            if k not in ignored}

@@ -33,34 +33,40 @@ def run_name(point: dict) -> str:
 
 def run(config: Config, splits, tokenizer, points: list[dict], log=print) -> dict[str, dict]:
     """Train and test each point (skipping those whose results file has the same config); records by run."""
-    labels = splits["train"].features["label"].names
-    test = splits["test"]
     records = {}
     for point in points:
         name = run_name(point)
         settings = config.replace(early_stopping_patience=0, **{k: v for k, v in point.items() if not k.startswith("_")})
-        path = settings.paths.results / f"{name}.json"
+        path = results.path_of(settings.paths.results, name, settings.seed)
         if path.exists():
             saved = json.loads(path.read_text())
             if saved["config"] == results.build_config(settings):
                 log(f"{name}: already done, skipped")
                 records[name] = saved
                 continue
-        model = add_lora(load_model(settings.model, labels, settings.seed, settings.trust_remote_code,
-                                    settings.quantize_4bit), settings)
-        # a fixed budget with nothing to choose between: no per-epoch validation, no checkpoints
-        trainer = build_trainer(settings, model, tokenizer, splits, output_dir=settings.paths.model / "sweep" / name,
-                                eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
-        info = train(trainer)
-        logits = predict_logits(model, tokenizer, test, settings.eval_batch_size)
-        record = results.build(name, "lora", settings, labels, "test", np.array(test["label"]), logits.argmax(-1),
-                               count_params(model), info)
-        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-        probabilities /= probabilities.sum(-1, keepdims=True)
-        record["predictions"] = logits.argmax(-1).tolist()  # per test example, for the error analysis
-        record["confidence"] = np.round(probabilities.max(-1), 4).tolist()
+        record = train_run(settings, splits, tokenizer, name)
         on_main_process(results.write, record, settings.paths.results)
         records[name] = record
         log(f"{name}: accuracy {record['metrics']['accuracy']:.4f}, macro-F1 {record['metrics']['f1_macro']:.4f}, "
-            f"{record['params']['trainable']:,} trainable, {info['seconds']:.0f} s")
+            f"{record['params']['trainable']:,} trainable, {record['train']['seconds']:.0f} s")
     return records
+
+
+def train_run(settings: Config, splits, tokenizer, name: str) -> dict:
+    """One grid point's record: settings trained on splits["train"] for a fixed budget, then tested."""
+    labels = splits["train"].features["label"].names
+    test = splits["test"]
+    model = add_lora(load_model(settings.model, labels, settings.seed, settings.trust_remote_code,
+                                settings.quantize_4bit), settings)
+    # a fixed budget with nothing to choose between: no per-epoch validation, no checkpoints
+    trainer = build_trainer(settings, model, tokenizer, splits, output_dir=settings.paths.model / "sweep" / name,
+                            eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+    info = train(trainer)
+    logits = predict_logits(model, tokenizer, test, settings.eval_batch_size)
+    record = results.build(name, "lora", settings, labels, "test", np.array(test["label"]), logits.argmax(-1),
+                           count_params(model), info)
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    record["predictions"] = logits.argmax(-1).tolist()  # per test example, for the error analysis
+    record["confidence"] = np.round(probabilities.max(-1), 4).tolist()
+    return record
