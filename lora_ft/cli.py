@@ -31,6 +31,9 @@ STEPS = {
     "seeds": "re-run recorded runs (results/<run>.json, seed 42) with other seeds, their settings otherwise "
              "unchanged, and summarise the spread; writes results/seeds/<run>.seed<k>.json and "
              "results/summaries/<run>.json, skipping seeds already done",
+    "recipes": "train named LoRA recipes (targets, learning rate x alpha/r, variants, speed knobs) on one budget "
+               "with each seed and score them on the test split (notebook 08); writes results/recipes/, skipping "
+               "finished runs",
     "predict": "classify texts with a saved adapter; prints label, probability and text, one line per text",
     "all": "prepare, baseline, train, evaluate and sweep, in order",
 }
@@ -77,6 +80,11 @@ def _run(args) -> None:
         from . import seeds
 
         seeds.add(args.runs, args.seeds, config.paths.results)
+    elif args.step == "recipes":
+        from . import recipes
+
+        names = [n for group in (args.groups or ()) for n in recipes.GROUPS[group]] + list(args.names or ())
+        recipes.run(names or tuple(recipes.RECIPES), args.seeds, config)
     elif args.step == "all":
         pipeline.run_all(config, full_finetune=args.full_finetune, **sweep_options)
     else:
@@ -267,6 +275,13 @@ def parser() -> argparse.ArgumentParser:
             step.add_argument("--seeds", type=_numbers(int), default=SEEDS[1:], metavar="SEED,...",
                               help=f"seeds to add (default {','.join(map(str, SEEDS[1:]))}: with the notebooks' "
                                    f"{SEEDS[0]}, {len(SEEDS)} in all)")
+        if name == "recipes":
+            step.add_argument("--names", type=lambda text: tuple(text.split(",")), default=None, metavar="NAME,...",
+                              help="recipes of lora_ft.recipes.RECIPES to run (default: all)")
+            step.add_argument("--groups", type=lambda text: tuple(text.split(",")), default=None, metavar="GROUP,...",
+                              help="groups of recipes: targets, learning-rate, ... (lora_ft.recipes.GROUPS)")
+            step.add_argument("--seeds", type=_numbers(int), default=SEEDS, metavar="SEED,...",
+                              help=f"seeds (default {','.join(map(str, SEEDS))})")
         if name in ("sweep", "all"):
             sweep = step.add_argument_group("sweep grid")
             sweep.add_argument("--ranks", type=_numbers(int), default=argparse.SUPPRESS, metavar="R,...",

@@ -131,6 +131,9 @@ def load_all(results_dir: Path) -> dict[str, dict]:
 def settings(record: dict) -> dict:
     """What made a record, as today's Config would hold it (settings added since are at their defaults), less what
     changes no prediction (where the run lives, how it is batched for evaluation) and the training seed."""
-    ignored = ("output_root", "eval_batch_size", "seed")
-    return {k: v for k, v in build_config(Config(**{**record["config"], "smoke": record["meta"]["smoke"]})).items()
-            if k not in ignored}
+    return config_settings(Config(**{**record["config"], "smoke": record["meta"]["smoke"]}))
+
+
+def config_settings(config: Config) -> dict:
+    """What results.settings keeps of a Config."""
+    return {k: v for k, v in build_config(config).items() if k not in ("output_root", "eval_batch_size", "seed")}
