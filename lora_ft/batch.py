@@ -78,7 +78,7 @@ def predict_file(config, source: Path, target: Path, adapter: Path | None = None
                 if clash:
                     raise DataError(f"{source.name} already has column(s) {clash}, which the predictions add: "
                                     "rename them in the input")
-            elif list(chunk.columns) != columns:
+            elif list(chunk.columns) != columns and target.suffix.lower() == ".csv":  # one header for all rows
                 chunk = _same_columns(chunk, columns, source, rows)
             texts = chunk[column].map(lambda t: "" if t is None or t != t else str(t).strip())  # t != t: NaN
             present = (texts != "").to_numpy()
@@ -133,11 +133,11 @@ def _record(line: str, number: int, source: Path) -> dict:
 
 
 def _same_columns(chunk: pd.DataFrame, columns: list[str], source: Path, before: int) -> pd.DataFrame:
-    """A later jsonl chunk in the first chunk's columns (keys it lacks are empty); a key they lack is an error."""
+    """A later jsonl chunk in the csv output's columns (keys it lacks are empty); a key they lack is an error."""
     extra = [c for c in chunk.columns if c not in columns]
     if extra:
         raise DataError(f"{source.name}: records after row {before:,} have keys {extra} that the first "
-                        f"{before:,} rows lack: give every record the same keys")
+                        f"{before:,} rows lack: give every record the same keys, or write a .jsonl file")
     return chunk.reindex(columns=columns)
 
 
