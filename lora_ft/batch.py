@@ -143,7 +143,7 @@ def _same_columns(chunk: pd.DataFrame, columns: list[str], source: Path, before:
 
 def _write(frame: pd.DataFrame, out, suffix: str, header: bool) -> None:
     if suffix == ".csv":
-        frame.to_csv(out, header=header, index=False)
+        frame.to_csv(out, header=header, index=False, lineterminator="\r\n")  # quotes a text's own \r or \n
     else:  # one object per line; empty predictions are null
         frame = frame.astype(object).where(frame.notna(), None)
         for record in frame.to_dict("records"):

@@ -35,10 +35,10 @@ def expected(config, texts) -> list[tuple[str, float]]:
 
 
 def test_csv_rows_keep_order_columns_and_get_label_and_probabilities(adapter, tmp_path):
-    texts = TEXTS[:3] + ["", "   "] + TEXTS[3:]
+    texts = TEXTS[:3] + ["", "   ", "a line break\rinside", "and\nanother"] + TEXTS[3:]
     source = tmp_path / "in.csv"
     pd.DataFrame({"id": [f"{i:03d}" for i in range(len(texts))], "text": texts, "note": ["x"] * len(texts)}).to_csv(
-        source, index=False)
+        source, index=False, lineterminator="\r\n")  # "\n" would leave the text's own "\r" unquoted
     summary = predict_file(adapter, source, tmp_path / "out.csv", chunk_rows=2, progress=False)
     assert summary == {"rows": len(texts), "blank": 2, "output": str(tmp_path / "out.csv")}
 
