@@ -22,8 +22,8 @@ STEPS = {
                 "probe on the frozen encoder and full fine-tuning on the test split (notebook 02); writes "
                 "results/{majority,pretrained-baseline,tfidf-logreg,linear-probe,full-finetune}.json and "
                 "model/{tfidf-logreg,linear-probe,full-finetune}/",
-    "train": "train LoRA adapters and score them on the test split (notebook 03); writes model/lora-adapter/, "
-             "model/checkpoints/ and results/lora.json",
+    "train": "train LoRA adapters and score them on the test split (notebook 03); writes model/lora-adapter/ and "
+             "its merged export model/lora-merged/ (each with a model card), model/checkpoints/ and results/lora.json",
     "evaluate": "reload the saved adapter into a fresh base model and score the test split again; "
                 "writes results/lora-reloaded.json",
     "sweep": "train and score a rank x alpha/r x targets grid on a training subsample (notebook 06); "

@@ -48,7 +48,8 @@ def baseline(config: Config, full_finetune: bool = True, log=print) -> dict[str,
 
 
 def train(config: Config, resume: bool = False, log=print) -> dict:
-    """Train LoRA adapters (notebook 03), save them to model/lora-adapter/, and write the test record "lora".
+    """Train LoRA adapters (notebook 03), save them to model/lora-adapter/, write the test record "lora", then the
+    adapter's model card and its merged export model/lora-merged/.
 
     resume continues from the last checkpoint in model/checkpoints/ when there is one.
     """
@@ -70,13 +71,13 @@ def train(config: Config, resume: bool = False, log=print) -> dict:
                  else f"no checkpoint in {folder}: training from the start")
         info = training.train(trainer, checkpoint)
         on_main_process(save_adapter, model, tokenizer, config, labels, config.paths.adapter)
-    resources["saved_mb"] = baselines.folder_mb(config.paths.adapter)
-    _log(log, f"adapter saved in {config.paths.adapter} ({resources['saved_mb']} MB)")
     logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
     record = results.build("lora", "lora", config, labels, "test", np.array(test["label"]), logits.argmax(-1),
                            params, info, resources)
+    on_main_process(card.write, _card(config, labels, config.paths.adapter, record), config.paths.adapter)
+    resources["saved_mb"] = baselines.folder_mb(config.paths.adapter)  # the record's, card included
+    _log(log, f"adapter saved in {config.paths.adapter} ({resources['saved_mb']} MB)")
     _write_record(record, config, log)
-    on_main_process(card.write, _card(config, labels, config.paths.adapter), config.paths.adapter)
     if not config.quantize_4bit:  # a 4-bit base cannot be merged into full weights
         export(config, log=log)
     return record
@@ -238,10 +239,11 @@ def _predictive(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in ("output_root", "eval_batch_size", "report_to")}
 
 
-def _card(config: Config, labels: list[str], adapter: Path, merged: bool = False):
+def _card(config: Config, labels: list[str], adapter: Path, record: dict | None = None, merged: bool = False):
     """The model card of the adapter in adapter (or of its merged export) from what the run left under config's
-    paths: the record results/lora.json when it is this adapter's, the baselines' records beside it, split sizes."""
-    record = card.read(_path_of("lora", config))
+    paths: its record (default: results/lora.json when it is this adapter's), the baselines' records beside it, split
+    sizes."""
+    record = record or card.read(_path_of("lora", config))
     trained = card.read(adapter / "lora_ft_config.json")
     if record is not None and _predictive(record["config"]) != _predictive(results.build_config(Config(**trained))):
         record = None  # another run's
