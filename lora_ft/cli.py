@@ -22,8 +22,8 @@ STEPS = {
                 "probe on the frozen encoder and full fine-tuning on the test split (notebook 02); writes "
                 "results/{majority,pretrained-baseline,tfidf-logreg,linear-probe,full-finetune}.json and "
                 "model/{tfidf-logreg,linear-probe,full-finetune}/",
-    "train": "train LoRA adapters and score them on the test split (notebook 03); writes model/lora-adapter/, "
-             "model/checkpoints/ and results/lora.json",
+    "train": "train LoRA adapters and score them on the test split (notebook 03); writes model/lora-adapter/ and "
+             "its merged export model/lora-merged/ (each with a model card), model/checkpoints/ and results/lora.json",
     "evaluate": "reload the saved adapter into a fresh base model and score the test split again; "
                 "writes results/lora-reloaded.json",
     "sweep": "train and score a rank x alpha/r x targets grid on a training subsample (notebook 06); "
@@ -34,9 +34,13 @@ STEPS = {
     "recipes": "train named LoRA recipes (targets, learning rate x alpha/r, variants, speed knobs) on one budget "
                "with each seed and score them on the test split (notebook 08); writes results/recipes/, skipping "
                "finished runs",
-    "predict": "classify texts with a saved adapter; prints label, probability and text, one line per text",
+    "predict": "classify texts with a saved adapter; prints label, probability and text, one line per text, or "
+               "with --input and --output classifies a csv, tsv, jsonl or txt file into a csv or jsonl file",
+    "export": "merge a saved adapter into its base model and save a plain transformers model with tokenizer and model "
+              "card, which transformers.pipeline serves (train does this too); writes model/lora-merged/",
     "all": "prepare, baseline, train, evaluate and sweep, in order",
 }
+ADAPTER_HELP = "adapter folder that train saved (default: model/lora-adapter/ in the output root)"
 FRESH_STEPS = ("prepare", "all")  # the others start from the settings saved with the prepared data
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -87,6 +91,14 @@ def _run(args) -> None:
         recipes.run(names or tuple(recipes.RECIPES), args.seeds, config)
     elif args.step == "all":
         pipeline.run_all(config, full_finetune=args.full_finetune, **sweep_options)
+    elif args.step == "export":
+        pipeline.export(config, args.adapter, args.output)
+    elif args.input or args.output:
+        if not (args.input and args.output) or texts or args.file or args.json:
+            raise ConfigError("predict --input FILE needs --output FILE, and takes no texts, --file or --json: "
+                              "give both files, or texts alone")
+        pipeline.predict_file(config, args.input, args.output, args.adapter, args.text_column,
+                              log=lambda line: print(line, file=sys.stderr))
     else:
         texts += read_texts(args.file) if args.file else []
         predictions = pipeline.predict(config, texts, args.adapter)
@@ -257,11 +269,20 @@ def parser() -> argparse.ArgumentParser:
             step.add_argument("settings", nargs="*", metavar="key=value | text",
                               help="settings (a word that starts with a setting's name and =), and texts to classify")
             step.add_argument("--file", type=Path, metavar="PATH", help="UTF-8 file of texts, one per line")
-            step.add_argument("--adapter", type=Path, metavar="DIR",
-                              help="adapter folder that train saved (default: model/lora-adapter/ in the output root)")
+            step.add_argument("--adapter", type=Path, metavar="DIR", help=ADAPTER_HELP)
             step.add_argument("--json", action="store_true", help="print a JSON list of {text, label, score}")
+            batch = step.add_argument_group("a file of texts")
+            batch.add_argument("--input", type=Path, metavar="FILE", help="csv, tsv, jsonl or txt file to classify, "
+                               "read in chunks; each row keeps its columns and gets label and prob_<class> columns")
+            batch.add_argument("--output", type=Path, metavar="FILE", help="csv or jsonl file to write, atomically")
+            batch.add_argument("--text-column", metavar="NAME",
+                               help="column holding the text (default: found by its name, as prepare finds it)")
         else:
             step.add_argument("settings", nargs="*", metavar="key=value", help="settings that override the file's")
+        if name == "export":
+            step.add_argument("--adapter", type=Path, metavar="DIR", help=ADAPTER_HELP)
+            step.add_argument("--output", type=Path, metavar="DIR",
+                              help="folder to write (default: model/lora-merged/ in the output root)")
         if name == "train":
             step.add_argument("--resume", action="store_true",
                               help="continue from the last checkpoint in model/checkpoints/ when there is one")

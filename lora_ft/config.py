@@ -60,6 +60,10 @@ class Paths:
         return self.model / "lora-adapter"
 
     @property
+    def merged(self) -> Path:
+        return self.model / "lora-merged"
+
+    @property
     def checkpoints(self) -> Path:
         return self.model / "checkpoints"
 
@@ -120,6 +124,9 @@ class Config:
     early_stopping_patience: int = _setting(1, "epochs without a better validation macro-F1 before stopping")
     precision: str = _setting(
         "auto", '"auto" (bf16 where the GPU or CPU computes it, else fp16 on a GPU, fp32 on CPU), "fp32", "bf16" or "fp16"')
+    report_to: str = _setting(
+        "none", 'experiment trackers that get the training curves, comma-separated: "none", "tensorboard" '
+        '(model/checkpoints/runs/), "mlflow", "trackio", ... (each must be installed)')
 
     smoke: bool = field(default_factory=smoke_from_env, metadata={"help": "small mode for CI; defaults to $LORA_FT_SMOKE"})
     output_root: str | None = _setting(None, "folder for data/, model/, results/; None: the project (smoke/ in small mode)")
@@ -173,6 +180,8 @@ class Config:
             fail(f"truncation={self.truncation!r} is unknown", f"set it to one of {TRUNCATIONS}")
         if self.precision not in PRECISIONS:
             fail(f"precision={self.precision!r} is unknown", f"set it to one of {PRECISIONS}")
+        if not isinstance(self.report_to, str) or not self.report_to.strip():
+            fail(f"report_to={self.report_to!r} is invalid", 'name the trackers, e.g. "tensorboard", or "none"')
         if self.target_modules is not None and not self.target_modules:
             fail("target_modules is empty", "name at least one module, or None for the architecture's default")
 

