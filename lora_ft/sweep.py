@@ -47,7 +47,7 @@ def run(config: Config, splits, tokenizer, points: list[dict], log=print) -> dic
                 records[name] = saved
                 continue
         model = add_lora(load_model(settings.model, labels, settings.seed, settings.trust_remote_code,
-                                    settings.quantize_4bit), settings)
+                                    settings.quantize_4bit, settings.base_dropout), settings)
         # a fixed budget with nothing to choose between: no per-epoch validation, no checkpoints
         trainer = build_trainer(settings, model, tokenizer, splits, output_dir=settings.paths.model / "sweep" / name,
                                 eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
