@@ -103,7 +103,7 @@ class Config:
         'output); "rslora" (scale alpha / sqrt(r)); "pissa" or "olora" (A and B start from the weights\' top singular '
         'vectors or their QR; saved as a plain LoRA of rank 2r); "vera" (frozen random A and B shared by all layers, '
         'trained scaling vectors; r is their rank, e.g. 256; alpha unused); "ia3" (a trained scale per output of each '
-        'target; r and alpha unused)')
+        'target; r, alpha and dropout unused)')
     r: int = _setting(8, "LoRA rank: the inner dimension of B A")
     alpha: float = _setting(16.0, "LoRA scale numerator: the update is (alpha / r) * B A")
     dropout: float = _setting(

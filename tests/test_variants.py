@@ -246,3 +246,17 @@ def test_pad_to_multiple_of_buckets_the_batch_lengths(base, splits, tmp_path):
     longest = max(len(row["input_ids"]) for row in features)
     width = trainer.data_collator(features)["input_ids"].shape[1]
     assert width % 8 == 0 and longest <= width < longest + 8
+
+
+def test_compiled_training_counts_its_graphs_and_predicts_like_the_uncompiled_model(base, splits, tmp_path):
+    """compile through the Trainer; the eager backend keeps the test quick (inductor takes minutes on CPU)."""
+    config = tiny_config(base, tmp_path, compile=True, pad_to_multiple_of=8, base_dropout=0.0, r=R)
+    model = add_lora(load_model(config.model, LABELS, config.seed, base_dropout=0.0), config)
+    info = train(step_trainer(config, model, splits, tmp_path / "checkpoints", torch_compile_backend="eager"))
+    assert info["compiled_graphs"] >= 1
+    plain = add_lora(load_model(config.model, LABELS, config.seed, base_dropout=0.0), config.replace(compile=False))
+    train(step_trainer(config.replace(compile=False), plain, splits, tmp_path / "plain"))
+    tokenizer = load_tokenizer(config.model)
+    np.testing.assert_allclose(predict_logits(model, tokenizer, splits["test"]),
+                               predict_logits(plain, tokenizer, splits["test"]), atol=1e-5)
+    assert "compiled_graphs" not in train(step_trainer(config.replace(compile=False), plain, splits, tmp_path / "p2"))
