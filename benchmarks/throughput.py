@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py --profile       # everything, 3 repeats (about 20 minutes on 2 CPU cores)
     python benchmarks/throughput.py --recipes fixed-128,project --repeats 1 --steps 2 --budget 64 --eval-size 64
+    python benchmarks/throughput.py --recipes project,project+dropout0,full-finetune,full-finetune+dropout0
 
 Every recipe trains the same model on the same tweets with the same Trainer for a fixed number of steps:
   fixed-128, fixed-512  the reference projects: every text padded to max_length, random batches, LoRA, fp32
@@ -9,11 +10,15 @@ Every recipe trains the same model on the same tweets with the same Trainer for 
   project-fp32          this project's batching: dynamic padding, length-grouped batches, max_length 64; fp32
   project               this project's recipe: that batching in the precision "auto" picks (bf16 on hardware with it)
   full-finetune         the project's recipe, every weight trained
+  <recipe>+<knob>...    project or full-finetune with speed knobs (KNOBS), e.g. project+dropout0+compile:
+                        dropout0 turns off the pretrained model's own dropout (base_dropout=0); compile runs the model
+                        through torch.compile, its batches padded to multiples of 8 tokens so that shapes repeat
 All LoRA recipes use the project's adapter settings (r 8 on query and value, no adapter dropout unless named).
 Reported per recipe (medians of the repeats): examples/s, tokens/s (padded positions the model computes, and
 real tokens), the ratio to fixed-128, achieved GFLOP/s against the matrix-product peak measured here for the
 recipe's precision,
-and the peak resident memory above the start. FLOPs are estimated as 2 x non-embedding weights x positions
+and the peak resident memory above the start; the warm-up steps' time (where compiling happens) and, for compiled
+recipes, the graphs compiled. FLOPs are estimated as 2 x non-embedding weights x positions
 for a forward pass, twice that again for the backward pass of full fine-tuning (input and weight gradients),
 once again for LoRA (input gradients only: the frozen weights get none).
 Then fixed-128 and project train on the same --budget tweets for one epoch and are scored on the same validation
@@ -41,7 +46,11 @@ from lora_ft import Config, data, training
 from lora_ft.baselines import measure
 from lora_ft.modeling import add_lora, load_model, load_tokenizer
 
-RECIPES = ("fixed-128", "fixed-512", "project-dropout", "project-fp32", "project", "full-finetune")
+# Speed knobs a recipe name may add after "+": Config settings, the same for LoRA and full fine-tuning
+KNOBS = {"dropout0": dict(base_dropout=0.0), "compile": dict(compile=True, pad_to_multiple_of=8)}
+KNOBBED = tuple(f"{recipe}+{knobs}" for knobs in ("dropout0", "compile", "dropout0+compile")
+                for recipe in ("project", "full-finetune"))
+RECIPES = ("fixed-128", "fixed-512", "project-dropout", "project-fp32", "project", "full-finetune", *KNOBBED)
 FP32 = ("fixed-128", "fixed-512", "project-dropout", "project-fp32")  # the others train in the precision "auto" picks
 
 
@@ -89,11 +98,20 @@ def recipe_precision(name: str, config: Config) -> str:
     return "fp32" if name in FP32 else training.resolve_precision(config.precision)
 
 
+def recipe_config(name: str, config: Config) -> tuple[str, Config]:
+    """The recipe without its knobs, and config with the knobs' settings."""
+    recipe, *knobs = name.split("+")
+    for knob in knobs:
+        config = config.replace(**KNOBS[knob])
+    return recipe, config
+
+
 def trainer_for(name: str, train, config: Config, labels, tokenizer, output_dir: Path, **overrides):
-    model = load_model(config.model, labels, config.seed)
-    if name != "full-finetune":
-        model = add_lora(model, config.replace(dropout=0.1) if name == "project-dropout" else config)
-    config = config.replace(precision=recipe_precision(name, config))
+    recipe, config = recipe_config(name, config)
+    model = load_model(config.model, labels, config.seed, base_dropout=config.base_dropout)
+    if recipe != "full-finetune":
+        model = add_lora(model, config.replace(dropout=0.1) if recipe == "project-dropout" else config)
+    config = config.replace(precision=recipe_precision(recipe, config))
     fixed = name.startswith("fixed-")
     trainer = training.build_trainer(
         config.replace(early_stopping_patience=0), model, tokenizer, {"train": train, "validation": train},
@@ -128,16 +146,18 @@ def time_recipe(name: str, splits, tokenizer, config: Config, labels, steps: int
         trainer.data_collator = counted
         trainer.add_callback(StepClock())
         model = trainer.model
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         with measure() as memory:
             trainer.train()
     positions = [n for n, _ in batches[warmup:steps + warmup]]
     real = [n for _, n in batches[warmup:steps + warmup]]
     seconds = sum(step_times[warmup:])
     weights = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n and "lora_" not in n)
-    flops = 2 * weights * sum(positions) * (3 if name == "full-finetune" else 2)
+    flops = 2 * weights * sum(positions) * (3 if name.startswith("full-finetune") else 2)
     return {"examples_per_second": steps * config.batch_size / seconds, "tokens_per_second": sum(positions) / seconds,
             "real_tokens_per_second": sum(real) / seconds, "gflops": flops / seconds / 1e9,
-            "peak_memory_mb": memory["peak_memory_mb"]}
+            "peak_memory_mb": memory["peak_memory_mb"], "warmup_seconds": sum(step_times[:warmup]),
+            "compiled_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs}
 
 
 def train_on_budget(name: str, splits, tokenizer, config: Config, labels, train_size: int):
@@ -229,14 +249,14 @@ def main(argv=None) -> int:
         rows[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     base = rows.get("fixed-128")
     print("| recipe | precision | examples/s | x fixed-128 | tokens/s (computed) | real tokens/s | GFLOP/s | % of peak "
-          "| peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| peak MB | warm-up s | graphs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, row in rows.items():
-        dtype = recipe_precision(name, config)
+        dtype = recipe_precision(name.split("+")[0], config)
         ratio = f"{row['examples_per_second'] / base['examples_per_second']:.2f}" if base else "-"
         print(f"| {name} | {dtype} | {row['examples_per_second']:.1f} | {ratio} | {row['tokens_per_second']:,.0f} | "
               f"{row['real_tokens_per_second']:,.0f} | {row['gflops']:.0f} | {100 * row['gflops'] / peaks[dtype]:.0f}% | "
-              f"{row['peak_memory_mb']:,.0f} |")
+              f"{row['peak_memory_mb']:,.0f} | {row['warmup_seconds']:.1f} | {row['compiled_graphs']:.0f} |")
 
     # accuracy on a fixed budget, and serving the project's model
     validation = data.subsample(splits["validation"], args.eval_size, config.seed)
@@ -261,6 +281,14 @@ def main(argv=None) -> int:
     if "project" in rows and "full-finetune" in rows:
         speedup = rows["project"]["examples_per_second"] / rows["full-finetune"]["examples_per_second"]
         _verdict(f"LoRA {speedup:.2f}x full fine-tuning", speedup >= 1.3, ">= 1.3x")
+    for knobs in sorted({name.partition("+")[2] for name in rows} - {""}):  # LoRA and full fine-tuning, same knobs
+        lora, full = rows.get(f"project+{knobs}"), rows.get(f"full-finetune+{knobs}")
+        if lora and full:
+            speedup = lora["examples_per_second"] / full["examples_per_second"]
+            _verdict(f"project+{knobs} {speedup:.2f}x full-finetune+{knobs}", speedup >= 1.5, ">= 1.5x")
+        if lora and "project" in rows:
+            speedup = lora["examples_per_second"] / rows["project"]["examples_per_second"]
+            _verdict(f"project+{knobs} {speedup:.2f}x project", speedup >= 1.3, ">= 1.3x")
     best = max((row for name, row in served.items() if name.startswith("merged")), key=lambda r: r["examples_per_second"])
     speedup = best["examples_per_second"] / reference["examples_per_second"]
     change = 100 * abs(best["accuracy"] - reference["accuracy"])

@@ -175,16 +175,19 @@ def embed(encoder, tokenizer, dataset, batch_size: int = 64) -> np.ndarray:
 
 def full_finetune(splits, config: Config, learning_rate: float = 5e-5) -> dict:
     """Every weight trained, with the LoRA run's Trainer set-up and no adapters; the whole model saved (safetensors)
-    under model/full-finetune/. A full fine-tune needs ~1/10 of LoRA's learning rate: 1e-3 would wreck the encoder."""
+    under model/full-finetune/. A full fine-tune needs ~1/10 of LoRA's learning rate: 1e-3 would wreck the encoder.
+    The speed settings (base_dropout, compile, pad_to_multiple_of, precision) are the LoRA run's, for a fair
+    comparison; the adapter settings (method, LoRA+) do not apply."""
     if config.quantize_4bit:
         raise ConfigError("full fine-tuning trains every weight, which a 4-bit quantized base cannot: "
                           "set quantize_4bit=False")
-    config = config.replace(learning_rate=learning_rate)
+    config = config.replace(learning_rate=learning_rate, loraplus_lr_ratio=None)
     labels, test = data.labels_of(splits), splits["test"]
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     checkpoints = config.paths.model / "full-finetune-checkpoints"
     with measure() as resources:
-        model = load_model(config.model, labels, config.seed, trust_remote_code=config.trust_remote_code)
+        model = load_model(config.model, labels, config.seed, trust_remote_code=config.trust_remote_code,
+                           base_dropout=config.base_dropout)
         info = training.train(training.build_trainer(config, model, tokenizer, splits, output_dir=checkpoints))
         predictions = training.predict_logits(model, tokenizer, test, config.eval_batch_size).argmax(-1)
     # the checkpoints served only to pick the best epoch; they hold pickled optimizer and random states

@@ -22,6 +22,10 @@ SEEDS = (DEFAULT_SEED, 43, 44)  # the seeds behind every reported spread: `pytho
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRUNCATIONS = ("head", "head+tail")
 
+# Adapter methods (Config.method): the LoRA family, whose B matrices LoRA+ speeds up, then two with far fewer weights
+LORA_METHODS = ("lora", "dora", "rslora", "pissa", "olora")
+METHODS = (*LORA_METHODS, "vera", "ia3")
+
 # Settings that determine the prepared data: change one and notebook 01 prepares it again.
 DATA_FIELDS = (
     "dataset", "text_column", "label_column", "labels", "encoding", "delimiter", "model", "max_length", "truncation",
@@ -105,12 +109,23 @@ class Config:
 
     # model and LoRA
     model: str = _setting(DEFAULT_MODEL, "hub id or local folder of a pretrained encoder")
+    method: str = _setting(
+        "lora", '"lora" (the update is (alpha / r) B A); "dora" (LoRA on the direction, plus a trained magnitude per '
+        'output); "rslora" (scale alpha / sqrt(r)); "pissa" or "olora" (A and B start from the weights\' top singular '
+        'vectors or their QR; saved as a plain LoRA of rank 2r); "vera" (frozen random A and B shared by all layers, '
+        'trained scaling vectors; r is their rank, e.g. 256; alpha unused); "ia3" (a trained scale per output of each '
+        'target; r, alpha and dropout unused)')
     r: int = _setting(8, "LoRA rank: the inner dimension of B A")
     alpha: float = _setting(16.0, "LoRA scale numerator: the update is (alpha / r) * B A")
     dropout: float = _setting(
         0.0, "dropout on the adapter's input during training; 0 (peft's default) skips drawing a mask: ~15% faster steps on CPU")
     target_modules: tuple[str, ...] | None = _setting(None, "layers that get adapters; None: peft's choice for the architecture")
     modules_to_save: tuple[str, ...] | None = _setting(None, "layers trained in full beside the classifier; None: the pooler if any")
+    loraplus_lr_ratio: float | None = _setting(
+        None, "LoRA+: B's learning rate over A's (e.g. 16; peft also gives 1-d weights, biases, B's rate); None: off")
+    base_dropout: float | None = _setting(
+        None, "dropout inside the pretrained model (hidden states, attention); None: its own (0.1 for BERT); 0 skips "
+              "drawing the masks. The head keeps its own dropout where the family lets it (BERT, RoBERTa, ELECTRA)")
     trust_remote_code: bool = _setting(False, "run model code shipped with a hub repository; off unless you trust its authors")
     quantize_4bit: bool = _setting(False, "QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes, CUDA GPUs only)")
 
@@ -127,6 +142,12 @@ class Config:
     report_to: str = _setting(
         "none", 'experiment trackers that get the training curves, comma-separated: "none", "tensorboard" '
         '(model/checkpoints/runs/), "mlflow", "trackio", ... (each must be installed)')
+    compile: bool = _setting(
+        False, "torch.compile the model for training; its compile time counts in the training time. Pair it with "
+               "pad_to_multiple_of so batch shapes repeat (each new shape may compile again)")
+    pad_to_multiple_of: int | None = _setting(
+        None, "pad each batch to a multiple of this many tokens (e.g. 8: at most max_length / 8 lengths); "
+              "None: to its longest text")
 
     smoke: bool = field(default_factory=smoke_from_env, metadata={"help": "small mode for CI; defaults to $LORA_FT_SMOKE"})
     output_root: str | None = _setting(None, "folder for data/, model/, results/; None: the project (smoke/ in small mode)")
@@ -159,6 +180,8 @@ class Config:
             value = getattr(self, name)
             if not 0 <= value < 1:
                 fail(f"{name}={value!r} is out of range", f"set {name} in [0, 1)")
+        if self.base_dropout is not None and not 0 <= self.base_dropout < 1:
+            fail(f"base_dropout={self.base_dropout!r} is out of range", "set it in [0, 1), or None (the model's own)")
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0 < value < 1:
@@ -182,6 +205,23 @@ class Config:
             fail(f"precision={self.precision!r} is unknown", f"set it to one of {PRECISIONS}")
         if not isinstance(self.report_to, str) or not self.report_to.strip():
             fail(f"report_to={self.report_to!r} is invalid", 'name the trackers, e.g. "tensorboard", or "none"')
+        if self.method not in METHODS:
+            fail(f"method={self.method!r} is unknown", f"set it to one of {METHODS}")
+        if self.loraplus_lr_ratio is not None:
+            if not isinstance(self.loraplus_lr_ratio, (int, float)) or self.loraplus_lr_ratio <= 0:
+                fail(f"loraplus_lr_ratio={self.loraplus_lr_ratio!r} is invalid",
+                     "set it to a positive number (e.g. 16), or None for off")
+            if self.method not in LORA_METHODS:
+                fail(f"LoRA+ (loraplus_lr_ratio) speeds up LoRA's B matrices, and method={self.method!r} has none",
+                     f"set loraplus_lr_ratio=None, or method to one of {LORA_METHODS}")
+        if self.method in ("pissa", "olora") and self.quantize_4bit:
+            fail(f"method={self.method!r} takes its start out of the base weights, so on a 4-bit base the saved plain "
+                 "LoRA adapter would not reload exactly", "set quantize_4bit=False, or method='lora'")
+        if self.pad_to_multiple_of is not None and (
+                not isinstance(self.pad_to_multiple_of, int) or isinstance(self.pad_to_multiple_of, bool)
+                or self.pad_to_multiple_of <= 0):
+            fail(f"pad_to_multiple_of={self.pad_to_multiple_of!r} is invalid", "set it to a positive integer (e.g. 8) "
+                 "or None")
         if self.target_modules is not None and not self.target_modules:
             fail("target_modules is empty", "name at least one module, or None for the architecture's default")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import json
 import re
@@ -11,11 +12,12 @@ from pathlib import Path
 
 import torch
 import transformers
-from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft import IA3Config, LoraConfig, PeftModel, VeraConfig, get_peft_model, prepare_model_for_kbit_training
+from peft.utils import ModulesToSaveWrapper, get_peft_model_state_dict
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from safetensors import SafetensorError
-from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig, set_seed
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig, set_seed
 from transformers.pytorch_utils import Conv1D
 
 from . import hub
@@ -28,6 +30,20 @@ DEFAULT_TARGETS = {"distilbert": ["q_lin", "v_lin"], "albert": ["query", "value"
 
 # GPT-2 keeps its projections (c_attn, ...) in transformers' Conv1D: a linear layer with a transposed weight
 LINEAR_LAYERS = (torch.nn.Linear, Conv1D)
+
+# The LoRA family's methods are LoraConfig options (Config.method; "lora" is peft's defaults)
+LORA_OPTIONS = {"lora": {}, "dora": {"use_dora": True}, "rslora": {"use_rslora": True},
+                "pissa": {"init_lora_weights": "pissa"}, "olora": {"init_lora_weights": "olora"}}
+
+# Dropout probabilities inside a pretrained model, by the names its family's config gives them: BERT, RoBERTa,
+# ELECTRA, ALBERT, DeBERTa and MPNet use the first two, DistilBERT the next two (Llama, Qwen2 and Mistral
+# attention_dropout), GPT-2 the last three
+BASE_DROPOUTS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
+                 "resid_pdrop", "embd_pdrop", "attn_pdrop")
+
+# Names of what adapters add and train: LoRA and its variants (lora_A, lora_B, DoRA's lora_magnitude_vector), VeRA's
+# scaling vectors, IA3's scales, and the head's trained copies
+ADAPTER_MARKERS = ("lora_", "vera_lambda", "ia3_l", "modules_to_save")
 
 # What save_adapter writes and load_adapter needs; weights load from safetensors only (pickle can run code)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "labels.json", "lora_ft_config.json")
@@ -138,16 +154,27 @@ def quantization_config(quantize_4bit: bool) -> BitsAndBytesConfig | None:
     )
 
 
-def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool = False, quantize_4bit: bool = False):
-    """The pretrained model with a new classification head, initialised from seed; weights from safetensors only."""
+def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool = False, quantize_4bit: bool = False,
+               base_dropout: float | None = None):
+    """The pretrained model with a new classification head, initialised from seed; weights from safetensors only.
+
+    base_dropout replaces the dropout probabilities inside the pretrained model (None keeps its own).
+    """
     quantization = quantization_config(quantize_4bit)  # before loading anything: fail fast on a machine without CUDA
     set_seed(seed)  # the head is random: seed it so the 'before training' model is reproducible
     with _quiet_transformers(), _loading(name, "weights"):
-        model = AutoModelForSequenceClassification.from_pretrained(
+        settings = AutoConfig.from_pretrained(
             resolve_model(name),
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
+            trust_remote_code=trust_remote_code,
+        )
+        if base_dropout is not None:
+            set_base_dropout(settings, base_dropout)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model(name),
+            config=settings,
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
             quantization_config=quantization,
@@ -156,6 +183,22 @@ def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool 
     if model.config.pad_token_id is None:  # decoder models classify the last non-pad token, so they need one
         model.config.pad_token_id = model.config.eos_token_id
     return model
+
+
+def set_base_dropout(settings, p: float) -> None:
+    """Set every dropout probability of a model config (before the model is built from it) to p.
+
+    BERT, RoBERTa and ELECTRA heads take the hidden dropout unless classifier_dropout is set: it is pinned to the old
+    value, so that only the pretrained part changes.
+    """
+    names = [name for name in BASE_DROPOUTS if isinstance(getattr(settings, name, None), (int, float))]
+    if not names:
+        raise ConfigError(f"base_dropout: model type {settings.model_type!r} has none of the dropout settings "
+                          f"{list(BASE_DROPOUTS)}: set base_dropout=None")
+    if getattr(settings, "classifier_dropout", 0) is None and "hidden_dropout_prob" in names:
+        settings.classifier_dropout = settings.hidden_dropout_prob
+    for name in names:
+        setattr(settings, name, p)
 
 
 def lora_targets(model, wanted: tuple[str, ...] | None) -> list[str]:
@@ -195,24 +238,32 @@ def head_modules(model, wanted: tuple[str, ...] | None) -> list[str]:
 
 
 def add_lora(model, config: Config):
-    """Wrap model with LoRA adapters; task SEQ_CLS also trains and saves the classification head."""
+    """Wrap model with the adapters of config.method; task SEQ_CLS also trains and saves the classification head."""
     if config.quantize_4bit:  # freezes the 4-bit base and keeps its norms and head in fp32 for stable training
         model = prepare_model_for_kbit_training(model)
-    lora = LoraConfig(
-        task_type="SEQ_CLS",
-        r=config.r,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        target_modules=lora_targets(model, config.target_modules),
-        modules_to_save=head_modules(model, config.modules_to_save) or None,
-    )
-    return get_peft_model(model, lora)
+    common = dict(task_type="SEQ_CLS", target_modules=lora_targets(model, config.target_modules),
+                  modules_to_save=head_modules(model, config.modules_to_save) or None)
+    if config.method == "vera":
+        adapters = VeraConfig(r=config.r, vera_dropout=config.dropout, **common)
+    elif config.method == "ia3":  # no feed-forward modules: every target's output is rescaled
+        adapters = IA3Config(feedforward_modules=[], **common)
+    else:
+        adapters = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                              **LORA_OPTIONS[config.method], **common)
+    model = get_peft_model(model, adapters)
+    if config.method in ("pissa", "olora"):  # save_adapter needs the start they took out of the base weights
+        model.initial_adapter = {name: tensor.clone() for name, tensor in get_peft_model_state_dict(model).items()
+                                 if "lora_" in name}
+    return model
 
 
 def add_lora_from_scratch(model, config: Config):
     """The same adapters and trained head as add_lora, built with this project's own lora.py instead of peft."""
     from .lora import inject_lora, mark_only_lora_as_trainable
 
+    if config.method != "lora":
+        raise ConfigError(f"the from-scratch LoRA implements method='lora' only, not {config.method!r}: "
+                          "set method='lora', or use add_lora (peft)")
     inject_lora(model, lora_targets(model, config.target_modules), config.r, config.alpha, config.dropout)
     mark_only_lora_as_trainable(model, head_modules=("classifier", *head_modules(model, config.modules_to_save)))
     return model
@@ -232,10 +283,14 @@ def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Pa
 
     The adapter names its base by public_name (peft would write this machine's path), and peft's empty model card
     template is left out: the train step writes the real one (card.py) once the test scores are known.
+
+    PiSSA and OLoRA adapters are saved as the plain LoRA adapter they amount to on the unchanged base model.
     """
 
     def build(tmp: Path):
         model.save_pretrained(tmp)
+        if getattr(model, "initial_adapter", None) is not None:
+            _as_plain_lora(model, tmp)
         (tmp / "README.md").unlink(missing_ok=True)
         adapter_config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
         adapter_config["base_model_name_or_path"] = public_name(config.model)
@@ -248,6 +303,27 @@ def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Pa
     replace_dir_atomic(build, target)
 
 
+def _as_plain_lora(model, folder: Path) -> None:
+    """Rewrite the PiSSA or OLoRA adapter saved in folder as a plain LoRA adapter on the unchanged base weights W.
+
+    They train B A on W_res = W - s B0 A0 (s = alpha / r), so what they learned is W_res + s B A - W = s (B A - B0 A0)
+    = s [B, -B0] [A; A0]: a LoRA of rank 2r with the same scale. peft's save_pretrained(...,
+    path_initial_model_for_weight_conversion=) computes the same, but (peft 0.21.2) drops the trained head's weights.
+    """
+    weights = folder / "adapter_model.safetensors"
+    state = load_file(str(weights))
+    for name, initial in model.initial_adapter.items():
+        if "lora_A" in name:
+            state[name] = torch.cat([state[name], initial], dim=0)
+        elif "lora_B" in name:
+            state[name] = torch.cat([state[name], -initial], dim=1)
+    save_file(state, str(weights), metadata={"format": "pt"})
+    settings = copy.deepcopy(model.peft_config["default"])
+    settings.r, settings.lora_alpha, settings.init_lora_weights = 2 * settings.r, 2 * settings.lora_alpha, True
+    settings.inference_mode = True
+    settings.save_pretrained(str(folder))
+
+
 def load_adapter(path: Path, config: Config, labels: list[str], merge: bool = False):
     """A fresh base model with the adapter save_adapter wrote on top (optionally merged into its weights)."""
     path = Path(path)
@@ -255,7 +331,20 @@ def load_adapter(path: Path, config: Config, labels: list[str], merge: bool = Fa
     base = load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit)
     model = PeftModel.from_pretrained(base, str(path))
     model.eval()
-    return model.merge_and_unload() if merge else model
+    return merge_and_unload(model) if merge else model
+
+
+def merge_and_unload(model):
+    """The adapters folded into the base weights and the trained head put in place: a plain transformers model.
+
+    The head goes in first: peft's VeRA and IA3 unloading (0.21.2) fails on a saved module without a weight of its
+    own, such as BERT's pooler (huggingface/peft#3213).
+    """
+    for name, module in list(model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.modules_to_save[module.active_adapter])
+    return model.merge_and_unload()
 
 
 def _check_adapter(path: Path, config: Config, labels: list[str]) -> None:
@@ -304,4 +393,4 @@ def changed_base_weights(model, snapshot: dict[str, torch.Tensor]) -> list[str]:
 
 
 def _base_parameters(model):
-    return [(n, p) for n, p in model.named_parameters() if "lora_" not in n and "modules_to_save" not in n]
+    return [(n, p) for n, p in model.named_parameters() if not any(marker in n for marker in ADAPTER_MARKERS)]

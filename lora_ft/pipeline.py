@@ -253,7 +253,7 @@ def _splits(config: Config):
 
 def _base_model(config: Config, labels: list[str]):
     return load_model(config.model, labels, config.seed, trust_remote_code=config.trust_remote_code,
-                      quantize_4bit=config.quantize_4bit)
+                      quantize_4bit=config.quantize_4bit, base_dropout=config.base_dropout)
 
 
 def _saved_adapter(folder: Path, **changes) -> tuple[Config, list[str]]:

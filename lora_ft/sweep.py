@@ -40,7 +40,7 @@ def run(config: Config, splits, tokenizer, points: list[dict], log=print) -> dic
         path = results.path_of(settings.paths.results, name, settings.seed)
         if path.exists():
             saved = json.loads(path.read_text())
-            if saved["config"] == results.build_config(settings):
+            if results.settings(saved) == results.config_settings(settings):
                 log(f"{name}: already done, skipped")
                 records[name] = saved
                 continue
@@ -57,7 +57,7 @@ def train_run(settings: Config, splits, tokenizer, name: str) -> dict:
     labels = splits["train"].features["label"].names
     test = splits["test"]
     model = add_lora(load_model(settings.model, labels, settings.seed, settings.trust_remote_code,
-                                settings.quantize_4bit), settings)
+                                settings.quantize_4bit, settings.base_dropout), settings)
     # a fixed budget with nothing to choose between: no per-epoch validation, no checkpoints
     trainer = build_trainer(settings, model, tokenizer, splits, output_dir=settings.paths.model / "sweep" / name,
                             eval_strategy="no", save_strategy="no", load_best_model_at_end=False)

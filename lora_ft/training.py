@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import transformers
 from accelerate.utils import extract_model_from_parallel
+from peft.optimizers import create_loraplus_optimizer
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import is_torch_bf16_gpu_available
 
@@ -90,6 +91,7 @@ def training_arguments(config: Config, output_dir: Path, **overrides) -> Trainin
         fp16=precision == "fp16",
         # transformers runs bf16 without an accelerator that has it only as CPU autocast, and only when told to
         use_cpu=precision == "bf16" and not is_torch_bf16_gpu_available(),
+        torch_compile=config.compile,
     )
     args.update(overrides)
     return TrainingArguments(**args)
@@ -132,19 +134,32 @@ class FullPrecisionAfterTraining(TrainerCallback):
 def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | None = None, **overrides) -> Trainer:
     """A Trainer for config; overrides replace TrainingArguments fields (e.g. eval_strategy="no")."""
     labels = splits["train"].features["label"].names
+    args = training_arguments(config, output_dir or config.paths.checkpoints, **overrides)
     callbacks = [FullPrecisionAfterTraining()]
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
     return Trainer(
         model=model,
-        args=training_arguments(config, output_dir or config.paths.checkpoints, **overrides),
+        args=args,
         train_dataset=splits["train"],
         eval_dataset=splits["validation"].select(length_order(splits["validation"])),
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=config.pad_to_multiple_of),
         compute_metrics=_compute_metrics(labels),
         callbacks=callbacks,
+        # the Trainer still builds the learning-rate schedule on a given optimizer, and restores both on resume
+        optimizers=(loraplus_optimizer(model, args, config.loraplus_lr_ratio), None),
     )
+
+
+def loraplus_optimizer(model, args: TrainingArguments, ratio: float | None) -> torch.optim.Optimizer | None:
+    """LoRA+ (peft's create_loraplus_optimizer): AdamW as args sets it up, with B learning ratio times faster than A;
+    None when ratio is None (the Trainer's own optimizer)."""
+    if ratio is None:
+        return None
+    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=args.learning_rate, loraplus_lr_ratio=ratio,
+                                     loraplus_weight_decay=args.weight_decay, betas=(args.adam_beta1, args.adam_beta2),
+                                     eps=args.adam_epsilon)
 
 
 def train(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
@@ -155,6 +170,8 @@ def train(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
     first_step = 0
     if resume_from_checkpoint is not None:
         first_step = json.loads((Path(resume_from_checkpoint) / "trainer_state.json").read_text())["global_step"]
+    compiled = trainer.args.torch_compile
+    graphs = _compiled_graphs() if compiled else 0
     start = time.perf_counter()
     transformers.logging.disable_progress_bar()  # the Trainer's own progress table stays; checkpoint-writing bars go
     try:
@@ -177,9 +194,16 @@ def train(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
         "best_validation_f1_macro": state.best_metric,
         "history": history,
     }
+    if compiled:  # the first compilation and every recompilation (a new batch shape, evaluation)
+        info["compiled_graphs"] = _compiled_graphs() - graphs
     if first_step:
         info["resumed_from_step"] = first_step
     return info
+
+
+def _compiled_graphs() -> int:
+    """Graphs torch.compile has compiled in this process so far."""
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
 def _best_epoch(history, best):
