@@ -2,19 +2,21 @@
 
 The budget: the whole training split for one epoch, learning rate decaying to zero within it, no early stopping.
 The default run's validation accuracy rose only 0.3 points in its second epoch (results/lora.json), so one epoch is
-close to convergence while costing half. Every recipe is trained with each seed and tested on the test split;
-records go to results/recipes/ (seeds beside them, as lora_ft.seeds names them), and a finished record with the same
-settings is skipped, so `python -m lora_ft recipes` continues where it stopped.
+close to convergence while costing half. Every recipe is trained with each seed, each run in a fresh process (so
+peak memory compares), and tested on the test split; records go to results/recipes/ (seeds beside them, as
+lora_ft.seeds names them), and a finished record with the same settings is skipped, so `python -m lora_ft recipes`
+continues where it stopped.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from . import data, results, seeds
 from .config import SEEDS, Config
 from .errors import ConfigError
-from .io import on_main_process
 from .sweep import TARGET_SETS, train_run
 
 BUDGET = {"epochs": 1.0, "train_size": None, "early_stopping_patience": 0}
@@ -29,10 +31,20 @@ RECIPES = {
     **{f"all-linear-lr{lr:g}-ratio{ratio}": {"target_modules": TARGET_SETS["all-linear"], "learning_rate": lr,
                                              "alpha": 8.0 * ratio}
        for lr in (3e-4, 1e-3, 3e-3) for ratio in (1, 2)},
+    # peft's variants, each one setting away from all-linear LoRA (same budget and learning rate)
+    **{f"all-linear-{method}": {"target_modules": TARGET_SETS["all-linear"], "method": method}
+       for method in ("dora", "rslora", "pissa", "ia3")},
+    "all-linear-vera": {"target_modules": TARGET_SETS["all-linear"], "method": "vera", "r": 256, "alpha": 512.0},
+    "all-linear-loraplus16": {"target_modules": TARGET_SETS["all-linear"], "loraplus_lr_ratio": 16.0},
+    # speed knobs: the pretrained model's own dropout off (torch.compile loses on CPU: benchmarks/throughput.py)
+    "all-linear-dropout0": {"target_modules": TARGET_SETS["all-linear"], "base_dropout": 0.0},
+    "query-value-dropout0": {"target_modules": TARGET_SETS["query-value"], "base_dropout": 0.0},
 }
 GROUPS = {
     "targets": ("query-value", "attention", "all-linear"),
     "learning-rate": tuple(name for name in RECIPES if name.startswith("all-linear-lr")),
+    "variants": ("all-linear", *(f"all-linear-{v}" for v in ("dora", "rslora", "pissa", "vera", "ia3", "loraplus16"))),
+    "speed": ("query-value", "query-value-dropout0", "all-linear", "all-linear-dropout0"),
 }
 
 
@@ -44,13 +56,10 @@ def settings(name: str, config: Config) -> Config:
 
 
 def run(names=tuple(RECIPES), seeds_=SEEDS, config: Config | None = None, log=print) -> dict[str, dict]:
-    """Train and test each recipe with each seed (finished ones skipped); summaries by recipe."""
-    from .modeling import load_tokenizer
-
-    splits, prepared = data.load_prepared(config.paths if config is not None else None)
-    config = config or prepared
+    """Train and test each recipe with each seed, each in a fresh process (finished ones skipped); summaries by
+    recipe."""
+    config = config or data.load_prepared()[1]
     where = folder(config)
-    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     summaries = {}
     for name in names:
         for seed in seeds_:
@@ -59,15 +68,29 @@ def run(names=tuple(RECIPES), seeds_=SEEDS, config: Config | None = None, log=pr
             if path.exists() and results.settings(results.read(path)) == results.config_settings(recipe):
                 log(f"{name} seed {seed}: already done, skipped")
                 continue
-            record = train_run(recipe, splits, tokenizer, name)
-            for key in ("predictions", "confidence"):  # the sweep's error analysis needs them; this grid does not
-                record.pop(key, None)
-            on_main_process(results.write, record, where)
+            code = f"from lora_ft import recipes; recipes.run_one({name!r}, {seed}, {str(config.paths.base)!r})"
+            if subprocess.run([sys.executable, "-c", code]).returncode:
+                raise ConfigError(f"recipe {name!r} with seed {seed} failed (its error is above): fix it, then run "
+                                  "the same command again; finished runs are kept")
+            record = results.read(path)
             log(f"{name} seed {seed}: accuracy {record['metrics']['accuracy']:.4f}, macro-F1 "
                 f"{record['metrics']['f1_macro']:.4f}, {record['train']['seconds']:.0f} s")
         if results.path_of(where, name).exists():
             summaries[name] = seeds.summarize(where, name)
     return summaries
+
+
+def run_one(name: str, seed: int, output_root: str) -> Path:
+    """Train and test one recipe with one seed in this process; the record's path."""
+    from .modeling import load_tokenizer
+
+    splits, config = data.load_prepared(Config(output_root=output_root).paths)
+    recipe = settings(name, config.replace(seed=seed))
+    tokenizer = load_tokenizer(recipe.model, trust_remote_code=recipe.trust_remote_code)
+    record = train_run(recipe, splits, tokenizer, name)
+    for key in ("predictions", "confidence"):  # the sweep's error analysis needs them; this grid does not
+        record.pop(key, None)
+    return results.write(record, folder(recipe))
 
 
 def records(config: Config | None = None) -> dict[str, list[dict]]:

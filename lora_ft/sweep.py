@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
 from . import results
+from .baselines import folder_mb, measure
 from .config import Config
 from .io import on_main_process
-from .modeling import add_lora, count_params, load_model
+from .modeling import add_lora, count_params, load_model, save_adapter
 from .training import build_trainer, predict_logits, train
 
 TARGET_SETS = {  # peft matches a target against the end of each module name
@@ -53,18 +56,24 @@ def run(config: Config, splits, tokenizer, points: list[dict], log=print) -> dic
 
 
 def train_run(settings: Config, splits, tokenizer, name: str) -> dict:
-    """One grid point's record: settings trained on splits["train"] for a fixed budget, then tested."""
+    """One grid point's record: settings trained on splits["train"] for a fixed budget, then tested, with the peak
+    memory from loading to the end of training (comparable between runs that each start a fresh process, as
+    `python -m lora_ft recipes` does) and the size of the adapter folder it would save."""
     labels = splits["train"].features["label"].names
     test = splits["test"]
-    model = add_lora(load_model(settings.model, labels, settings.seed, settings.trust_remote_code,
-                                settings.quantize_4bit, settings.base_dropout), settings)
-    # a fixed budget with nothing to choose between: no per-epoch validation, no checkpoints
-    trainer = build_trainer(settings, model, tokenizer, splits, output_dir=settings.paths.model / "sweep" / name,
-                            eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
-    info = train(trainer)
+    with measure() as resources:
+        model = add_lora(load_model(settings.model, labels, settings.seed, settings.trust_remote_code,
+                                    settings.quantize_4bit, settings.base_dropout), settings)
+        # a fixed budget with nothing to choose between: no per-epoch validation, no checkpoints
+        trainer = build_trainer(settings, model, tokenizer, splits, output_dir=settings.paths.model / "sweep" / name,
+                                eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+        info = train(trainer)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_adapter(model, tokenizer, settings, labels, Path(tmp) / "adapter")
+        resources["saved_mb"] = folder_mb(Path(tmp) / "adapter")
     logits = predict_logits(model, tokenizer, test, settings.eval_batch_size)
     record = results.build(name, "lora", settings, labels, "test", np.array(test["label"]), logits.argmax(-1),
-                           count_params(model), info)
+                           count_params(model), info, resources)
     probabilities = np.exp(logits - logits.max(-1, keepdims=True))
     probabilities /= probabilities.sum(-1, keepdims=True)
     record["predictions"] = logits.argmax(-1).tolist()  # per test example, for the error analysis
