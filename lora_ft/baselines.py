@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
 from . import data, results, training
-from .config import Config
+from .config import FULL_FINETUNE_LEARNING_RATE, Config
 from .errors import ConfigError
 from .io import on_main_process, replace_dir_atomic, write_json_atomic
 from .modeling import count_params, load_model, load_tokenizer
@@ -173,9 +173,10 @@ def embed(encoder, tokenizer, dataset, batch_size: int = 64) -> np.ndarray:
     return embeddings
 
 
-def full_finetune(splits, config: Config, learning_rate: float = 5e-5) -> dict:
+def full_finetune(splits, config: Config, learning_rate: float = FULL_FINETUNE_LEARNING_RATE) -> dict:
     """Every weight trained, with the LoRA run's Trainer set-up and no adapters; the whole model saved (safetensors)
-    under model/full-finetune/. A full fine-tune needs ~1/10 of LoRA's learning rate: 1e-3 would wreck the encoder."""
+    under model/full-finetune/. Its step size is 1/20 of LoRA's (config.FULL_FINETUNE_LEARNING_RATE): LoRA's would
+    wreck the encoder."""
     if config.quantize_4bit:
         raise ConfigError("full fine-tuning trains every weight, which a 4-bit quantized base cannot: "
                           "set quantize_4bit=False")

@@ -184,7 +184,8 @@ def test_resume_continues_from_the_last_checkpoint(trained):
 
 def test_sweep_writes_its_records(trained):
     root, _ = trained
-    assert run(["sweep", "--ranks", "2", "--alpha-ratios", "2", "--train-size", "32", f"output_root={root}"])[0] == 0
+    assert run(["sweep", "--ranks", "2", "--alpha-ratios", "2", "--extra-targets", "none", "--train-size", "32",
+                f"output_root={root}"])[0] == 0
     records = results.load_all(root / "results")
     point = records["sweep-query-value-r2-alpha4"]["config"]
     assert (point["r"], point["alpha"], point["train_size"]) == (2, 4.0, 32)
