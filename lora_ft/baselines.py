@@ -23,7 +23,7 @@ from . import data, results, training
 from .config import FULL_FINETUNE_LEARNING_RATE, Config
 from .errors import ConfigError
 from .io import on_main_process, replace_dir_atomic, write_json_atomic
-from .modeling import count_params, load_model, load_tokenizer
+from .modeling import count_params, load_model, load_tokenizer, quiet_transformers
 
 C_GRID = (0.5, 1.0, 2.0, 4.0)  # inverse L2 strength of the logistic regressions, chosen on validation macro-F1
 MB = 1e6  # bytes; the README quotes sizes in decimal MB
@@ -192,7 +192,8 @@ def full_finetune(splits, config: Config, learning_rate: float = FULL_FINETUNE_L
     on_main_process(shutil.rmtree, checkpoints)
 
     def build(tmp: Path):
-        model.save_pretrained(tmp)
+        with quiet_transformers():  # no "Writing model shards" progress widget in the notebook
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         config.save(tmp / "lora_ft_config.json")
 

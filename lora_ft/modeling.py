@@ -65,8 +65,8 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
-    """Hide the load report that lists the new head as 'missing' (expected) and the loading bar."""
+def quiet_transformers():
+    """Hide the load report that lists the new head as 'missing' (expected), and the loading and saving bars."""
     level = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -110,7 +110,7 @@ def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool 
     """The pretrained model with a new classification head, initialised from seed; weights from safetensors only."""
     quantization = quantization_config(quantize_4bit)  # before loading anything: fail fast on a machine without CUDA
     set_seed(seed)  # the head is random: seed it so the 'before training' model is reproducible
-    with _quiet_transformers(), _loading(name, "weights"):
+    with quiet_transformers(), _loading(name, "weights"):
         model = AutoModelForSequenceClassification.from_pretrained(
             resolve_model(name),
             num_labels=len(labels),

@@ -107,7 +107,7 @@ def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), write: bool = T
     trained = {}
     for run in runs:
         model = SAME_BUDGET[run](_base_model(config, labels), config)
-        trainer = training.build_trainer(config, model, tokenizer, splits,
+        trainer = training.build_trainer(config, model, tokenizer, splits, disable_tqdm=True,
                                          output_dir=config.paths.model / f"checkpoints-{run}")
         info = training.train(trainer)
         logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)

@@ -84,7 +84,7 @@ def train_run(settings: Config, splits, tokenizer, name: str) -> dict:
                                 settings.quantize_4bit), settings)
     # a fixed budget with nothing to choose between: no per-epoch validation, no checkpoints
     trainer = build_trainer(settings, model, tokenizer, splits, output_dir=settings.paths.model / "sweep" / name,
-                            eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+                            eval_strategy="no", save_strategy="no", load_best_model_at_end=False, disable_tqdm=True)
     info = train(trainer)
     logits = predict_logits(model, tokenizer, test, settings.eval_batch_size)
     record = results.build(name, "lora", settings, labels, "test", np.array(test["label"]), logits.argmax(-1),

@@ -13,7 +13,14 @@ import numpy as np
 import torch
 import transformers
 from accelerate.utils import extract_model_from_parallel
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 from transformers.utils import is_torch_bf16_gpu_available
 
 from .config import Config
@@ -43,7 +50,8 @@ def _compute_metrics(labels):
 
 def resolve_precision(precision: str) -> str:
     """The precision to train in: "auto" picks bf16 where the hardware computes it (a GPU, or a CPU with AVX-512 bf16
-    or AMX: ~1.6x faster steps than fp32 on this project's CPU), else fp16 on a GPU and fp32 on CPU; others are checked."""
+    or AMX: ~1.6x faster steps than fp32 on this project's CPU), else fp16 on a GPU and fp32 on CPU; others are
+    checked."""
     cuda = torch.cuda.is_available()
     bf16_gpu = cuda and torch.cuda.is_bf16_supported(including_emulation=False)  # emulated bf16 is slow
     if precision == "auto":
@@ -112,12 +120,13 @@ class FullPrecisionAfterTraining(TrainerCallback):
 
 
 def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | None = None, **overrides) -> Trainer:
-    """A Trainer for config; overrides replace TrainingArguments fields (e.g. eval_strategy="no")."""
+    """A Trainer for config; overrides replace TrainingArguments fields (e.g. eval_strategy="no", or disable_tqdm=True
+    for runs that print one line each instead of the Trainer's progress table)."""
     labels = splits["train"].features["label"].names
     callbacks = [FullPrecisionAfterTraining()]
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=training_arguments(config, output_dir or config.paths.checkpoints, **overrides),
         train_dataset=splits["train"],
@@ -127,6 +136,9 @@ def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | N
         compute_metrics=_compute_metrics(labels),
         callbacks=callbacks,
     )
+    if trainer.args.disable_tqdm:  # quiet means no progress table and no printed dict per log either
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def train(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
