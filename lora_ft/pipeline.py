@@ -107,7 +107,9 @@ def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), write: bool = T
     trained = {}
     for run in runs:
         model = SAME_BUDGET[run](_base_model(config, labels), config)
+        # a fixed budget with nothing to choose early: one validation, at the end, which also keeps timing comparable
         trainer = training.build_trainer(config, model, tokenizer, splits, disable_tqdm=True,
+                                         eval_strategy="epoch", save_strategy="epoch",
                                          output_dir=config.paths.model / f"checkpoints-{run}")
         info = training.train(trainer)
         logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)

@@ -24,6 +24,7 @@ from transformers import (
 from transformers.utils import is_torch_bf16_gpu_available
 
 from .config import Config
+from .data import subsample
 from .errors import ConfigError
 
 METRIC_PATH = Path(__file__).parent / "metrics" / "classification_report.py"
@@ -85,12 +86,10 @@ def training_arguments(config: Config, output_dir: Path, **overrides) -> Trainin
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup,  # a float below 1 is a share of all steps
         train_sampling_strategy="group_by_length",  # batches of similar length: less padding, faster steps
-        eval_strategy="epoch",
-        save_strategy="epoch",
+        **_schedule(config.evaluations_per_epoch * config.epochs),
         save_total_limit=1,  # the best checkpoint is always kept as well
         load_best_model_at_end=True,
         metric_for_best_model="f1_macro",
-        logging_strategy="epoch",
         seed=config.seed,
         report_to="none",
         dataloader_pin_memory=False,  # pinning only helps a GPU
@@ -101,6 +100,16 @@ def training_arguments(config: Config, output_dir: Path, **overrides) -> Trainin
     )
     args.update(overrides)
     return TrainingArguments(**args)
+
+
+def _schedule(evaluations: float) -> dict:
+    """When to validate, checkpoint (the same steps, so the best checkpoint can be restored) and log the training
+    loss (twice as often): evaluations times in the whole run, as shares of its steps, which the Trainer takes for
+    a float below 1; a run with one validation or fewer validates and logs once per epoch."""
+    if evaluations <= 1:
+        return dict(eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch")
+    return dict(eval_strategy="steps", save_strategy="steps", logging_strategy="steps", eval_steps=1 / evaluations,
+                save_steps=1 / evaluations, logging_steps=1 / (2 * evaluations))
 
 
 def release(model) -> None:
@@ -123,6 +132,8 @@ def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | N
     """A Trainer for config; overrides replace TrainingArguments fields (e.g. eval_strategy="no", or disable_tqdm=True
     for runs that print one line each instead of the Trainer's progress table)."""
     labels = splits["train"].features["label"].names
+    # scored at every validation: a fixed sample keeps ~20 validations per run cheap (config.validation_sample)
+    validation = subsample(splits["validation"], config.validation_sample, config.split_seed)
     callbacks = [FullPrecisionAfterTraining()]
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
@@ -130,7 +141,7 @@ def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | N
         model=model,
         args=training_arguments(config, output_dir or config.paths.checkpoints, **overrides),
         train_dataset=splits["train"],
-        eval_dataset=splits["validation"].select(length_order(splits["validation"])),
+        eval_dataset=validation.select(length_order(validation)),
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=_compute_metrics(labels),
