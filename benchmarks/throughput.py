@@ -116,7 +116,7 @@ def trainer_for(name: str, train, config: Config, labels, tokenizer, output_dir:
     trainer = training.build_trainer(
         config.replace(early_stopping_patience=0), model, tokenizer, {"train": train, "validation": train},
         output_dir, save_strategy="no", load_best_model_at_end=False, logging_strategy="no", disable_tqdm=True,
-        **{"train_sampling_strategy": "random" if fixed else "group_by_length", **overrides})
+        **{"eval_strategy": "no", "train_sampling_strategy": "random" if fixed else "group_by_length", **overrides})
     if fixed:
         trainer.data_collator = default_data_collator  # already padded to max_length: batch as they are
     return trainer
@@ -165,7 +165,7 @@ def train_on_budget(name: str, splits, tokenizer, config: Config, labels, train_
     train = recipe_data(name, {"train": data.subsample(splits["train"], train_size, config.seed)}, tokenizer, config,
                         train_size)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = trainer_for(name, train, config.replace(epochs=1.0), labels, tokenizer, Path(tmp), eval_strategy="no")
+        trainer = trainer_for(name, train, config.replace(epochs=1.0), labels, tokenizer, Path(tmp))
         trainer.train()
     return trainer.model.eval()
 
@@ -184,7 +184,8 @@ def inference(model, tokenizer, dataset, batch_size: int, repeats: int) -> dict[
         "merged fp32, length-sorted batches": (merged, training.predict_logits),
     }
     if training.bf16_native():
-        ways["merged bf16, length-sorted batches"] = (copy.deepcopy(merged).to(torch.bfloat16), training.predict_logits)
+        ways["merged bf16, length-sorted batches"] = (copy.deepcopy(merged).to(torch.bfloat16),
+                                                      training.predict_logits)
     rows = {}
     for name, (served, predict) in ways.items():
         predict(served, tokenizer, dataset.select(range(batch_size)), batch_size)  # warm up
@@ -194,11 +195,13 @@ def inference(model, tokenizer, dataset, batch_size: int, repeats: int) -> dict[
             logits = predict(served, tokenizer, dataset, batch_size)
             seconds.append(time.perf_counter() - start)
         correct = logits.astype(np.float32).argmax(-1) == np.array(dataset["label"])
-        rows[name] = {"examples_per_second": len(dataset) / statistics.median(seconds), "accuracy": float(correct.mean())}
+        rows[name] = {"examples_per_second": len(dataset) / statistics.median(seconds),
+                      "accuracy": float(correct.mean())}
     return rows
 
 
-def profile(name: str, splits, tokenizer, config: Config, labels, steps: int = 4, warmup: int = 2, rows: int = 12) -> str:
+def profile(name: str, splits, tokenizer, config: Config, labels, steps: int = 4, warmup: int = 2,
+            rows: int = 12) -> str:
     """The operators that take the time of a recipe's training steps (torch.profiler, self CPU time)."""
     train = epoch_batches(name, splits, tokenizer, config, steps + warmup)
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
@@ -226,7 +229,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per run (after 2 warm-up steps)")
     parser.add_argument("--budget", type=int, default=2000, help="training tweets (one epoch) for the accuracy checks")
     parser.add_argument("--eval-size", type=int, default=2000, help="validation tweets the accuracy checks score")
-    parser.add_argument("--profile", action="store_true", help="print where the time of project and full-finetune steps goes")
+    parser.add_argument("--profile", action="store_true",
+                        help="print where the time of project and full-finetune steps goes")
     args = parser.parse_args(argv)
     recipes = args.recipes.split(",")
     unknown = [r for r in recipes if r not in RECIPES]
@@ -242,10 +246,12 @@ def main(argv=None) -> int:
         peaks["bf16"] = matmul_peak(torch.bfloat16)
     print(f"{torch.get_num_threads()} threads; matrix-product peak "
           + ", ".join(f"{dtype} {peak:,.0f} GFLOP/s" for dtype, peak in peaks.items())
-          + f"; precision auto = {precision}; batch {config.batch_size}, {args.steps} timed steps x {args.repeats} repeats\n")
+          + f"; precision auto = {precision}; batch {config.batch_size}, {args.steps} timed steps x "
+          f"{args.repeats} repeats\n")
     rows = {}
     for name in recipes:
-        runs = [time_recipe(name, splits, tokenizer, config, labels, args.steps, warmup=2) for _ in range(args.repeats)]
+        runs = [time_recipe(name, splits, tokenizer, config, labels, args.steps, warmup=2)
+                for _ in range(args.repeats)]
         rows[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     base = rows.get("fixed-128")
     print("| recipe | precision | examples/s | x fixed-128 | tokens/s (computed) | real tokens/s | GFLOP/s | % of peak "
@@ -255,12 +261,14 @@ def main(argv=None) -> int:
         dtype = recipe_precision(name.split("+")[0], config)
         ratio = f"{row['examples_per_second'] / base['examples_per_second']:.2f}" if base else "-"
         print(f"| {name} | {dtype} | {row['examples_per_second']:.1f} | {ratio} | {row['tokens_per_second']:,.0f} | "
-              f"{row['real_tokens_per_second']:,.0f} | {row['gflops']:.0f} | {100 * row['gflops'] / peaks[dtype]:.0f}% | "
+              f"{row['real_tokens_per_second']:,.0f} | {row['gflops']:.0f} | "
+              f"{100 * row['gflops'] / peaks[dtype]:.0f}% | "
               f"{row['peak_memory_mb']:,.0f} | {row['warmup_seconds']:.1f} | {row['compiled_graphs']:.0f} |")
 
     # accuracy on a fixed budget, and serving the project's model
     validation = data.subsample(splits["validation"], args.eval_size, config.seed)
-    models = {name: train_on_budget(name, splits, tokenizer, config, labels, args.budget) for name in ("fixed-128", "project")}
+    models = {name: train_on_budget(name, splits, tokenizer, config, labels, args.budget)
+              for name in ("fixed-128", "project")}
     scores = {name: accuracy(model, tokenizer, validation, config.eval_batch_size) for name, model in models.items()}
     print(f"\nsame budget ({args.budget:,} tweets, 1 epoch), accuracy on {len(validation):,} validation tweets: "
           + ", ".join(f"{name} {score:.4f}" for name, score in scores.items()))
@@ -289,7 +297,8 @@ def main(argv=None) -> int:
         if lora and "project" in rows:
             speedup = lora["examples_per_second"] / rows["project"]["examples_per_second"]
             _verdict(f"project+{knobs} {speedup:.2f}x project", speedup >= 1.3, ">= 1.3x")
-    best = max((row for name, row in served.items() if name.startswith("merged")), key=lambda r: r["examples_per_second"])
+    best = max((row for name, row in served.items() if name.startswith("merged")),
+               key=lambda r: r["examples_per_second"])
     speedup = best["examples_per_second"] / reference["examples_per_second"]
     change = 100 * abs(best["accuracy"] - reference["accuracy"])
     _verdict(f"merged inference {speedup:.2f}x unmerged fp32, accuracy change {change:.2f} pt",

@@ -20,10 +20,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
 from . import data, results, training
-from .config import Config
+from .config import FULL_FINETUNE_LEARNING_RATE, Config
 from .errors import ConfigError
 from .io import on_main_process, replace_dir_atomic, write_json_atomic
-from .modeling import count_params, load_model, load_tokenizer
+from .modeling import count_params, load_model, load_tokenizer, quiet_transformers
 
 C_GRID = (0.5, 1.0, 2.0, 4.0)  # inverse L2 strength of the logistic regressions, chosen on validation macro-F1
 MB = 1e6  # bytes; the README quotes sizes in decimal MB
@@ -173,11 +173,11 @@ def embed(encoder, tokenizer, dataset, batch_size: int = 64) -> np.ndarray:
     return embeddings
 
 
-def full_finetune(splits, config: Config, learning_rate: float = 5e-5) -> dict:
+def full_finetune(splits, config: Config, learning_rate: float = FULL_FINETUNE_LEARNING_RATE) -> dict:
     """Every weight trained, with the LoRA run's Trainer set-up and no adapters; the whole model saved (safetensors)
-    under model/full-finetune/. A full fine-tune needs ~1/10 of LoRA's learning rate: 1e-3 would wreck the encoder.
-    The speed settings (base_dropout, compile, pad_to_multiple_of, precision) are the LoRA run's, for a fair
-    comparison; the adapter settings (method, LoRA+) do not apply."""
+    under model/full-finetune/. Its step size is 1/20 of LoRA's (config.FULL_FINETUNE_LEARNING_RATE): LoRA's would
+    wreck the encoder. The speed settings (base_dropout, compile, pad_to_multiple_of, precision) are the LoRA run's,
+    for a fair comparison; the adapter settings (method, LoRA+) do not apply."""
     if config.quantize_4bit:
         raise ConfigError("full fine-tuning trains every weight, which a 4-bit quantized base cannot: "
                           "set quantize_4bit=False")
@@ -194,7 +194,8 @@ def full_finetune(splits, config: Config, learning_rate: float = 5e-5) -> dict:
     on_main_process(shutil.rmtree, checkpoints)
 
     def build(tmp: Path):
-        model.save_pretrained(tmp)
+        with quiet_transformers():  # no "Writing model shards" progress widget in the notebook
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         config.save(tmp / "lora_ft_config.json")
 

@@ -15,6 +15,7 @@ import yaml
 
 from .config import SEEDS, Config
 from .errors import ConfigError, DataError, LoraFtError
+from .sweep import EXTRA_POINT, GRID, TARGET_SETS
 
 STEPS = {
     "prepare": "load, clean, split and tokenize the data (notebook 01); writes data/prepared/",
@@ -26,7 +27,7 @@ STEPS = {
              "its merged export model/lora-merged/ (each with a model card), model/checkpoints/ and results/lora.json",
     "evaluate": "reload the saved adapter into a fresh base model and score the test split again; "
                 "writes results/lora-reloaded.json",
-    "sweep": "train and score a rank x alpha/r x targets grid on a training subsample (notebook 06); "
+    "sweep": "train and score notebook 06's rank x alpha/r x targets grid on a training subsample; "
              "writes results/sweep-*.json, skipping runs already there",
     "seeds": "re-run recorded runs (results/<run>.json, seed 42) with other seeds, their settings otherwise "
              "unchanged, and summarise the spread; writes results/seeds/<run>.seed<k>.json and "
@@ -42,6 +43,7 @@ STEPS = {
 }
 ADAPTER_HELP = "adapter folder that train saved (default: model/lora-adapter/ in the output root)"
 FRESH_STEPS = ("prepare", "all")  # the others start from the settings saved with the prepared data
+SWEEP_OPTIONS = ("ranks", "alpha_ratios", "targets", "extra_targets", "train_size", "epochs")  # of pipeline.sweep
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 HINTS = typing.get_type_hints(Config)
@@ -68,8 +70,7 @@ def _run(args) -> None:
     config = make_config(args.step, args.config, parse_overrides(words))
     from . import pipeline  # only now: importing torch and transformers takes seconds that --help need not wait
 
-    sweep_options = {name: getattr(args, name) for name in ("ranks", "alpha_ratios", "targets", "train_size")
-                     if hasattr(args, name)}
+    sweep_options = {name: getattr(args, name) for name in SWEEP_OPTIONS if hasattr(args, name)}
     if args.step == "prepare":
         pipeline.prepare(config)
     elif args.step == "baseline":
@@ -235,7 +236,7 @@ def settings_help() -> str:
 def _show(value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
-    return ",".join(value) if isinstance(value, tuple) else str(value)
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _numbers(kind):
@@ -246,6 +247,10 @@ def _numbers(kind):
             raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}s") from None
 
     return parse
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return () if text.strip().lower() in ("", "none") else tuple(part.strip() for part in text.split(","))
 
 
 def _train_size(text: str) -> int | None:
@@ -261,7 +266,8 @@ def parser() -> argparse.ArgumentParser:
                                   "`python -m lora_ft STEP --help` lists the step's options and every setting.")
     steps = top.add_subparsers(dest="step", required=True, metavar="STEP")
     for name, summary in STEPS.items():
-        step = steps.add_parser(name, help=summary, description=textwrap.fill(summary[0].upper() + summary[1:] + ".", 100),
+        step = steps.add_parser(name, help=summary,
+                                description=textwrap.fill(summary[0].upper() + summary[1:] + ".", 100),
                                 epilog=settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
         step.add_argument("--config", type=Path, metavar="FILE",
                           help="settings file (.json, .yaml or .yml) whose keys are the settings below")
@@ -304,14 +310,22 @@ def parser() -> argparse.ArgumentParser:
             step.add_argument("--seeds", type=_numbers(int), default=SEEDS, metavar="SEED,...",
                               help=f"seeds (default {','.join(map(str, SEEDS))})")
         if name in ("sweep", "all"):
-            sweep = step.add_argument_group("sweep grid")
+            sweep = step.add_argument_group("sweep grid (default: notebook 06's, lora_ft.sweep.GRID)")
             sweep.add_argument("--ranks", type=_numbers(int), default=argparse.SUPPRESS, metavar="R,...",
-                               help="LoRA ranks (default 4,8,16)")
+                               help=f"LoRA ranks (default {_show(GRID['ranks'])})")
             sweep.add_argument("--alpha-ratios", type=_numbers(float), default=argparse.SUPPRESS, metavar="K,...",
-                               help="alpha / r values; each run gets alpha = K * r (default 2)")
-            sweep.add_argument("--targets", type=lambda text: tuple(text.split(",")), default=argparse.SUPPRESS,
-                               metavar="NAME,...", help="target sets of lora_ft.sweep.TARGET_SETS: query-value, "
-                               "attention, all-linear (default query-value)")
+                               help="alpha / r values; each run gets alpha = K * r "
+                                    f"(default {_show(GRID['alpha_ratios'])})")
+            sweep.add_argument("--targets", type=_names, default=argparse.SUPPRESS, metavar="NAME,...",
+                               help=f"target sets ({', '.join(TARGET_SETS)}) that get every rank x alpha/r "
+                                    f"(default {_show(GRID['targets'])})")
+            sweep.add_argument("--extra-targets", type=_names, default=argparse.SUPPRESS, metavar="NAME,...",
+                               help=f"target sets run once more at r {EXTRA_POINT[0]}, alpha/r {EXTRA_POINT[1]}, "
+                                    f"or none (default {_show(GRID['extra_targets'])})")
             sweep.add_argument("--train-size", type=_train_size, default=argparse.SUPPRESS, metavar="N",
-                               help="stratified training subsample per run, or all (default 4000, as notebook 06)")
+                               help=f"stratified training subsample per run, or all (default {GRID['train_size']}); "
+                                    "replaces the train_size setting")
+            sweep.add_argument("--epochs", type=float, default=argparse.SUPPRESS, metavar="E",
+                               help=f"passes over it per run (default {GRID['epochs']:g}); replaces the epochs "
+                                    "setting")
     return top

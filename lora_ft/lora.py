@@ -49,12 +49,18 @@ class LoRALinear(nn.Module):
             self.merged = False
 
 
+def matches(name: str, target: str) -> bool:
+    """Whether the module called name is a target: its whole name, or its last dotted parts, e.g. "value" or
+    "self.value" for "encoder.layer.0.attention.self.value" (peft's rule for a list of target names)."""
+    return name == target or name.endswith("." + target)
+
+
 def inject_lora(model: nn.Module, target_modules, r: int, lora_alpha: float, lora_dropout: float = 0.0) -> list[str]:
-    """Replace every nn.Linear whose name ends with a target ("value", "output.dense") by a LoRALinear."""
+    """Replace every nn.Linear that matches a target ("value", "output.dense") by a LoRALinear."""
     targets = set(target_modules)
     replaced, matched = [], set()
     for name, module in list(model.named_modules()):
-        hits = {t for t in targets if name == t or name.endswith("." + t)}
+        hits = {t for t in targets if matches(name, t)}
         if isinstance(module, nn.Linear) and hits:
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, LoRALinear(module, r, lora_alpha, lora_dropout))

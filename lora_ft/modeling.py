@@ -24,8 +24,10 @@ from . import hub
 from .config import DEFAULT_MODEL, Config
 from .errors import ConfigError
 from .io import replace_dir_atomic, write_json_atomic
+from .lora import matches
 
-# Attention query/value layers of encoders that peft's own table (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) lacks
+# Attention query/value layers of encoders that peft's own table
+# (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) lacks
 DEFAULT_TARGETS = {"distilbert": ["q_lin", "v_lin"], "albert": ["query", "value"], "mpnet": ["q", "v"]}
 
 # GPT-2 keeps its projections (c_attn, ...) in transformers' Conv1D: a linear layer with a transposed weight
@@ -105,7 +107,8 @@ def _loading(name: str, what: str):
         yield
     except OSError as error:
         raise ConfigError(f"cannot load the {what} of model {name!r} ({str(error).splitlines()[0]}): check the name "
-                          "(https://huggingface.co/models), or pass a local folder saved with save_pretrained") from error
+                          "(https://huggingface.co/models), or pass a local folder saved with save_pretrained"
+                          ) from error
 
 
 # peft calls a transformers method that transformers 5 deprecates; nothing a user of this package can change
@@ -113,8 +116,8 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
-    """Hide the load report that lists the new head as 'missing' (expected) and the loading bar."""
+def quiet_transformers():
+    """Hide the load report that lists the new head as 'missing' (expected), and the loading and saving bars."""
     level = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -162,7 +165,7 @@ def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool 
     """
     quantization = quantization_config(quantize_4bit)  # before loading anything: fail fast on a machine without CUDA
     set_seed(seed)  # the head is random: seed it so the 'before training' model is reproducible
-    with _quiet_transformers(), _loading(name, "weights"):
+    with quiet_transformers(), _loading(name, "weights"):
         settings = AutoConfig.from_pretrained(
             resolve_model(name),
             num_labels=len(labels),
@@ -212,7 +215,7 @@ def lora_targets(model, wanted: tuple[str, ...] | None) -> list[str]:
             raise ConfigError(f"no default LoRA targets for model type {model_type!r}: set target_modules "
                               f"to some of its linear layers {sorted(present)}")
         return list(defaults[model_type])
-    missing = [t for t in wanted if not any(name == t or name.endswith("." + t) for name in linear)]  # peft's rule
+    missing = [t for t in wanted if not any(matches(name, t) for name in linear)]
     if missing:
         raise ConfigError(f"target_modules {missing} are not linear layers of {model.config.model_type}: "
                           f"choose from {sorted(present)}")
@@ -362,7 +365,8 @@ def _check_adapter(path: Path, config: Config, labels: list[str]) -> None:
     trained_on = _read_adapter_json(path / "lora_ft_config.json").get("model")
     if trained_on != config.model:
         raise ConfigError(f"the adapter at {path} was trained on base model {trained_on!r}, not config.model="
-                          f"{config.model!r}: set model={trained_on!r}, or load an adapter trained on {config.model!r}")
+                          f"{config.model!r}: set model={trained_on!r}, or load an adapter trained on "
+                          f"{config.model!r}")
     saved_labels = _read_adapter_json(path / "labels.json")
     if saved_labels != list(labels):
         raise ConfigError(f"the adapter at {path} was trained for {len(saved_labels)} labels {saved_labels}, not the "

@@ -28,7 +28,7 @@ from .modeling import (
     load_tokenizer,
     save_adapter,
 )
-from .sweep import TARGET_SETS, grid
+from .sweep import GRID, TARGET_SETS, grid
 from .sweep import run as run_grid
 
 # notebook 02's reference runs, by run name: each takes the splits and a Config and returns its record
@@ -112,7 +112,9 @@ def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), write: bool = T
     trained = {}
     for run in runs:
         model = SAME_BUDGET[run](_base_model(config, labels), config)
-        trainer = training.build_trainer(config, model, tokenizer, splits,
+        # a fixed budget with nothing to choose early: one validation, at the end, which also keeps timing comparable
+        trainer = training.build_trainer(config, model, tokenizer, splits, disable_tqdm=True,
+                                         eval_strategy="epoch", save_strategy="epoch",
                                          output_dir=config.paths.model / f"checkpoints-{run}")
         info = training.train(trainer)
         logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
@@ -151,20 +153,23 @@ def evaluate(config: Config, log=print) -> dict:
     return record
 
 
-def sweep(config: Config, ranks=(4, 8, 16), alpha_ratios=(2,), targets=("query-value",),
-          train_size: int | None = 4000, log=print) -> dict[str, dict]:
-    """Train and test every rank x alpha/r x target set (notebook 06) on a stratified training subsample.
+def sweep(config: Config, ranks=GRID["ranks"], alpha_ratios=GRID["alpha_ratios"], targets=GRID["targets"],
+          extra_targets=GRID["extra_targets"], train_size: int | None = GRID["train_size"],
+          epochs: float = GRID["epochs"], log=print) -> dict[str, dict]:
+    """Train and test every rank x alpha/r x target set, and each extra target set at sweep.EXTRA_POINT, for epochs
+    on a stratified training subsample; the defaults are notebook 06's grid (sweep.GRID).
 
     Runs whose results file holds the same settings are skipped. train_size None trains on the whole split.
     """
-    unknown = [name for name in targets if name not in TARGET_SETS]
+    unknown = [name for name in (*targets, *extra_targets) if name not in TARGET_SETS]
     if unknown:
         raise ConfigError(f"unknown target set(s) {unknown}: choose from {sorted(TARGET_SETS)}")
     splits = _splits(config)
     splits["train"] = data.subsample(splits["train"], train_size, config.split_seed)
-    config = config.replace(train_size=len(splits["train"]))  # what each run's record says it trained on
+    # what each run's record says it trained on
+    config = config.replace(train_size=len(splits["train"]), epochs=float(epochs))
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    points = grid(tuple(ranks), tuple(alpha_ratios), tuple(targets))
+    points = grid(tuple(ranks), tuple(alpha_ratios), tuple(targets), tuple(extra_targets))
     _log(log, f"{len(points)} configurations, {len(splits['train']):,} training examples each")
     return run_grid(config, splits, tokenizer, points, log=lambda line: _log(log, line))
 

@@ -49,14 +49,34 @@ def token_lengths(lengths, max_length: int) -> plt.Figure:
     return fig
 
 
-def metric_bars(records: dict[str, dict], metrics=("accuracy", "f1_macro")) -> plt.Figure:
-    rows = [(r["run"], m, r["metrics"][m]) for r in ordered(records) for m in metrics]
-    frame = pd.DataFrame(rows, columns=["run", "metric", "value"])
+def over_seeds(records: dict[str, dict], seeds: dict[str, list[dict]] | None = None) -> dict[str, list[dict]]:
+    """Each run's records over its seeds (lora_ft.seeds.records), or its one record where seeds has none."""
+    seeds = seeds or {}
+    return {run: seeds.get(run) or [record] for run, record in records.items()}
+
+
+def seed_frame(records: dict[str, dict], seeds: dict[str, list[dict]] | None = None, metrics=("accuracy", "f1_macro"),
+               ) -> pd.DataFrame:
+    """One row per run, seed and metric: the values behind every spread shown."""
+    runs = over_seeds(records, seeds)
+    return pd.DataFrame([(r["run"], found["meta"]["seed"], m, found["metrics"][m])
+                         for r in ordered(records) for found in runs[r["run"]] for m in metrics],
+                        columns=["run", "seed", "metric", "value"])
+
+
+def metric_bars(records: dict[str, dict], metrics=("accuracy", "f1_macro"), seeds=None) -> plt.Figure:
+    """Mean test metrics over the seeds (bars), their standard deviation (error bars) and each seed (dots)."""
+    frame = seed_frame(records, seeds, metrics)
+    n = frame.groupby("run")["seed"].nunique()
     fig, ax = plt.subplots(figsize=(max(7, 1.5 * len(records)), 3.5))  # wide enough to label every bar
-    sns.barplot(frame, x="metric", y="value", hue="run", ax=ax)
+    sns.barplot(frame, x="metric", y="value", hue="run", errorbar="sd", capsize=0.1, err_kws={"linewidth": 1}, ax=ax)
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.3f", fontsize=8)
-    ax.set(title="Test metrics", ylim=(0, 1), xlabel="", ylabel="")
+        ax.bar_label(container, fmt="%.3f", fontsize=8, padding=6)
+    sns.stripplot(frame, x="metric", y="value", hue="run", dodge=True, palette="dark:black", size=3, legend=False,
+                  ax=ax)
+    seeds_said = f"{n.min()} seeds" if n.min() == n.max() else f"{n.min()} to {n.max()} seeds"
+    ax.set(title=f"Test metrics: mean, standard deviation and each seed ({seeds_said} per run)", ylim=(0, 1),
+           xlabel="", ylabel="")
     ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
     return fig
 
@@ -79,18 +99,25 @@ def confusion_matrices(records: dict[str, dict]) -> plt.Figure:
 
 
 def training_curves(record: dict) -> plt.Figure:
+    """Training loss (as logged, every few dozen steps) and the validation loss and scores against epochs."""
     history = record["train"]["history"]
-    train = [(h["epoch"], h["loss"]) for h in history if "loss" in h]
+    train = [h for h in history if "loss" in h]
     evals = [h for h in history if "eval_loss" in h]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    left.plot(*zip(*train), marker="o", label="training loss")
-    left.plot([h["epoch"] for h in evals], [h["eval_loss"] for h in evals], marker="o", label="validation loss")
+    style = dict(marker="o", markersize=3) if len(evals) > 1 else dict(marker="o")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    left.plot([h["epoch"] for h in train], [h["loss"] for h in train], label=f"training loss ({len(train)} points)",
+              **style)
+    left.plot([h["epoch"] for h in evals], [h["eval_loss"] for h in evals],
+              label=f"validation loss ({len(evals)} points)", **style)
     left.set(title="Loss", xlabel="epoch")
     left.legend()
     for metric in ("eval_accuracy", "eval_f1_macro"):
-        right.plot([h["epoch"] for h in evals], [h[metric] for h in evals], marker="o", label=metric[5:])
-    right.set(title="Validation metrics", xlabel="epoch")
-    right.legend()
+        right.plot([h["epoch"] for h in evals], [h[metric] for h in evals], label=metric[5:], **style)
+    best = record["train"].get("best_epoch")
+    if best is not None:
+        right.axvline(best, color="gray", linestyle="--", label=f"best checkpoint (epoch {best:.2f})")
+    right.set(title="Validation scores", xlabel="epoch")
+    right.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -109,9 +136,11 @@ def parameter_counts(records: dict[str, dict]) -> plt.Figure:
     return fig
 
 
-def accuracy_against_cost(records: dict[str, dict]) -> plt.Figure:
+def accuracy_against_cost(records: dict[str, dict], seeds=None) -> plt.Figure:
     """Test accuracy of each trained run against the weights it trains and the size of what it saves (log scales),
-    with the majority class as the floor. A run without a resources section is left out of the right panel."""
+    with the majority class as the floor; each seed is a dot, the mean +- standard deviation a bar where there are
+    several. A run without a resources section is left out of the right panel."""
+    runs = over_seeds(records, seeds)
     trained = [r for r in ordered(records) if "train" in r]
     floor = [r for r in records.values() if r["kind"] == "majority"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
@@ -119,10 +148,13 @@ def accuracy_against_cost(records: dict[str, dict]) -> plt.Figure:
               (axes[1], "saved size (MB)", lambda r: r.get("resources", {}).get("saved_mb")))
     for ax, xlabel, x in panels:
         for i, r in enumerate(trained):
-            if x(r):  # missing, or 0, has no place on a log scale
-                ax.scatter(x(r), r["metrics"]["accuracy"], s=50, color=f"C{i}")
-                ax.annotate(r["run"], (x(r), r["metrics"]["accuracy"]), xytext=(5, 4), textcoords="offset points",
-                            fontsize=8)
+            if not x(r):  # missing, or 0, has no place on a log scale
+                continue
+            accuracy = [found["metrics"]["accuracy"] for found in runs[r["run"]]]
+            ax.scatter([x(r)] * len(accuracy), accuracy, s=50 if len(accuracy) == 1 else 15, color=f"C{i}")
+            if len(accuracy) > 1:
+                ax.errorbar(x(r), np.mean(accuracy), yerr=np.std(accuracy, ddof=1), color=f"C{i}", capsize=4)
+            ax.annotate(r["run"], (x(r), np.mean(accuracy)), xytext=(5, 4), textcoords="offset points", fontsize=8)
         for r in floor:
             ax.axhline(r["metrics"]["accuracy"], color="gray", linestyle="--", label="majority class")
         ax.set(xscale="log", xlabel=xlabel, title=f"test accuracy against {xlabel.split(' (')[0]}")
@@ -134,61 +166,95 @@ def accuracy_against_cost(records: dict[str, dict]) -> plt.Figure:
     return fig
 
 
-def summary_table(records: dict[str, dict]) -> pd.DataFrame:
+def summary_table(records: dict[str, dict], seeds=None) -> pd.DataFrame:
+    """Scores (mean +- standard deviation over the seeds where there are several) and costs of each run. Peak memory
+    is left out: measured inside one notebook process, it depends on what ran before (benchmarks/throughput.py
+    measures each recipe alike, in a fresh process)."""
+    runs = over_seeds(records, seeds)
     rows = []
     for r in ordered(records):
         train, resources = r.get("train") or {}, r.get("resources") or {}
         total = r["params"]["total"]
+        found = runs[r["run"]]
         rows.append({
             "run": r["run"],
-            "accuracy": round(r["metrics"]["accuracy"], 4),
-            "f1_macro": round(r["metrics"]["f1_macro"], 4),
+            **{metric: spread_text([f["metrics"][metric] for f in found]) for metric in ("accuracy", "f1_macro")},
+            "seeds": len(found),
             "trainable params": f"{r['params']['trainable']:,}",
             "trainable %": f"{r['params']['trainable'] / total:.2%}" if total else "-",
             "train time (s)": train.get("seconds", "-"),
             "train examples/s": train.get("examples_per_second", "-"),
-            "peak memory (MB)": resources.get("peak_memory_mb", "-"),
             "saved (MB)": resources.get("saved_mb", "-"),
             "test examples": r["n_examples"],
         })
     return pd.DataFrame(rows)
 
 
-def sweep_frame(records: dict[str, dict]) -> pd.DataFrame:
-    """One row per sweep run: its settings, size, time and test scores."""
+def spread_text(values: list[float]):
+    """A score as the table shows it: the value for one seed, "mean ± std" over several."""
+    values = list(values)
+    if len(values) == 1:
+        return round(values[0], 4)
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def sweep_frame(records: dict[str, dict], seeds=None) -> pd.DataFrame:
+    """One row per sweep run and seed: its settings, size, time and test scores."""
     from .sweep import TARGET_SETS
 
     set_names = {modules: name for name, modules in TARGET_SETS.items()}
     rows = []
-    for r in records.values():
-        config = r["config"]
-        rows.append({
-            "run": r["run"], "targets": set_names.get(tuple(config["target_modules"] or ()), "custom"), "r": config["r"],
-            "alpha": config["alpha"], "alpha/r": config["alpha"] / config["r"],
-            "trainable": r["params"]["trainable"], "accuracy": r["metrics"]["accuracy"],
-            "f1_macro": r["metrics"]["f1_macro"], "seconds": r["train"]["seconds"],
-        })
-    return pd.DataFrame(rows).sort_values(["targets", "r", "alpha"]).reset_index(drop=True)
+    for run, found in over_seeds(records, seeds).items():
+        for r in found:
+            config = r["config"]
+            rows.append({
+                "run": run, "seed": r["meta"]["seed"],
+                "targets": set_names.get(tuple(config["target_modules"] or ()), "custom"),
+                "r": config["r"], "alpha": config["alpha"], "alpha/r": config["alpha"] / config["r"],
+                "trainable": r["params"]["trainable"], "accuracy": r["metrics"]["accuracy"],
+                "f1_macro": r["metrics"]["f1_macro"], "seconds": r["train"]["seconds"],
+            })
+    return pd.DataFrame(rows).sort_values(["targets", "r", "alpha", "seed"]).reset_index(drop=True)
+
+
+def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per sweep run: its settings, seeds, test scores (mean ± std over the seeds) and mean time."""
+    keys = ["run", "targets", "r", "alpha", "alpha/r", "trainable"]
+    return frame.groupby(keys, sort=False).agg(
+        seeds=("seed", "size"), accuracy=("accuracy", spread_text), f1_macro=("f1_macro", spread_text),
+        seconds=("seconds", "mean")).reset_index()
 
 
 def sweep_lines(frame: pd.DataFrame) -> plt.Figure:
+    """Scores against rank on query/value (mean line, standard deviation band, a dot per seed), and accuracy against
+    trainable weights for every run."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     grid = frame[frame["targets"] == "query-value"]
+    n = frame.groupby("run")["seed"].size()
     for ax, metric in zip(axes[:2], ("accuracy", "f1_macro")):
-        sns.lineplot(grid, x="r", y=metric, hue="alpha/r", marker="o", palette="tab10", ax=ax)
+        sns.lineplot(grid, x="r", y=metric, hue="alpha/r", errorbar="sd", palette="tab10", ax=ax)
+        sns.scatterplot(grid, x="r", y=metric, hue="alpha/r", palette="tab10", s=18, legend=False, ax=ax)
         ax.set(xscale="log", xticks=sorted(grid["r"].unique()), xticklabels=sorted(grid["r"].unique()),
                title=f"{metric} against rank (query, value)")
-    sns.scatterplot(frame, x="trainable", y="accuracy", hue="targets", style="alpha/r", s=70, ax=axes[2])
-    axes[2].set(xscale="log", title="accuracy against trainable parameters")
+    sns.scatterplot(frame, x="trainable", y="accuracy", hue="targets", style="alpha/r", s=40, ax=axes[2])
+    axes[2].set(xscale="log", title="accuracy against trainable parameters (a dot per seed)")
+    said = f"{n.min()} seed{'s' if n.min() > 1 else ''} per run" + (f" (up to {n.max()})" if n.max() > n.min() else "")
+    fig.suptitle(f"{said}; lines: mean, bands: standard deviation", fontsize=9, y=1.02)
     fig.tight_layout()
     return fig
 
 
 def sweep_heatmap(frame: pd.DataFrame, metric: str = "accuracy") -> plt.Figure:
-    table = frame[frame["targets"] == "query-value"].pivot(index="r", columns="alpha/r", values=metric)
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    sns.heatmap(table, annot=True, fmt=".3f", cmap="viridis", ax=ax)
-    ax.set(title=f"test {metric}: rank x alpha/r")
+    """Mean test metric over the seeds for each rank x alpha/r on query/value, annotated mean ± std."""
+    grid = frame[frame["targets"] == "query-value"]
+    mean = grid.pivot_table(index="r", columns="alpha/r", values=metric, aggfunc="mean")
+    std = grid.pivot_table(index="r", columns="alpha/r", values=metric, aggfunc="std").reindex_like(mean)
+    n = grid.groupby("run")["seed"].size().min()
+    labels = mean.map(lambda v: f"{v:.3f}") if n == 1 else mean.combine(std, lambda m, s: m.map("{:.3f}".format)
+                                                                          + "\n± " + s.map("{:.3f}".format))
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    sns.heatmap(mean, annot=labels, fmt="", cmap="viridis", ax=ax)
+    ax.set(title=f"test {metric}: rank x alpha/r ({'mean ± std over ' + str(n) + ' seeds' if n > 1 else '1 seed'})")
     return fig
 
 
@@ -207,6 +273,7 @@ def confused_pairs(records: dict[str, dict]) -> pd.DataFrame:
     labels = next(iter(records.values()))["labels"]
     total = sum(np.asarray(r["confusion_matrix"]) for r in records.values())
     errors = total.sum() - np.trace(total)
-    pairs = [(labels[i], labels[j], total[i, j] / errors) for i in range(len(labels)) for j in range(len(labels)) if i != j]
+    pairs = [(labels[i], labels[j], total[i, j] / errors)
+             for i in range(len(labels)) for j in range(len(labels)) if i != j]
     return pd.DataFrame(pairs, columns=["true", "predicted", "share of errors"]).sort_values(
         "share of errors", ascending=False).reset_index(drop=True)

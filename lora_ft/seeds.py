@@ -112,6 +112,19 @@ def spread(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
+def compare(name_a: str, a: list[float], name_b: str, b: list[float], what: str = "accuracy") -> str:
+    """A sentence on a - b in points, which calls the difference real only when it is larger than the spread: more
+    than twice its standard error from the seeds (sqrt(s_a^2 / n_a + s_b^2 / n_b)), else "within noise"."""
+    difference = 100 * (statistics.fmean(a) - statistics.fmean(b))
+    said = f"{name_a} vs {name_b}: {difference:+.1f} points of {what}"
+    if min(len(a), len(b)) < 2:
+        return (f"{said} (n = {min(len(a), len(b))} seed: no spread to judge it by yet; `python -m lora_ft seeds` "
+                f"adds seeds {', '.join(map(str, SEEDS[1:]))})")
+    error = 100 * (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
+    verdict = "larger than the spread" if abs(difference) > 2 * error else "within noise"
+    return f"{said} (standard error {error:.1f}, {len(a)} and {len(b)} seeds), {verdict}"
+
+
 def _reference(results_dir: Path, run: str) -> dict:
     path = results.path_of(results_dir, run)
     if not path.exists():

@@ -14,10 +14,18 @@ import torch
 import transformers
 from accelerate.utils import extract_model_from_parallel
 from peft.optimizers import create_loraplus_optimizer
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 from transformers.utils import is_torch_bf16_gpu_available
 
 from .config import Config
+from .data import subsample
 from .errors import ConfigError
 
 METRIC_PATH = Path(__file__).parent / "metrics" / "classification_report.py"
@@ -44,7 +52,8 @@ def _compute_metrics(labels):
 
 def resolve_precision(precision: str) -> str:
     """The precision to train in: "auto" picks bf16 where the hardware computes it (a GPU, or a CPU with AVX-512 bf16
-    or AMX: ~1.6x faster steps than fp32 on this project's CPU), else fp16 on a GPU and fp32 on CPU; others are checked."""
+    or AMX: ~1.6x faster steps than fp32 on this project's CPU), else fp16 on a GPU and fp32 on CPU; others are
+    checked."""
     cuda = torch.cuda.is_available()
     bf16_gpu = cuda and torch.cuda.is_bf16_supported(including_emulation=False)  # emulated bf16 is slow
     if precision == "auto":
@@ -78,12 +87,10 @@ def training_arguments(config: Config, output_dir: Path, **overrides) -> Trainin
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup,  # a float below 1 is a share of all steps
         train_sampling_strategy="group_by_length",  # batches of similar length: less padding, faster steps
-        eval_strategy="epoch",
-        save_strategy="epoch",
+        **_schedule(config.evaluations_per_epoch * config.epochs),
         save_total_limit=1,  # the best checkpoint is always kept as well
         load_best_model_at_end=True,
         metric_for_best_model="f1_macro",
-        logging_strategy="epoch",
         seed=config.seed,
         report_to=trackers(config.report_to),
         dataloader_pin_memory=False,  # pinning only helps a GPU
@@ -115,6 +122,16 @@ def trackers(report_to: str) -> list[str]:
     return names
 
 
+def _schedule(evaluations: float) -> dict:
+    """When to validate, checkpoint (the same steps, so the best checkpoint can be restored) and log the training
+    loss (twice as often): evaluations times in the whole run, as shares of its steps, which the Trainer takes for
+    a float below 1; a run with one validation or fewer validates and logs once per epoch."""
+    if evaluations <= 1:
+        return dict(eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch")
+    return dict(eval_strategy="steps", save_strategy="steps", logging_strategy="steps", eval_steps=1 / evaluations,
+                save_steps=1 / evaluations, logging_steps=1 / (2 * evaluations))
+
+
 def release(model) -> None:
     """Undo what a Trainer's accelerate preparation leaves on model: mixed precision's autocast wrapper around its
     forward, and the mark that makes the next Trainer skip preparing it, which would then train it without
@@ -132,17 +149,20 @@ class FullPrecisionAfterTraining(TrainerCallback):
 
 
 def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | None = None, **overrides) -> Trainer:
-    """A Trainer for config; overrides replace TrainingArguments fields (e.g. eval_strategy="no")."""
+    """A Trainer for config; overrides replace TrainingArguments fields (e.g. eval_strategy="no", or disable_tqdm=True
+    for runs that print one line each instead of the Trainer's progress table)."""
     labels = splits["train"].features["label"].names
     args = training_arguments(config, output_dir or config.paths.checkpoints, **overrides)
+    # scored at every validation: a fixed sample keeps ~20 validations per run cheap (config.validation_sample)
+    validation = subsample(splits["validation"], config.validation_sample, config.split_seed)
     callbacks = [FullPrecisionAfterTraining()]
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=args,
         train_dataset=splits["train"],
-        eval_dataset=splits["validation"].select(length_order(splits["validation"])),
+        eval_dataset=validation.select(length_order(validation)),
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=config.pad_to_multiple_of),
         compute_metrics=_compute_metrics(labels),
@@ -150,6 +170,9 @@ def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | N
         # the Trainer still builds the learning-rate schedule on a given optimizer, and restores both on resume
         optimizers=(loraplus_optimizer(model, args, config.loraplus_lr_ratio), None),
     )
+    if trainer.args.disable_tqdm:  # quiet means no progress table and no printed dict per log either
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def loraplus_optimizer(model, args: TrainingArguments, ratio: float | None) -> torch.optim.Optimizer | None:

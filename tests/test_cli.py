@@ -44,9 +44,9 @@ def test_help_of_every_step_lists_every_setting_with_its_help(capsys, step):
 
 
 def test_overrides_are_parsed_with_each_settings_type():
-    settings = parse_overrides(["r=4", "alpha=32", "dropout=0", "labels=negative,positive", "target_modules=query, value",
-                                "train_size=None", "text_column=null", "trust_remote_code=true", "smoke=False",
-                                "dataset=reviews=2024.csv"])
+    settings = parse_overrides(["r=4", "alpha=32", "dropout=0", "labels=negative,positive",
+                                "target_modules=query, value", "train_size=None", "text_column=null",
+                                "trust_remote_code=true", "smoke=False", "dataset=reviews=2024.csv"])
     assert settings == {"r": 4, "alpha": 32.0, "dropout": 0.0, "labels": ("negative", "positive"),
                         "target_modules": ("query", "value"), "train_size": None, "text_column": None,
                         "trust_remote_code": True, "smoke": False, "dataset": "reviews=2024.csv"}
@@ -184,7 +184,8 @@ def test_resume_continues_from_the_last_checkpoint(trained):
 
 def test_sweep_writes_its_records(trained):
     root, _ = trained
-    assert run(["sweep", "--ranks", "2", "--alpha-ratios", "2", "--train-size", "32", f"output_root={root}"])[0] == 0
+    assert run(["sweep", "--ranks", "2", "--alpha-ratios", "2", "--extra-targets", "none", "--train-size", "32",
+                f"output_root={root}"])[0] == 0
     records = results.load_all(root / "results")
     point = records["sweep-query-value-r2-alpha4"]["config"]
     assert (point["r"], point["alpha"], point["train_size"]) == (2, 4.0, 32)

@@ -41,7 +41,7 @@ def test_defaults_are_valid_and_replace_validates():
 
 def test_small_mode_shrinks_but_never_grows():
     small = Config(smoke=True)
-    assert (small.train_size, small.eval_size, small.epochs) == tuple(SMOKE_LIMITS.values())
+    assert {name: getattr(small, name) for name in SMOKE_LIMITS} == SMOKE_LIMITS
     assert Config(smoke=True, train_size=10).train_size == 10
     assert small.paths.base.name == "smoke" and Config(smoke=False).paths.base != small.paths.base
 

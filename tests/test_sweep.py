@@ -13,7 +13,7 @@ TEXTS = [("awful delay again", 0), ("rude staff, never again", 0), ("lost my lug
 
 
 def test_grid_is_the_seed_grid_plus_extra_targets():
-    points = sweep.grid((1, 4, 8, 16), (1, 2), extra=[(8, 2, "attention"), (8, 2, "all-linear")])
+    points = sweep.grid()  # sweep.GRID: notebook 06's grid
     assert len(points) == 10 and len({sweep.run_name(p) for p in points}) == 10
     assert {(p["r"], p["alpha"]) for p in points if p["_targets"] == "query-value"} == {
         (r, float(r * k)) for r in (1, 4, 8, 16) for k in (1, 2)}
@@ -33,7 +33,7 @@ def test_sweep_writes_one_record_per_point_and_skips_finished_ones(tmp_path):
     features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
     split = Dataset.from_dict({"text": [t for t, _ in TEXTS], "label": [y for _, y in TEXTS]}, features=features)
     splits = data.tokenize(DatasetDict(train=split, validation=split, test=split), tokenizer, config.max_length)
-    points = sweep.grid((1, 2), (2,))
+    points = sweep.grid((1, 2), (2,), extra_targets=())
     records = sweep.run(config, splits, tokenizer, points)
     assert sorted(records) == sorted(sweep.run_name(p) for p in points)
     for record in records.values():
