@@ -31,6 +31,9 @@ STEPS = {
     "seeds": "re-run recorded runs (results/<run>.json, seed 42) with other seeds, their settings otherwise "
              "unchanged, and summarise the spread; writes results/seeds/<run>.seed<k>.json and "
              "results/summaries/<run>.json, skipping seeds already done",
+    "curves": "learning curves (notebook 07): each method trained on n examples per class drawn from the train "
+              "split, several draws per n, scored on the test split; writes results/curves/curve-<method>-n<k>.json "
+              "(seeds/ for the other draws) and results/curves/summaries/, skipping points already done",
     "predict": "classify texts with a saved adapter; prints label, probability and text, one line per text",
     "all": "prepare, baseline, train, evaluate and sweep, in order",
 }
@@ -77,6 +80,10 @@ def _run(args) -> None:
         from . import seeds
 
         seeds.add(args.runs, args.seeds, config.paths.results)
+    elif args.step == "curves":
+        from . import curves
+
+        curves.run(config, args.methods or curves.METHODS, args.per_class or curves.PER_CLASS, args.draws)
     elif args.step == "all":
         pipeline.run_all(config, full_finetune=args.full_finetune, **sweep_options)
     else:
@@ -236,6 +243,10 @@ def _train_size(text: str) -> int | None:
     return int(text)
 
 
+def _per_class(text: str) -> tuple:
+    return tuple(_train_size(part) for part in text.split(","))
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m lora_ft", description="The notebooks' steps from a terminal. "
                                   "`python -m lora_ft STEP --help` lists the step's options and every setting.")
@@ -267,6 +278,14 @@ def parser() -> argparse.ArgumentParser:
             step.add_argument("--seeds", type=_numbers(int), default=SEEDS[1:], metavar="SEED,...",
                               help=f"seeds to add (default {','.join(map(str, SEEDS[1:]))}: with the notebooks' "
                                    f"{SEEDS[0]}, {len(SEEDS)} in all)")
+        if name == "curves":  # the defaults live in lora_ft.curves (imported only when the step runs)
+            step.add_argument("--methods", type=lambda text: tuple(text.split(",")), default=None,
+                              metavar="NAME,...", help="of lora, lora-small, setfit, full-finetune, linear-probe, "
+                              "tfidf-logreg (default: all of them)")
+            step.add_argument("--per-class", type=_per_class, default=None, metavar="N,...",
+                              help="training examples per class, all for the whole split (default 8,32,128,512,all)")
+            step.add_argument("--draws", type=int, default=None, metavar="K",
+                              help="training draws per point (default: 5 up to 32 per class, 3 above)")
         if name in ("sweep", "all"):
             sweep = step.add_argument_group("sweep grid")
             sweep.add_argument("--ranks", type=_numbers(int), default=argparse.SUPPRESS, metavar="R,...",
