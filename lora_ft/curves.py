@@ -44,7 +44,7 @@ SETTINGS = {
 }
 LORA_SMALL_STEPS = 100  # lora-small trains max(this, 2 epochs) optimizer steps: ~15 s at any n on 2 CPU cores
 SETFIT_RECIPE = {"num_iterations": 20, "max_steps": 1000}  # pairs per sentence and iteration; cap on body steps
-SETFIT_SMOKE_STEPS = 4  # body steps in small mode
+SETFIT_SMOKE_STEPS = 2  # body steps in small mode (CI): enough to run every phase
 SETFIT_MAX_PER_CLASS = 128  # SetFit builds every pair of training sentences: n = 512 x 3 classes is 2.4M pairs
 
 
