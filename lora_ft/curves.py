@@ -11,6 +11,7 @@ skipped: an interrupted run continues where it stopped, and notebook 07 reads wh
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import re
 import tempfile
@@ -228,8 +229,6 @@ def train_setfit(splits, config: Config) -> dict:
 
 def load_summaries(config: Config) -> dict[str, dict]:
     """Every curve point's summary in config's results/curves/summaries/, by run name."""
-    import json
-
     folder = config.paths.results / "curves" / "summaries"
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("curve-*.json"))}
 
@@ -273,7 +272,10 @@ def takeaways(summaries: dict[str, dict], metric: str = "accuracy") -> list[str]
     is within one point of the best, and the recommendation."""
     means = {parse(run): s["metrics"][metric] for run, s in summaries.items()}
     grid = sorted({n for _, n in means}, key=lambda n: math.inf if n is None else n)
-    show = lambda n: "all" if n is None else str(n)  # noqa: E731
+
+    def show(n):
+        return "all" if n is None else str(n)
+
     lines, leaders = [], {}
     for n in grid:
         here = sorted(((m, s) for (m, k), s in means.items() if k == n), key=lambda item: -item[1]["mean"])

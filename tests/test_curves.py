@@ -54,7 +54,8 @@ def test_a_curve_writes_one_record_per_draw_and_summaries_then_skips_them(config
         paths = [results.path_of(folder, run, seed) for seed in (42, 43)]
         assert paths[0] == folder / f"{run}.json" and paths[1] == folder / "seeds" / f"{run}.seed43.json"
         records = [results.read(path) for path in paths]
-        assert [r["meta"]["seed"] for r in records] == [42, 43] and all(r["config"]["train_size"] == 12 for r in records)
+        assert [r["meta"]["seed"] for r in records] == [42, 43]
+        assert all(r["config"]["train_size"] == 12 for r in records)
         assert all(r["curve"]["train_examples"] == 12 and r["n_examples"] == 30 for r in records)
         assert summary["n"] == 2 and (folder / "summaries" / f"{run}.json").is_file()
         assert summary["metrics"]["accuracy"]["mean"] == pytest.approx(np.mean([r["metrics"]["accuracy"]
