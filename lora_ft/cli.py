@@ -32,6 +32,9 @@ STEPS = {
     "seeds": "re-run recorded runs (results/<run>.json, seed 42) with other seeds, their settings otherwise "
              "unchanged, and summarise the spread; writes results/seeds/<run>.seed<k>.json and "
              "results/summaries/<run>.json, skipping seeds already done",
+    "curves": "learning curves (notebook 07): each method trained on n examples per class drawn from the train "
+              "split, several draws per n, scored on the test split; writes results/curves/curve-<method>-n<k>.json "
+              "(seeds/ for the other draws) and results/curves/summaries/, skipping points already done",
     "recipes": "train named LoRA recipes (targets, learning rate x alpha/r, variants, speed knobs) on one budget "
                "with each seed and score them on the test split (notebook 08); writes results/recipes/, skipping "
                "finished runs",
@@ -90,6 +93,10 @@ def _run(args) -> None:
 
         names = [n for group in (args.groups or ()) for n in recipes.GROUPS[group]] + list(args.names or ())
         recipes.run(names or tuple(recipes.RECIPES), args.seeds, config)
+    elif args.step == "curves":
+        from . import curves
+
+        curves.run(config, args.methods or curves.METHODS, args.per_class or curves.PER_CLASS, args.draws)
     elif args.step == "all":
         pipeline.run_all(config, full_finetune=args.full_finetune, **sweep_options)
     elif args.step == "export":
@@ -261,6 +268,10 @@ def _train_size(text: str) -> int | None:
     return int(text)
 
 
+def _per_class(text: str) -> tuple:
+    return tuple(_train_size(part) for part in text.split(","))
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m lora_ft", description="The notebooks' steps from a terminal. "
                                   "`python -m lora_ft STEP --help` lists the step's options and every setting.")
@@ -309,6 +320,14 @@ def parser() -> argparse.ArgumentParser:
                               help="groups of recipes: targets, learning-rate, ... (lora_ft.recipes.GROUPS)")
             step.add_argument("--seeds", type=_numbers(int), default=SEEDS, metavar="SEED,...",
                               help=f"seeds (default {','.join(map(str, SEEDS))})")
+        if name == "curves":  # the defaults live in lora_ft.curves (imported only when the step runs)
+            step.add_argument("--methods", type=lambda text: tuple(text.split(",")), default=None,
+                              metavar="NAME,...", help="of lora, lora-small, setfit, full-finetune, linear-probe, "
+                              "tfidf-logreg (default: all of them)")
+            step.add_argument("--per-class", type=_per_class, default=None, metavar="N,...",
+                              help="training examples per class, all for the whole split (default 8,32,128,512,all)")
+            step.add_argument("--draws", type=int, default=None, metavar="K",
+                              help="training draws per point (default: 5 up to 32 per class, 3 above)")
         if name in ("sweep", "all"):
             sweep = step.add_argument_group("sweep grid (default: notebook 06's, lora_ft.sweep.GRID)")
             sweep.add_argument("--ranks", type=_numbers(int), default=argparse.SUPPRESS, metavar="R,...",

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from datasets import (
     ClassLabel,
@@ -344,6 +345,23 @@ def subsample(split: Dataset, size: int | None, seed: int) -> Dataset:
     if size is None or size >= len(split):
         return split
     return split.train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]
+
+
+def sample_per_class(split: Dataset, n: int | None, seed: int) -> Dataset:
+    """Exactly n examples of each class, drawn with seed (the whole split when n is None), in split order."""
+    if n is None:
+        return split
+    labels = np.asarray(split["label"])
+    names = split.features["label"].names
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label, name in enumerate(names):
+        rows = np.flatnonzero(labels == label)
+        if len(rows) < n:
+            raise DataError(f"class {name!r} has {len(rows)} training examples, fewer than the {n} per class asked "
+                            "for: ask for fewer, or use n='all'")
+        chosen.append(rng.choice(rows, size=n, replace=False))
+    return split.select(np.sort(np.concatenate(chosen)).tolist())
 
 
 def tokenize(splits: DatasetDict, tokenizer, max_length: int, truncation: str = "head") -> DatasetDict:

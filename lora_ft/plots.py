@@ -277,3 +277,28 @@ def confused_pairs(records: dict[str, dict]) -> pd.DataFrame:
              for i in range(len(labels)) for j in range(len(labels)) if i != j]
     return pd.DataFrame(pairs, columns=["true", "predicted", "share of errors"]).sort_values(
         "share of errors", ascending=False).reset_index(drop=True)
+
+
+def learning_curves(points: pd.DataFrame, metrics=("accuracy", "f1_macro")) -> plt.Figure:
+    """Test scores against training examples per class (log x), one line per method: the mean over the draws, a
+    band of +- one standard deviation, and each draw as a dot (lora_ft.curves.points)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.2), squeeze=False)
+    methods = list(dict.fromkeys(points["method"]))
+    colours = dict(zip(methods, sns.color_palette("tab10", len(methods))))
+    for ax, metric in zip(axes[0], metrics):
+        for method in methods:
+            rows = points[points["method"] == method]
+            stats = rows.groupby("x")[metric].agg(["mean", "std"]).fillna(0.0)
+            ax.plot(stats.index, stats["mean"], marker="o", color=colours[method], label=method)
+            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                            color=colours[method], alpha=0.15, linewidth=0)
+            ax.scatter(rows["x"], rows[metric], s=9, color=colours[method], alpha=0.5)
+        ticks = points.drop_duplicates("x").sort_values("x")
+        ax.set(xscale="log", xlabel="training examples per class", ylabel=f"test {metric}",
+               title=f"{metric}: mean and +- 1 std over the draws")
+        ax.set_xticks(ticks["x"], ["all" if n is None or n != n else f"{int(n)}" for n in ticks["per_class"]])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

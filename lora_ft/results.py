@@ -21,7 +21,7 @@ REQUIRED_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "
 REQUIRED_TRAIN = ("seconds", "examples_per_second", "epochs", "history")
 REQUIRED_META = ("smoke", "seed", "versions", "device", "created")
 REQUIRED_RESOURCES = ("peak_memory_mb", "saved_mb")
-TRAINED_KINDS = ("full-finetune", "tfidf-logreg", "linear-probe")  # besides every kind starting with "lora"
+TRAINED_KINDS = ("full-finetune", "tfidf-logreg", "linear-probe", "setfit")  # besides every kind starting with "lora"
 PACKAGES = ("torch", "transformers", "peft", "datasets", "evaluate")
 
 
@@ -130,10 +130,16 @@ def load_all(results_dir: Path) -> dict[str, dict]:
 
 def settings(record: dict) -> dict:
     """What made a record, as today's Config would hold it (settings added since are at their defaults), less what
-    changes no prediction (where the run lives, how it is batched for evaluation) and the training seed."""
-    return config_settings(Config(**{**record["config"], "smoke": record["meta"]["smoke"]}))
+    changes no prediction (where the run lives, how it is batched for evaluation, where curves are reported) and the
+    training seed; plus the record's "recipe" (settings outside Config, e.g. SetFit's, lora_ft.curves) where it has
+    one."""
+    found = config_settings(Config(**{**record["config"], "smoke": record["meta"]["smoke"]}))
+    if "recipe" in record:
+        found["recipe"] = record["recipe"]
+    return found
 
 
 def config_settings(config: Config) -> dict:
     """What results.settings keeps of a Config."""
-    return {k: v for k, v in build_config(config).items() if k not in ("output_root", "eval_batch_size", "seed")}
+    ignored = ("output_root", "eval_batch_size", "seed", "report_to")
+    return {k: v for k, v in build_config(config).items() if k not in ignored}
