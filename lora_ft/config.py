@@ -166,6 +166,8 @@ class Config:
             fail(f"truncation={self.truncation!r} is unknown", f"set it to one of {TRUNCATIONS}")
         if self.precision not in PRECISIONS:
             fail(f"precision={self.precision!r} is unknown", f"set it to one of {PRECISIONS}")
+        if self.output_root is not None and not str(self.output_root).strip():  # e.g. an unset shell variable
+            fail("output_root is empty", "set it to a folder, or leave it out for the project's own folders")
         if self.target_modules is not None and not self.target_modules:
             fail("target_modules is empty", "name at least one module, or None for the architecture's default")
 
