@@ -45,8 +45,12 @@ def replace_dir_atomic(build, target: Path) -> None:
     old = restore_backup(target)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; an ordinary folder follows the user's umask
         build(tmp)
+        # mkdtemp makes 0700, and some writers (safetensors) 0600 files: what is swapped in follows the user's umask
+        mask = _umask()
+        for path in [tmp, *tmp.rglob("*")]:
+            if not path.is_symlink():
+                os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
         if old.exists():  # a stale backup left by a finished swap (target is in place, so it is not the only copy)
             shutil.rmtree(old)
         if target.exists():

@@ -59,6 +59,8 @@ def _loading(name: str, what: str):
     """Turn the libraries' OSError for a name they cannot find into the package's error, with the fixes."""
     try:
         yield
+    except ConfigError:
+        raise
     except (OSError, ValueError) as error:
         if isinstance(error, ValueError) and "trust_remote_code" in str(error):
             raise ConfigError(f"model {name!r} ships its own code, which runs only with trust_remote_code=true: set "
@@ -175,7 +177,7 @@ def head_modules(model, wanted: tuple[str, ...] | None) -> list[str]:
     missing = [name for name in wanted if name not in present]
     if missing:
         raise ConfigError(f"modules_to_save {listed(missing)} are not modules of {model.config.model_type}: "
-                          f"choose from {listed(sorted(present - {''}), 12)}")
+                          f"choose from {listed(sorted(n for n in present if n and not n.isdigit()), 12)}")
     return list(wanted)
 
 

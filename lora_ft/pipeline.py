@@ -314,24 +314,36 @@ def _trained_settings(config: Config) -> dict:
 
 
 def _refuse_mismatch(saved: dict, current: dict, what: str, fix: str) -> None:
-    """A ConfigError naming what differs between a saved fingerprint and the current one (only current's parts)."""
-    differ = []
+    """A ConfigError naming what differs between a saved fingerprint and the current one (only current's parts).
+
+    "{settings}" in fix becomes the saved values of the differing settings, as key=value words.
+    """
+    differ, words = [], []
     if "settings" in current:
         there, here = saved.get("settings", {}), current["settings"]
-        differ += [f"{k} {there.get(k)!r} there, {here.get(k)!r} now" for k in sorted(set(there) | set(here))
-                   if there.get(k) != here.get(k)]
+        keys = [k for k in sorted(set(there) | set(here)) if there.get(k) != here.get(k)]
+        differ += [f"{k} {there.get(k)!r} there, {here.get(k)!r} now" for k in keys]
+        words += [f"{k}={_word(there.get(k))}" for k in keys]
     if "labels" in current and saved.get("labels") != current["labels"]:
         differ.append(f"labels {listed(saved.get('labels') or [])} there, {listed(current['labels'])} now")
     if "data" in current and saved.get("data") != current["data"]:
         differ.append("other prepared examples")
     if differ:
         more = f"; ... {len(differ) - 4} more" if len(differ) > 4 else ""
+        fix = fix.replace("{settings}", " ".join(words) or "the same data")
         raise ConfigError(f"{what} was made by another run ({'; '.join(differ[:4])}{more}): {fix}")
 
 
 def _resume_fix(checkpoint: Path) -> str:
-    return (f"run train without --resume to start afresh, or resume with the settings that made it (in "
-            f"{checkpoint / FINGERPRINT})")
+    return ("run train without --resume to start afresh (the checkpoint is replaced), or resume with the settings "
+            f"that made it: train --resume {{settings}} (all are in {checkpoint / FINGERPRINT})")
+
+
+def _word(value) -> str:
+    """A setting's value as the CLI reads it."""
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _write_record(record: dict, config: Config, log) -> None:
