@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
-from transformers import TrainerCallback
+from transformers import ProgressCallback, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import baselines, data, results, training
@@ -139,6 +139,9 @@ def train(config: Config, resume: bool = False, log=print) -> dict:
         try:
             info = training.train(trainer, None if checkpoint is None else str(checkpoint))
         except KeyboardInterrupt:
+            for callback in trainer.callback_handler.callbacks:  # end the progress bar, so the CLI's line comes last
+                if isinstance(callback, ProgressCallback) and callback.training_bar is not None:
+                    callback.training_bar.close()
             last = _last_checkpoint(config)
             ours = last is not None and json.loads((last / FINGERPRINT).read_text()) == made
             raise Interrupted(last if ours else None) from None
