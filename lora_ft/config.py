@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import os
@@ -166,6 +167,11 @@ class Config:
             fail(f"truncation={self.truncation!r} is unknown", f"set it to one of {TRUNCATIONS}")
         if self.precision not in PRECISIONS:
             fail(f"precision={self.precision!r} is unknown", f"set it to one of {PRECISIONS}")
+        if self.encoding is not None:
+            try:
+                codecs.lookup(self.encoding)
+            except (LookupError, TypeError):
+                fail(f"encoding={self.encoding!r} is unknown", "set it to a Python codec name, e.g. utf-8 or latin-1")
         if self.output_root is not None and not str(self.output_root).strip():  # e.g. an unset shell variable
             fail("output_root is empty", "set it to a folder, or leave it out for the project's own folders")
         if self.target_modules is not None and not self.target_modules:

@@ -160,6 +160,8 @@ def _read_file(path: Path, encoding: str, delimiter: str | None) -> pd.DataFrame
         raise DataError(f"cannot read {path.name}: use one of {sorted(READERS)}")
     try:
         frame = reader(path, encoding, delimiter)
+    except DataError:  # the delimited-text reader's own, already one clear line
+        raise
     except UnicodeDecodeError as e:
         raise DataError(f"{path.name} is not valid {encoding} ({e.reason} at byte {e.start}): "
                         "set encoding to the file's, e.g. 'latin-1'") from e
@@ -362,7 +364,12 @@ def _carve(pool: Dataset, fraction: float, seed: int, name: str) -> tuple[Datase
     if round(fraction * len(pool)) < classes:
         raise DataError(f"a {name} split of {fraction:.0%} of {len(pool)} examples cannot hold one of each of the "
                         f"{classes} classes: add data or raise {name}_fraction")
-    parts = pool.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+    try:
+        parts = pool.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+    except ValueError as error:  # a class too small to be in both parts
+        reason = " ".join(str(error).split())[:160]
+        raise DataError(f"no stratified {name} split of {len(pool)} examples ({reason}): add data, or leave the "
+                        "smallest classes out with labels=...") from None
     return parts["train"], parts["test"]
 
 
@@ -379,7 +386,12 @@ def subsample(split: Dataset, size: int | None, seed: int) -> Dataset:
     """A stratified subsample of size examples (the whole split when size is None or not smaller)."""
     if size is None or size >= len(split):
         return split
-    return split.train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]
+    try:
+        return split.train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]
+    except ValueError as error:  # e.g. a class with a single example, or fewer examples wanted than classes
+        reason = " ".join(str(error).split())[:160]
+        raise DataError(f"no stratified subsample of {size} of these {len(split)} examples ({reason}): raise "
+                        "train_size or eval_size, or add data") from None
 
 
 def tokenize(splits: DatasetDict, tokenizer, max_length: int, truncation: str = "head") -> DatasetDict:

@@ -2,7 +2,11 @@
 
 
 class LoraFtError(Exception):
-    """A problem the user can fix; the message says what and how."""
+    """A problem the user can fix; the message says what and how, on one line (line breaks of quoted library errors
+    become spaces)."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(" ".join(str(message).split()))
 
 
 class ConfigError(LoraFtError, ValueError):
