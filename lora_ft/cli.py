@@ -280,7 +280,8 @@ def parser() -> argparse.ArgumentParser:
             step.add_argument("settings", nargs="*", metavar="key=value", help="settings that override the file's")
         if name == "train":
             step.add_argument("--resume", action="store_true",
-                              help="continue from the last checkpoint in model/checkpoints/ when there is one")
+                              help="continue from the last checkpoint in model/checkpoints/ when there is one; it "
+                                   "must have been made with these settings and data")
         if name in ("baseline", "all"):
             step.add_argument("--no-full-finetune", dest="full_finetune", action="store_false",
                               help="skip the full fine-tuning baseline, which trains every weight and takes longer "
