@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from lora_ft import cli
 
 # 96 training examples in batches of 8: 12 optimizer steps per epoch, two epochs (small mode would cut them to one)
-TINY = ["smoke=false", "train_size=96", "eval_size=32", "epochs=2", "batch_size=8", "early_stopping_patience=0", "max_length=32"]
+TINY = ["smoke=false", "train_size=96", "eval_size=32", "epochs=2", "batch_size=8", "early_stopping_patience=0",
+        "max_length=32"]
 STEPS_PER_EPOCH = 12
 
 
@@ -81,7 +82,8 @@ def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_to_the_same_result(r
         cli.main(["train", *{TINY!r}, "output_root={root}"])
         """, sys.executable)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    checkpoints = sorted(p.name for p in (root / "model" / "checkpoints").iterdir() if p.name.startswith("checkpoint-"))
+    folder = root / "model" / "checkpoints"
+    checkpoints = sorted(p.name for p in folder.iterdir() if p.name.startswith("checkpoint-"))
     assert checkpoints == [f"checkpoint-{STEPS_PER_EPOCH}"]
     assert not (root / "model" / "lora-adapter").exists() and not (root / "results" / "lora.json").exists()
 
