@@ -177,7 +177,7 @@ def setting_value(name: str, value):
     elif kind is float and type(value) in (int, float):
         return float(value)
     elif kind is tuple and isinstance(value, list) and all(type(v) in (str, int) for v in value):
-        return tuple(str(v) for v in value)  # numeric class names are names too
+        return tuple(str(v).strip() for v in value)  # numeric class names are names too; spaces never matter
     raise ConfigError(f"{name}={value!r} is not {form}: set {name} to {form}")
 
 
