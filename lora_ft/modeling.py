@@ -22,8 +22,8 @@ from transformers.pytorch_utils import Conv1D
 
 from . import hub
 from .config import DEFAULT_MODEL, Config
-from .errors import ConfigError
-from .io import replace_dir_atomic, write_json_atomic
+from .errors import ConfigError, listed
+from .io import replace_dir_atomic, restore_backup, write_json_atomic
 from .lora import matches
 
 # Attention query/value layers of encoders that peft's own table
@@ -49,6 +49,7 @@ ADAPTER_MARKERS = ("lora_", "vera_lambda", "ia3_l", "modules_to_save")
 
 # What save_adapter writes and load_adapter needs; weights load from safetensors only (pickle can run code)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "labels.json", "lora_ft_config.json")
+FINGERPRINT = "lora_ft_fingerprint.json"  # what made an adapter or a checkpoint: settings, labels, data (pipeline.py)
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as the Hub spells a repository
 
@@ -61,6 +62,11 @@ def resolve_model(name: str) -> str:
     packaged = _packaged_default() if name == DEFAULT_MODEL else None
     if packaged is not None:
         return str(packaged)
+    folder = Path(name).expanduser()
+    if folder.is_dir() and not any(folder.glob("*.safetensors")) and any(folder.glob("pytorch_model*.bin")):
+        raise ConfigError(f"model folder {name} holds its weights only as pytorch_model.bin (pickle, which can run "
+                          "code when loaded), and models load from safetensors only: save it again with "
+                          "save_pretrained (which writes model.safetensors) on a machine you trust")
     reason = hub.unreachable_reason(name, "model")
     if reason:
         raise ConfigError(reason + " (a folder saved with save_pretrained)")
@@ -105,10 +111,15 @@ def _loading(name: str, what: str):
     """Turn the libraries' OSError for a name they cannot find into the package's error, with the fixes."""
     try:
         yield
-    except OSError as error:
-        raise ConfigError(f"cannot load the {what} of model {name!r} ({str(error).splitlines()[0]}): check the name "
-                          "(https://huggingface.co/models), or pass a local folder saved with save_pretrained"
-                          ) from error
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as error:
+        if isinstance(error, ValueError) and "trust_remote_code" in str(error):
+            raise ConfigError(f"model {name!r} ships its own code, which runs only with trust_remote_code=true: set "
+                              "it if you trust the model's authors, or choose another model") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ConfigError(f"cannot load the {what} of model {name!r} ({reason}): check the name (https://"
+                          "huggingface.co/models), or pass a local folder saved with save_pretrained") from error
 
 
 # peft calls a transformers method that transformers 5 deprecates; nothing a user of this package can change
@@ -204,6 +215,15 @@ def set_base_dropout(settings, p: float) -> None:
         setattr(settings, name, p)
 
 
+def model_skeleton(name: str, trust_remote_code: bool = False):
+    """The model with a classification head, its modules on the meta device (no weights loaded): enough to check
+    module names and the code it needs before anything is loaded or written."""
+    with _loading(name, "configuration"):
+        model_config = AutoConfig.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
+    with _loading(name, "architecture"), quiet_transformers(), torch.device("meta"):
+        return AutoModelForSequenceClassification.from_config(model_config, trust_remote_code=trust_remote_code)
+
+
 def lora_targets(model, wanted: tuple[str, ...] | None) -> list[str]:
     """The module names that get adapters: the requested ones, checked, or peft's default for the architecture."""
     linear = [name for name, module in model.named_modules() if isinstance(module, LINEAR_LAYERS)]
@@ -217,8 +237,8 @@ def lora_targets(model, wanted: tuple[str, ...] | None) -> list[str]:
         return list(defaults[model_type])
     missing = [t for t in wanted if not any(matches(name, t) for name in linear)]
     if missing:
-        raise ConfigError(f"target_modules {missing} are not linear layers of {model.config.model_type}: "
-                          f"choose from {sorted(present)}")
+        raise ConfigError(f"target_modules {listed(missing)} are not linear layers of {model.config.model_type}: "
+                          f"choose from {listed(sorted(present), 12)}")
     return list(wanted)
 
 
@@ -235,8 +255,8 @@ def head_modules(model, wanted: tuple[str, ...] | None) -> list[str]:
         return [name for name in ("pooler", "pre_classifier") if name in present]
     missing = [name for name in wanted if name not in present]
     if missing:
-        raise ConfigError(f"modules_to_save {missing} are not modules of {model.config.model_type}: "
-                          f"choose from {sorted(present - {''})}")
+        raise ConfigError(f"modules_to_save {listed(missing)} are not modules of {model.config.model_type}: "
+                          f"choose from {listed(sorted(n for n in present if n and not n.isdigit()), 12)}")
     return list(wanted)
 
 
@@ -281,8 +301,9 @@ def count_params(model) -> dict:
     return {"trainable": int(trainable), "total": int(total)}
 
 
-def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Path) -> None:
-    """Adapter weights (safetensors), tokenizer, class names and the config that made them, swapped in atomically.
+def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Path, fingerprint: dict | None = None):
+    """Adapter weights (safetensors), tokenizer, class names, the config and fingerprint that made them, swapped in
+    atomically.
 
     The adapter names its base by public_name (peft would write this machine's path), and peft's empty model card
     template is left out: the train step writes the real one (card.py) once the test scores are known.
@@ -302,6 +323,8 @@ def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Pa
         limit_tokenizer(tmp, config.max_length)
         config.save(tmp / "lora_ft_config.json")
         write_json_atomic(tmp / "labels.json", list(labels))
+        if fingerprint is not None:
+            write_json_atomic(tmp / FINGERPRINT, fingerprint)
 
     replace_dir_atomic(build, target)
 
@@ -332,7 +355,12 @@ def load_adapter(path: Path, config: Config, labels: list[str], merge: bool = Fa
     path = Path(path)
     _check_adapter(path, config, labels)
     base = load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit)
-    model = PeftModel.from_pretrained(base, str(path))
+    try:
+        model = PeftModel.from_pretrained(base, str(path))
+    except RuntimeError as error:  # "size mismatch for ...": the weights were not made with these settings
+        reason = " ".join(str(error).split())[:200]
+        raise ConfigError(f"the adapter weights in {path} do not fit its own settings ({reason}): save the adapter "
+                          "again with save_adapter, or copy the whole folder again") from None
     model.eval()
     return merge_and_unload(model) if merge else model
 
@@ -352,6 +380,7 @@ def merge_and_unload(model):
 
 def _check_adapter(path: Path, config: Config, labels: list[str]) -> None:
     """Raise a ConfigError naming the problem and the fix unless path holds a whole, readable adapter for config."""
+    restore_backup(path)
     if not path.is_dir():
         raise ConfigError(f"no adapter folder at {path}: train and save one with save_adapter (notebook 03), "
                           "or pass the folder that holds it")
@@ -371,12 +400,21 @@ def _check_adapter(path: Path, config: Config, labels: list[str]) -> None:
     if saved_labels != list(labels):
         raise ConfigError(f"the adapter at {path} was trained for {len(saved_labels)} labels {saved_labels}, not the "
                           f"{len(labels)} given {list(labels)}: pass its labels (its labels.json) in that order")
-    _read_adapter_json(path / "adapter_config.json")
+    rank = _read_adapter_json(path / "adapter_config.json").get("r")
     try:
-        load_file(str(path / "adapter_model.safetensors"))
+        weights = load_file(str(path / "adapter_model.safetensors"))
     except SafetensorError as error:
         raise ConfigError(f"the adapter weights {path / 'adapter_model.safetensors'} are corrupt or truncated "
                           f"({error}): save the adapter again with save_adapter, or copy the folder again") from None
+    # the files must agree with the weights: an edited labels.json or rank would fail to load, or mislabel silently
+    ranks = {tensor.shape[0] for name, tensor in weights.items() if "lora_A" in name}
+    heads = sorted(name for name in weights if name.endswith(".weight") and ("classifier" in name or ".score" in name))
+    rows = weights[heads[-1]].shape[0] if heads else len(labels)  # the last head layer scores the classes
+    if ranks and ranks != {rank, config.r} or rows != len(labels):
+        raise ConfigError(f"the adapter at {path} does not agree with its own files (weights of rank {listed(ranks)} "
+                          f"for {rows} classes; adapter_config.json r={rank}, lora_ft_config.json r={config.r}, "
+                          f"labels.json {len(labels)} classes): save the adapter again with save_adapter, "
+                          "or copy the whole folder again")
 
 
 def _read_adapter_json(file: Path):

@@ -1,5 +1,9 @@
 """The notebooks' steps as functions of a Config: what `python -m lora_ft <step>` runs.
 
+Validate, then act: each step first calls check(), which raises a LoraFtError naming the problem and the fix for
+anything it can know before writing (settings, model, LoRA targets, checkpoint, adapter), so that a failing step
+leaves nothing behind, not even the settings that the next step would start from (docs/errors.md).
+
 Under torchrun or accelerate launch every process runs each step, and only the main one writes files (on CPU,
 launch with `accelerate launch --cpu`, or set ACCELERATE_USE_CPU=1 for torchrun, as the Trainer needs).
 """
@@ -11,21 +15,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict
-from transformers.trainer_utils import get_last_checkpoint
+from datasets import Dataset, DatasetDict, load_from_disk
+from transformers import ProgressCallback, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import baselines, card, data, results, training
-from .config import Config
-from .errors import ConfigError, DataError
-from .io import on_main_process, processes, replace_dir_atomic
+from .config import DATA_FIELDS, Config
+from .errors import ConfigError, DataError, listed
+from .io import on_main_process, processes, replace_dir_atomic, restore_backup, write_json_atomic
 from .modeling import (
+    FINGERPRINT,
     add_lora,
     add_lora_from_scratch,
     count_params,
+    head_modules,
     limit_tokenizer,
     load_adapter,
     load_model,
     load_tokenizer,
+    lora_targets,
+    model_skeleton,
+    quantization_config,
     save_adapter,
 )
 from .sweep import GRID, TARGET_SETS, grid
@@ -42,9 +52,56 @@ BASELINES = {
 # notebook 05's same-budget comparison: peft's LoRA and this project's lora.py, by run name
 SAME_BUDGET = {"lora-peft-same-budget": add_lora, "lora-from-scratch": add_lora_from_scratch}
 
+# Settings that change no trained weight: where the run lives, how it is batched for scoring, the CI switch
+NOT_TRAINED = ("output_root", "eval_batch_size", "smoke")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; checkpoint is the last one this run saved (None before its first)."""
+
+    def __init__(self, checkpoint: Path | None):
+        super().__init__()
+        self.checkpoint = checkpoint
+
+
+def check(step: str, config: Config, resume: bool = False, targets=()) -> Path | None:
+    """Everything step needs that can be known before it writes anything; returns the checkpoint to resume from.
+
+    Steps that prepare data save config's settings for the next steps, so all of them are checked: precision,
+    4-bit loading, the model (loadable, safetensors, its own code), max_length, target_modules and modules_to_save
+    against the model's module names (read from its configuration, no weights loaded), and for train --resume that
+    the last checkpoint was made by this run's settings.
+    """
+    training.resolve_precision(config.precision)
+    quantization_config(config.quantize_4bit)
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    if config.max_length > tokenizer.model_max_length:
+        raise ConfigError(f"max_length={config.max_length} is beyond the {tokenizer.model_max_length} tokens model "
+                          f"{config.model!r} reads: set max_length to at most {tokenizer.model_max_length}")
+    skeleton = model_skeleton(config.model, config.trust_remote_code)
+    lora_targets(skeleton, config.target_modules)
+    head_modules(skeleton, config.modules_to_save)
+    for name in targets:
+        if name not in TARGET_SETS:
+            raise ConfigError(f"unknown target set {name!r}: choose from {sorted(TARGET_SETS)}")
+        lora_targets(skeleton, TARGET_SETS[name])
+    if step != "train" or not resume:
+        return None
+    checkpoint = _last_checkpoint(config)
+    if checkpoint is not None:
+        _refuse_mismatch(json.loads((checkpoint / FINGERPRINT).read_text()), {"settings": _trained_settings(config)},
+                         f"checkpoint {checkpoint}", _resume_fix(checkpoint))
+    return checkpoint
+
+
+def fingerprint(config: Config, labels: list[str], splits: DatasetDict) -> dict:
+    """What made a checkpoint or an adapter: the settings that shape its weights, its classes, and its data."""
+    return {"settings": _trained_settings(config), "labels": list(labels), "data": data.digest(splits)}
+
 
 def prepare(config: Config, log=print) -> DatasetDict:
     """Load, clean, split and tokenize the data (notebook 01); reused when the saved settings match."""
+    check("prepare", config)
     splits = _splits(config)
     sizes = ", ".join(f"{len(splits[name]):,} {name}" for name in data.SPLITS)
     _log(log, f"prepared data in {config.paths.data}: {sizes}; labels {data.labels_of(splits)}")
@@ -55,6 +112,7 @@ def baseline(config: Config, full_finetune: bool = True, log=print) -> dict[str,
     """The reference records on the test split (notebook 02): majority class, the untrained pretrained model,
     TF-IDF + logistic regression, a linear probe on the frozen encoder and, unless full_finetune is False (it takes
     longer than LoRA), full fine-tuning. Each is written as soon as it is done."""
+    check("baseline", config)
     splits = _splits(config)
     steps = [step for run, step in BASELINES.items() if full_finetune or run != "full-finetune"]
     records = {}
@@ -69,11 +127,16 @@ def train(config: Config, resume: bool = False, log=print, write: bool = True) -
     """Train LoRA adapters (notebook 03), save them to model/lora-adapter/, write the test record "lora", then the
     adapter's model card and its merged export model/lora-merged/.
 
-    resume continues from the last checkpoint in model/checkpoints/ when there is one; write=False (an extra seed's
-    run, lora_ft.seeds) returns the record without writing it or a merged export.
+    resume continues from the last checkpoint in model/checkpoints/ when there is one, if this run made it;
+    write=False (an extra seed's run, lora_ft.seeds) returns the record without writing it or a merged export.
     """
+    checkpoint = check("train", config, resume=resume)
     splits = _splits(config)
     labels, test = data.labels_of(splits), splits["test"]
+    made = fingerprint(config, labels, splits)
+    if checkpoint is not None:  # its settings matched; now its classes and data, known once the data is prepared
+        _refuse_mismatch(json.loads((checkpoint / FINGERPRINT).read_text()), made, f"checkpoint {checkpoint}",
+                         _resume_fix(checkpoint))
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     with baselines.measure() as resources:  # as for full fine-tuning: loading and training set the peak
         model = add_lora(_base_model(config, labels), config)
@@ -82,14 +145,20 @@ def train(config: Config, resume: bool = False, log=print, write: bool = True) -
         _log(log, f"training {params['trainable']:,} of {params['total']:,} weights "
                   f"on {len(splits['train']):,} examples")
         trainer = training.build_trainer(config, model, tokenizer, splits)
-        checkpoint = None
+        trainer.add_callback(_WriteFingerprint(made))
         if resume:
-            folder = config.paths.checkpoints
-            checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
             _log(log, f"resuming from {checkpoint}" if checkpoint
-                 else f"no checkpoint in {folder}: training from the start")
-        info = training.train(trainer, checkpoint)
-        on_main_process(save_adapter, model, tokenizer, config, labels, config.paths.adapter)
+                 else f"no checkpoint in {config.paths.checkpoints}: training from the start")
+        try:
+            info = training.train(trainer, None if checkpoint is None else str(checkpoint))
+        except KeyboardInterrupt:
+            for callback in trainer.callback_handler.callbacks:  # end the progress bar, so the CLI's line comes last
+                if isinstance(callback, ProgressCallback) and callback.training_bar is not None:
+                    callback.training_bar.close()
+            last = _last_checkpoint(config)
+            ours = last is not None and json.loads((last / FINGERPRINT).read_text()) == made
+            raise Interrupted(last if ours else None) from None
+        on_main_process(save_adapter, model, tokenizer, config, labels, config.paths.adapter, made)
     logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
     record = results.build("lora", "lora", config, labels, "test", np.array(test["label"]), logits.argmax(-1),
                            params, info, resources)
@@ -131,6 +200,8 @@ def evaluate(config: Config, log=print) -> dict:
 
     The settings are the adapter's own (config gives only output_root and eval_batch_size); training time,
     history, parameter counts and resources come from the record "lora" that train wrote with the adapter.
+    The data is the prepared data the adapter was trained on, read and never prepared again: anything else is
+    refused, and results/lora-reloaded.json is the only file written.
     """
     folder = config.paths.adapter
     trained, labels = _saved_adapter(folder, output_root=config.output_root, eval_batch_size=config.eval_batch_size)
@@ -139,7 +210,7 @@ def evaluate(config: Config, log=print) -> dict:
     if trained_run is None or _predictive(trained_run["config"]) != _predictive(results.build_config(trained)):
         raise ConfigError(f"{path} is missing or is not the record of the adapter in {folder}: "
                           "run the train step again, which writes both")
-    splits = _splits(trained)
+    splits = _prepared_for(trained, folder)
     test = splits["test"]
     tokenizer = load_tokenizer(str(folder), trust_remote_code=trained.trust_remote_code)
     model = load_adapter(folder, trained, labels)
@@ -161,9 +232,7 @@ def sweep(config: Config, ranks=GRID["ranks"], alpha_ratios=GRID["alpha_ratios"]
 
     Runs whose results file holds the same settings are skipped. train_size None trains on the whole split.
     """
-    unknown = [name for name in (*targets, *extra_targets) if name not in TARGET_SETS]
-    if unknown:
-        raise ConfigError(f"unknown target set(s) {unknown}: choose from {sorted(TARGET_SETS)}")
+    check("sweep", config, targets=(*targets, *extra_targets))
     splits = _splits(config)
     splits["train"] = data.subsample(splits["train"], train_size, config.split_seed)
     # what each run's record says it trained on
@@ -179,6 +248,9 @@ def predict(config: Config, texts, adapter: Path | str | None = None) -> list[tu
     texts = list(texts)
     if not texts:
         raise DataError("no texts to classify: give them as arguments, or in a file with one text per line")
+    blank = [i + 1 for i, text in enumerate(texts) if not str(text).strip()]
+    if blank:
+        raise DataError(f"text(s) number {listed(blank)} are blank: give texts with words in them")
     model, tokenizer, trained, labels = serving_model(config, adapter)
     probs = probabilities(model, tokenizer, trained, texts, config.eval_batch_size)
     return [(labels[i], float(p[i])) for p, i in zip(probs, probs.argmax(-1))]
@@ -242,6 +314,7 @@ def export(config: Config, adapter: Path | str | None = None, output: Path | str
 
 def run_all(config: Config, full_finetune: bool = True, log=print, **sweep_options) -> dict[str, dict]:
     """prepare, baseline, train, evaluate and sweep in order; every record written, by run."""
+    check("all", config, targets=sweep_options.get("targets", ()))
     prepare(config, log)
     records = baseline(config, full_finetune, log)
     records["lora"] = train(config, log=log)
@@ -262,11 +335,108 @@ def _base_model(config: Config, labels: list[str]):
 
 
 def _saved_adapter(folder: Path, **changes) -> tuple[Config, list[str]]:
-    """The settings an adapter folder was trained with (changes applied) and its class names."""
+    """The settings an adapter folder was trained with (changes applied) and its class names, checked against the
+    fingerprint that train saved with them."""
     settings, labels = folder / "lora_ft_config.json", folder / "labels.json"
+    restore_backup(folder)
     if not (settings.is_file() and labels.is_file()):
         raise ConfigError(f"no saved adapter in {folder}: run the train step first, or pass the folder it saved")
-    return Config.load(settings, **changes), json.loads(labels.read_text())
+    config, names = Config.load(settings, **changes), json.loads(labels.read_text())
+    made = _adapter_fingerprint(folder)
+    if made is not None:
+        _refuse_mismatch(made, {"settings": _trained_settings(config), "labels": names}, f"the adapter in {folder}",
+                         "its files were edited or mixed with another adapter's: save it again with train, or "
+                         "copy the whole folder again")
+    return config, names
+
+
+def _adapter_fingerprint(folder: Path) -> dict | None:
+    """The fingerprint train saved with an adapter; None for one saved before fingerprints."""
+    path = Path(folder) / FINGERPRINT
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _prepared_for(trained: Config, folder: Path) -> DatasetDict:
+    """The prepared data an adapter was trained on, read without preparing anything; a ConfigError otherwise."""
+    target, wanted = trained.paths.data, trained.data_settings()
+    saved = data._saved_settings(target)
+    if saved is None:
+        raise ConfigError(f"no prepared data in {target}: prepare the data the adapter in {folder} was trained on "
+                          "(its settings are in lora_ft_config.json), then evaluate")
+    differ = [f"{k} {wanted[k]!r} for the adapter, {saved.get(k)!r} prepared" for k in DATA_FIELDS
+              if saved.get(k) != wanted[k]]
+    if differ:
+        raise ConfigError(f"the prepared data in {target} is not what the adapter in {folder} was trained on "
+                          f"({'; '.join(differ[:5])}): prepare again with the adapter's data settings, or train "
+                          "again on this data (evaluate never prepares data)")
+    splits = load_from_disk(str(target / "splits"))
+    made = _adapter_fingerprint(folder)
+    if made is not None and made.get("data") != data.digest(splits):
+        raise ConfigError(f"the prepared data in {target} has the adapter's settings but other examples than it was "
+                          f"trained on (the source changed since): train again on this data")
+    return splits
+
+
+def _last_checkpoint(config: Config) -> Path | None:
+    """The last checkpoint in model/checkpoints/ that carries a fingerprint (one without was cut off while saving)."""
+    folder = config.paths.checkpoints
+    found = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.rsplit("-", 1)[-1].isdigit()] \
+        if folder.is_dir() else []
+    proven = [p for p in found if (p / FINGERPRINT).is_file()]
+    if found and not proven:
+        raise ConfigError(f"the checkpoints in {folder} carry no fingerprint (saved by an older version, or cut off "
+                          "while saving), so nothing proves they belong to this run: train without --resume")
+    return max(proven, key=lambda p: int(p.name.rsplit("-", 1)[-1]), default=None)
+
+
+class _WriteFingerprint(TrainerCallback):
+    """Write the run's fingerprint into each checkpoint once the Trainer has saved it: --resume checks it."""
+
+    def __init__(self, made: dict):
+        self.made = made
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            write_json_atomic(folder / FINGERPRINT, self.made)
+
+
+def _trained_settings(config: Config) -> dict:
+    """config's settings that shape the trained weights, as JSON values."""
+    return {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k not in NOT_TRAINED}
+
+
+def _refuse_mismatch(saved: dict, current: dict, what: str, fix: str) -> None:
+    """A ConfigError naming what differs between a saved fingerprint and the current one (only current's parts).
+
+    "{settings}" in fix becomes the saved values of the differing settings, as key=value words.
+    """
+    differ, words = [], []
+    if "settings" in current:
+        there, here = saved.get("settings", {}), current["settings"]
+        keys = [k for k in sorted(set(there) | set(here)) if there.get(k) != here.get(k)]
+        differ += [f"{k} {there.get(k)!r} there, {here.get(k)!r} now" for k in keys]
+        words += [f"{k}={_word(there.get(k))}" for k in keys]
+    if "labels" in current and saved.get("labels") != current["labels"]:
+        differ.append(f"labels {listed(saved.get('labels') or [])} there, {listed(current['labels'])} now")
+    if "data" in current and saved.get("data") != current["data"]:
+        differ.append("other prepared examples")
+    if differ:
+        more = f"; ... {len(differ) - 4} more" if len(differ) > 4 else ""
+        fix = fix.replace("{settings}", " ".join(words) or "the same data")
+        raise ConfigError(f"{what} was made by another run ({'; '.join(differ[:4])}{more}): {fix}")
+
+
+def _resume_fix(checkpoint: Path) -> str:
+    return ("run train without --resume to start afresh (the checkpoint is replaced), or resume with the settings "
+            f"that made it: train --resume {{settings}} (all are in {checkpoint / FINGERPRINT})")
+
+
+def _word(value) -> str:
+    """A setting's value as the CLI reads it."""
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _write_record(record: dict, config: Config, log) -> None:

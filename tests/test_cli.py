@@ -4,12 +4,13 @@ import contextlib
 import dataclasses
 import io
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from lora_ft import Config, results
+from lora_ft import Config, cli, results
 from lora_ft.baselines import folder_mb
 from lora_ft.cli import STEPS, main, make_config, parse_overrides, read_config_file
 
@@ -205,3 +206,109 @@ def test_the_module_runs_as_a_program(trained, tmp_path):
     assert done.returncode == 0, done.stderr
     label, _, text = done.stdout.strip().split("\t")
     assert label in LABELS and text == "The flight to Boston departs at 9am."
+
+
+def snapshot(root) -> dict:
+    """Every file under root with its bytes: what a failed command must leave exactly as it was."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("words, named", [
+    (["precision=fp16"], "precision='fp16' needs a CUDA GPU"),
+    (["quantize_4bit=true"], "quantize_4bit needs"),
+    (["target_modules=nosuchlayer"], "target_modules ['nosuchlayer'] are not linear layers of bert"),
+    (["modules_to_save=nosuch"], "modules_to_save ['nosuch'] are not modules of bert"),
+    (["--resume", "r=16"], "was made by another run (r 8 there, 16 now)"),
+])
+def test_failed_train_does_not_save_its_settings(trained, capsys, words, named):
+    root, _ = trained
+    before = snapshot(root)
+    assert main(["train", *words, f"output_root={root}"]) == 2
+    assert named in one_line_error(capsys)
+    assert snapshot(root) == before  # the next plain command starts from the settings it started from
+
+
+def save_model_folder(folder, weights: bool = True):
+    """A tiny random BERT and the default tokenizer, as a local model folder; weights as pickle only."""
+    import torch
+    from transformers import AutoModel, BertConfig
+
+    from lora_ft.config import DEFAULT_MODEL
+    from lora_ft.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(DEFAULT_MODEL)
+    tokenizer.save_pretrained(folder)
+    model = AutoModel.from_config(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64))
+    model.config.save_pretrained(folder)
+    if weights:
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
+def test_bin_only_model_is_refused_before_anything_is_written(trained, tmp_path, capsys):
+    root, _ = trained
+    before = snapshot(root)
+    folder = save_model_folder(tmp_path / "pickled")
+    assert main(["train", f"model={folder}", f"output_root={root}"]) == 2
+    assert "pytorch_model.bin" in (err := one_line_error(capsys)) and "load from safetensors only" in err
+    assert snapshot(root) == before
+
+
+def test_model_needing_its_own_code_is_a_line_not_a_traceback(trained, tmp_path, capsys):
+    root, _ = trained
+    before = snapshot(root)
+    folder = save_model_folder(tmp_path / "custom", weights=False)
+    (folder / "config.json").write_text(json.dumps({"model_type": "my-model", "auto_map": {
+        "AutoConfig": "configuration_my.MyConfig", "AutoModelForSequenceClassification": "modeling_my.MyModel"}}))
+    assert main(["prepare", f"model={folder}", f"output_root={root}"]) == 2
+    assert "ships its own code, which runs only with trust_remote_code=true" in one_line_error(capsys)
+    assert snapshot(root) == before
+
+
+def test_evaluate_never_rewrites_prepared_data(trained, tmp_path, capsys):
+    root = tmp_path / "root"
+    shutil.copytree(trained[0], root)
+    assert run(["prepare", f"output_root={root}", *SMALL, "labels=negative,positive"])[0] == 0
+    before = snapshot(root)
+    assert main(["evaluate", f"output_root={root}"]) == 2
+    err = one_line_error(capsys)
+    assert "is not what the adapter" in err and "labels None for the adapter, ['negative', 'positive'] prepared" in err
+    assert snapshot(root) == before  # the user's 2-class preparation is still there
+
+
+def test_options_and_settings_mix_in_any_order(trained):
+    root, _ = trained
+    adapter = root / "model" / "lora-adapter"
+    status, out = run(["predict", "great crew", "--adapter", str(adapter), f"output_root={root}", "--json"])
+    assert status == 0 and json.loads(out)[0]["text"] == "great crew"
+    args = cli.parse_args(["train", "epochs=1", "--resume", f"output_root={root}"])
+    assert args.resume and args.settings == ["epochs=1", f"output_root={root}"]
+
+
+def test_predict_refuses_a_blank_text(trained, capsys):
+    root, _ = trained
+    assert main(["predict", f"output_root={root}", "fine", "  "]) == 2
+    assert "text(s) number [2] are blank" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("fingerprint", [True, False])
+def test_adapter_labels_disagreeing_with_weights_is_refused(trained, tmp_path, capsys, fingerprint):
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained[0] / "model" / "lora-adapter", adapter)
+    (adapter / "labels.json").write_text(json.dumps(["negative", "positive"]))
+    if not fingerprint:  # an adapter saved before fingerprints: its weights still tell
+        (adapter / "lora_ft_fingerprint.json").unlink()
+    assert main(["predict", "--adapter", str(adapter), "some text"]) == 2
+    err = one_line_error(capsys)
+    assert ("labels ['negative', 'neutral', 'positive'] there, ['negative', 'positive'] now" in err if fingerprint
+            else "for 3 classes" in err and "labels.json 2 classes" in err)
+
+
+def test_adapter_with_an_edited_rank_is_refused(trained, tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained[0] / "model" / "lora-adapter", adapter)
+    settings = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**settings, "r": 16}))
+    assert main(["predict", "--adapter", str(adapter), "some text"]) == 2
+    assert "weights of rank [8]" in one_line_error(capsys)

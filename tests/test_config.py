@@ -62,3 +62,9 @@ def test_saved_config_round_trips(tmp_path):
     assert Config.load(tmp_path / "config.json", smoke=False) == config
     with pytest.raises(ConfigError, match="no saved configuration"):
         Config.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("root", ["", "  "])
+def test_empty_output_root_is_refused(root):
+    with pytest.raises(ConfigError, match="output_root is empty"):
+        Config(output_root=root)

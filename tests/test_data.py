@@ -50,7 +50,8 @@ def test_splits_are_stratified_disjoint_and_reproducible():
     splits = data.split(cleaned, names, config)
     assert sum(len(s) for s in splits.values()) == report["kept"]
     texts = {name: set(splits[name]["text"]) for name in data.SPLITS}
-    assert not (texts["train"] & texts["validation"] or texts["train"] & texts["test"] or texts["validation"] & texts["test"])
+    assert not (texts["train"] & texts["validation"] or texts["train"] & texts["test"]
+                or texts["validation"] & texts["test"])
     shares = {name: np.bincount(splits[name]["label"], minlength=3) / len(splits[name]) for name in data.SPLITS}
     for name in ("validation", "test"):
         assert np.abs(shares[name] - shares["train"]).max() < 0.005
@@ -107,7 +108,8 @@ def test_prepared_data_is_reused_only_when_settings_match(tmp_path, tokenizer):
     assert report.stat().st_mtime_ns == stamp  # reused
     data.prepare(config.replace(dropout=0.2, r=4), tokenizer)
     assert report.stat().st_mtime_ns == stamp  # not a data setting: the splits are reused...
-    assert data.load_prepared(config.paths)[1] == config.replace(dropout=0.2, r=4)  # ...and later steps get the new one
+    # ...and later steps get the new one
+    assert data.load_prepared(config.paths)[1] == config.replace(dropout=0.2, r=4)
     data.prepare(config.replace(max_length=16), tokenizer)
     assert report.stat().st_mtime_ns != stamp  # a data setting changed: rebuilt
 
@@ -142,3 +144,57 @@ def test_max_length_beyond_the_models_limit_is_refused_before_anything_is_writte
     with pytest.raises(ConfigError, match="max_length=4096 is beyond the 512 tokens.*at most 512"):
         data.prepare(config, tokenizer)
     assert not (tmp_path / "out").exists()
+
+
+def write_csv(path, rows):
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
+    return str(path)
+
+
+def test_single_class_is_refused(tmp_path, tokenizer):
+    dataset = write_csv(tmp_path / "one.csv", [(f"text number {i}", "positive") for i in range(30)])
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"a single class, \['positive'\]: a classifier needs at least two"):
+        data.prepare(Config(smoke=False, dataset=dataset, output_root=str(out)), tokenizer)
+    assert not out.exists()
+
+
+def test_label_spellings_are_stripped(tmp_path, tokenizer, caplog):
+    spellings = {"positive": ["positive", "positive ", " positive"],
+                 "negative": ["negative", "\tnegative", "negative "],
+                 "Negative": ["Negative"]}  # whitespace is never meant; case may be, so it is kept and reported
+    rows = [(f"{name} text {i}", spelling) for name, forms in spellings.items() for i in range(12)
+            for spelling in [forms[i % len(forms)]]]
+    config = Config(smoke=False, dataset=write_csv(tmp_path / "spelled.csv", rows), output_root=str(tmp_path / "out"))
+    with caplog.at_level("WARNING", logger="lora_ft"):
+        splits = data.prepare(config, tokenizer)
+    assert data.labels_of(splits) == ["Negative", "negative", "positive"]
+    assert "differ only in case" in caplog.text and "['Negative', 'negative']" in caplog.text
+    report = (config.paths.data / "report.json").read_text()
+    assert '"labels_differing_only_in_case"' in report
+
+
+def test_text_column_equal_to_label_column_is_refused_in_one_short_line(tmp_path):
+    rows = [("a much longer text that would be listed in full " * 4 + str(i), "x") for i in range(200)]
+    config = Config(smoke=False, dataset=write_csv(tmp_path / "same.csv", rows), text_column="text",
+                    label_column="text")
+    with pytest.raises(DataError, match="text_column and label_column are both 'text'") as error:
+        data.load_frame(config)
+    assert len(str(error.value)) < 300
+
+
+def test_messages_cap_the_values_they_list(tmp_path, tokenizer):
+    rows = [(f"text {i}", f"class {i}") for i in range(40)]  # forty classes of one example each
+    config = Config(smoke=False, dataset=write_csv(tmp_path / "many.csv", rows), output_root=str(tmp_path / "out"))
+    with pytest.raises(DataError, match=r"fewer than 3 training examples") as error:
+        data.prepare(config, tokenizer)
+    assert "... 35 more" in str(error.value) and len(str(error.value)) < 300
+
+
+def test_tsv_named_csv_suggests_the_delimiter(tmp_path):
+    path = tmp_path / "tabs.csv"
+    path.write_text("text\tlabel\ngreat flight\tpositive\nlost my bag\tnegative\n")
+    with pytest.raises(DataError, match=r"set delimiter='\\t'"):
+        data.load_frame(Config(smoke=False, dataset=str(path)))
+    frame, _ = data.load_frame(Config(smoke=False, dataset=str(path), delimiter="\t"))
+    assert list(frame["label"]) == ["positive", "negative"]

@@ -129,3 +129,50 @@ def test_two_cpu_processes_train_as_one_and_only_the_main_process_writes(referen
     # The processes see the examples in another order than one process does, so the weights differ a little;
     # stated tolerance: accuracy within 0.1 on these 32 test examples (3 of them).
     assert abs(together["metrics"]["accuracy"] - alone["metrics"]["accuracy"]) <= 0.1
+
+
+def test_resume_refuses_another_runs_checkpoint(reference, tmp_path, capsys):
+    root = tmp_path / "root"
+    shutil.copytree(reference, root)
+    # another run on the same root (its prepare saved its settings), killed before its first checkpoint
+    assert cli.main(["prepare", *TINY, "epochs=3", "batch_size=4", f"output_root={root}"]) == 0
+    results_before = (root / "results" / "lora.json").read_bytes()
+    assert cli.main(["train", "--resume", f"output_root={root}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was made by another run" in err
+    assert "batch_size 8 there, 4 now" in err and "epochs 2.0 there, 3.0 now" in err
+    assert "train --resume batch_size=8 epochs=2.0" in err
+    assert (root / "results" / "lora.json").read_bytes() == results_before
+
+
+def test_ctrl_c_during_training_says_how_to_resume(reference, tmp_path):
+    root = run_cli(tmp_path, "prepare")
+    stop_at = STEPS_PER_EPOCH + 2  # after the first epoch's checkpoint
+    interrupted = child(tmp_path, "interrupted", f"""
+        import os, signal, sys
+        from transformers import TrainerCallback
+        from lora_ft import cli, training
+
+        class CtrlC(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == {stop_at}:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        build = training.build_trainer
+        def build_and_arm(*args, **kwargs):
+            trainer = build(*args, **kwargs)
+            trainer.add_callback(CtrlC())
+            return trainer
+
+        training.build_trainer = build_and_arm
+        sys.exit(cli.main(["train", "epochs=2", "output_root={root}"]))
+        """, sys.executable)
+    assert interrupted.returncode == 130, interrupted.stderr[-2000:]
+    last = interrupted.stderr.strip().splitlines()[-1]
+    checkpoint = root / "model" / "checkpoints" / f"checkpoint-{STEPS_PER_EPOCH}"
+    assert last == (f"interrupted: training is saved up to {checkpoint}; continue with: "
+                    f"python -m lora_ft train --resume epochs=2 output_root={root}")
+    assert "Traceback" not in interrupted.stderr
+    assert cli.main(["train", "--resume", "epochs=2", f"output_root={root}"]) == 0  # the command it gave
+    assert record(root)["train"]["resumed_from_step"] == STEPS_PER_EPOCH
+    assert same_outcome(record(root), record(reference))
