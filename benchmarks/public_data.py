@@ -58,14 +58,16 @@ def table(records: dict[str, dict]) -> str:
         train = record["train"]
         sizes = record["data"]["splits"]
         rows.append(f"| {name} | {sizes['train']:,} / {sizes['test']:,} | "
-                    f"{record['metrics']['accuracy']:.3f} {what} | {TARGETS[name]:.2f} | {published:.3f} | {reference} "
+                    f"{record['metrics']['accuracy']:.3f} {what} | {TARGETS[name]:.2f} | {published:.3f} | "
+                    f"{reference} "
                     f"| {train['seconds'] / 60:.0f} min ({train['examples_per_second']:.0f} ex/s) |")
     return "\n".join(rows)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", metavar="name", help=f"benchmarks to run, of {list(BENCHMARKS)} (default: all)")
+    parser.add_argument("names", nargs="*", metavar="name",
+                        help=f"benchmarks to run, of {list(BENCHMARKS)} (default: all)")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "datasets",
                         help="folder holding the offline copies (default: ../shared/datasets)")
     args = parser.parse_args(argv)

@@ -254,7 +254,8 @@ def main(argv=None) -> int:
                 for _ in range(args.repeats)]
         rows[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     base = rows.get("fixed-128")
-    print("| recipe | precision | examples/s | x fixed-128 | tokens/s (computed) | real tokens/s | GFLOP/s | % of peak "
+    print("| recipe | precision | examples/s | x fixed-128 | tokens/s (computed) | real tokens/s | GFLOP/s "
+          "| % of peak "
           "| peak MB | warm-up s | graphs |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, row in rows.items():

@@ -33,6 +33,6 @@ def unreachable_reason(name: str, kind: str) -> str | None:
     """
     if constants.HF_HUB_OFFLINE or Path(name).expanduser().exists() or reachable():
         return None
-    return (f"{kind} {name!r} is not a local file or folder, and the Hugging Face Hub ({constants.ENDPOINT}) cannot be "
-            "reached: connect to the network, set HF_HUB_OFFLINE=1 to use a copy already in your cache, or pass "
-            "the path of a local copy")
+    return (f"{kind} {name!r} is not a local file or folder, and the Hugging Face Hub ({constants.ENDPOINT}) "
+            "cannot be reached: connect to the network, set HF_HUB_OFFLINE=1 to use a copy already in your cache, "
+            "or pass the path of a local copy")

@@ -302,3 +302,45 @@ def learning_curves(points: pd.DataFrame, metrics=("accuracy", "f1_macro")) -> p
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def recipe_table(runs: dict[str, list[dict]]) -> pd.DataFrame:
+    """Notebook 08: each recipe's test scores (mean ± std over its seeds) and costs (means over the seeds); peak
+    memory compares here, since `python -m lora_ft recipes` trains every run in a fresh process."""
+    rows = []
+    for name, found in runs.items():
+        def mean(section, key, found=found):
+            return float(np.mean([f[section][key] for f in found]))
+
+        rows.append({
+            "recipe": name,
+            **{metric: spread_text([f["metrics"][metric] for f in found]) for metric in ("accuracy", "f1_macro")},
+            "seeds": len(found),
+            "trainable params": f"{found[0]['params']['trainable']:,}",
+            "train examples/s": round(mean("train", "examples_per_second"), 1),
+            "train time (s)": round(mean("train", "seconds")),
+            "peak memory (MB)": round(mean("resources", "peak_memory_mb")),
+            "adapter (MB)": round(mean("resources", "saved_mb"), 2),
+        })
+    return pd.DataFrame(rows)
+
+
+def recipe_costs(runs: dict[str, list[dict]]) -> plt.Figure:
+    """Notebook 08: test accuracy of each recipe against its training time and its trainable weights; each seed a
+    dot, the mean ± standard deviation a cross where there are several."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    panels = ((axes[0], "training time (s)", lambda f: f["train"]["seconds"], "linear"),
+              (axes[1], "trainable weights", lambda f: f["params"]["trainable"], "log"))
+    for ax, xlabel, x, scale in panels:
+        for i, (name, found) in enumerate(runs.items()):
+            xs, ys = [x(f) for f in found], [f["metrics"]["accuracy"] for f in found]
+            ax.scatter(xs, ys, s=15 if len(found) > 1 else 40, color=f"C{i % 10}")
+            if len(found) > 1:
+                ax.errorbar(np.mean(xs), np.mean(ys), xerr=np.std(xs, ddof=1), yerr=np.std(ys, ddof=1),
+                            color=f"C{i % 10}", capsize=3)
+            ax.annotate(name, (np.mean(xs), np.mean(ys)), xytext=(4, 3), textcoords="offset points", fontsize=7)
+        ax.set(xscale=scale, xlabel=xlabel, title=f"test accuracy against {xlabel.split(' (')[0]}")
+        ax.margins(x=0.2)
+    axes[0].set_ylabel("accuracy")
+    fig.tight_layout()
+    return fig

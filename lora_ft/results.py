@@ -80,7 +80,8 @@ def validate(result: dict) -> None:
     def need(mapping, keys, where):
         missing = [k for k in keys if k not in mapping]
         if missing:
-            raise LoraFtError(f"results record {result.get('run')!r} lacks {where}{missing}: build it with results.build")
+            raise LoraFtError(f"results record {result.get('run')!r} lacks {where}{missing}: "
+                              "build it with results.build")
 
     need(result, REQUIRED, "")
     need(result["metrics"], REQUIRED_METRICS, "metrics.")

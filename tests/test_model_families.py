@@ -265,7 +265,8 @@ def test_bf16_detection_matches_the_cpu():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is possible with CUDA")
 def test_fp16_without_cuda_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"precision='fp16' needs a CUDA GPU .*: set precision='auto' \((bf16|fp32) here\)"):
+    expected = r"precision='fp16' needs a CUDA GPU .*: set precision='auto' \((bf16|fp32) here\)"
+    with pytest.raises(ConfigError, match=expected):
         training_arguments(Config(precision="fp16"), tmp_path)
 
 

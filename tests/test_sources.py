@@ -14,7 +14,8 @@ from lora_ft.modeling import load_model, load_tokenizer
 
 SHARED = ROOT.parent / "shared" / "datasets"
 needs_shared = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"the offline benchmark copies are not at {SHARED} (only the development setup has them)")
+    not SHARED.is_dir(),
+    reason=f"the offline benchmark copies are not at {SHARED} (only the development setup has them)")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,8 @@ def fake_hub(tmp_path_factory):
 def test_hub_presets_know_columns_labels_and_splits(name, fake_hub, monkeypatch, tmp_path, tokenizer):
     asked = []
     monkeypatch.setattr(hub, "reachable", lambda: True)
-    monkeypatch.setattr(data, "load_dataset", lambda repo: asked.append(repo) or real_load_dataset(str(fake_hub[repo])))
+    monkeypatch.setattr(data, "load_dataset",
+                        lambda repo: asked.append(repo) or real_load_dataset(str(fake_hub[repo])))
     labels, sizes, text = PRESET_EXPECTED[name]
     splits, _ = prepared(tokenizer, tmp_path, dataset=name.split("/")[-1] if name.endswith("imdb") else name)
     assert asked == [name]  # the short name "imdb" resolves to the preset's repository
@@ -167,7 +169,8 @@ def test_delimited_text_splits_at_the_last_separator_and_detects_headers(tmp_pat
     path = tmp_path / "lines.txt"
     path.write_text("so; many; semicolons;joy\nplain;anger\nagain;joy\n")
     frame, _ = data.load_frame(Config(dataset=str(path)))
-    assert frame.to_dict("list") == {"text": ["so; many; semicolons", "plain", "again"], "label": ["joy", "anger", "joy"]}
+    assert frame.to_dict("list") == {"text": ["so; many; semicolons", "plain", "again"],
+                                     "label": ["joy", "anger", "joy"]}
     path.write_text("a|x\nb|y\n")
     frame, _ = data.load_frame(Config(dataset=str(path), delimiter="|"))
     assert frame["label"].tolist() == ["x", "y"]
@@ -184,7 +187,8 @@ def test_a_folder_of_split_files_keeps_its_splits(tmp_path, tokenizer):
     folder.mkdir()
     for name, n in (("train", 30), ("dev", 6), ("test", 8)):
         pd.DataFrame({"body": [f"{name} {y} {i}" for y in ("up", "down") for i in range(n // 2)],
-                      "verdict": [y for y in ("up", "down") for _ in range(n // 2)]}).to_csv(folder / f"{name}.csv", index=False)
+                      "verdict": [y for y in ("up", "down") for _ in range(n // 2)]}
+                     ).to_csv(folder / f"{name}.csv", index=False)
     (folder / "notes.md").write_text("not a split")
     splits, _ = prepared(tokenizer, tmp_path, dataset=str(folder), text_column="body", label_column="verdict")
     assert {s: len(splits[s]) for s in data.SPLITS} == {"train": 30, "validation": 6, "test": 8}
