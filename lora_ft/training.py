@@ -230,8 +230,8 @@ def _compiled_graphs() -> int:
 
 
 def _best_epoch(history, best):
-    for entry in history:
-        if entry.get("eval_f1_macro") == best:
+    for entry in history:  # a run without validation has no best (not the first entry, which also lacks a score)
+        if best is not None and entry.get("eval_f1_macro") == best:
             return entry["epoch"]
     return None
 
