@@ -410,9 +410,10 @@ def _check_adapter(path: Path, config: Config, labels: list[str]) -> None:
     ranks = {tensor.shape[0] for name, tensor in weights.items() if "lora_A" in name}
     heads = sorted(name for name in weights if name.endswith(".weight") and ("classifier" in name or ".score" in name))
     rows = weights[heads[-1]].shape[0] if heads else len(labels)  # the last head layer scores the classes
-    if ranks and ranks != {rank, config.r} or rows != len(labels):
+    trained_rank = 2 * config.r if config.method in ("pissa", "olora") else config.r  # saved as rank-2r LoRA
+    if ranks and ranks != {rank, trained_rank} or rows != len(labels):
         raise ConfigError(f"the adapter at {path} does not agree with its own files (weights of rank {listed(ranks)} "
-                          f"for {rows} classes; adapter_config.json r={rank}, lora_ft_config.json r={config.r}, "
+                          f"for {rows} classes; adapter_config.json r={rank}, lora_ft_config.json r={trained_rank}, "
                           f"labels.json {len(labels)} classes): save the adapter again with save_adapter, "
                           "or copy the whole folder again")
 
