@@ -219,7 +219,7 @@ def _select_logreg(features: dict, splits, seed: int):
 
 def _train_section(seconds: float, examples: int, selection: dict) -> dict:
     """training.train's section for a fit with no epochs (a full-batch solver); the time includes choosing C."""
-    return {"seconds": round(seconds, 1), "examples_per_second": round(examples / seconds, 2), "epochs": None,
+    return {"seconds": round(seconds, 3), "examples_per_second": round(examples / seconds, 2), "epochs": None,
             **selection}
 
 

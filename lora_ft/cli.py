@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import shlex
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from .config import SEEDS, Config
-from .errors import ConfigError, DataError, LoraFtError
+from .errors import ConfigError, DataError, LoraFtError, listed
 from .sweep import EXTRA_POINT, GRID, TARGET_SETS
 
 STEPS = {
@@ -236,9 +237,11 @@ def _kind(name: str) -> tuple[type, bool]:
 
 def _check_names(settings: dict, where: str) -> None:
     unknown = [name for name in settings if name not in FIELDS]
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {unknown}{where}: the settings are {', '.join(FIELDS)} "
-                          "(see --help for what each does)")
+    if unknown:  # the closest names, not all of them: the message stays one short line
+        close = {m for name in unknown for m in difflib.get_close_matches(str(name), FIELDS, n=3, cutoff=0.6)}
+        hint = f"did you mean {', '.join(sorted(close))}? " if close else ""
+        raise ConfigError(f"unknown setting(s) {listed(unknown)}{where}: {hint}`--help` lists every setting "
+                          "and what it does")
 
 
 def _is_setting(word: str) -> bool:

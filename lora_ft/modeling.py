@@ -408,7 +408,8 @@ def _check_adapter(path: Path, config: Config, labels: list[str]) -> None:
                           f"({error}): save the adapter again with save_adapter, or copy the folder again") from None
     # the files must agree with the weights: an edited labels.json or rank would fail to load, or mislabel silently
     ranks = {tensor.shape[0] for name, tensor in weights.items() if "lora_A" in name}
-    heads = sorted(name for name in weights if name.endswith(".weight") and ("classifier" in name or ".score" in name))
+    heads = sorted(name for name in weights  # the classifier itself: not DistilBERT's pre_classifier
+                   if name.endswith(".weight") and re.search(r"(^|\.)(classifier|score)\.", name))
     rows = weights[heads[-1]].shape[0] if heads else len(labels)  # the last head layer scores the classes
     trained_rank = 2 * config.r if config.method in ("pissa", "olora") else config.r  # saved as rank-2r LoRA
     if ranks and ranks != {rank, trained_rank} or rows != len(labels):
