@@ -101,7 +101,7 @@ def run(config: Config, methods=METHODS, per_class=PER_CLASS, draws: int | None 
             for seed in draw_seeds(n, draws):
                 point = point_config(config, method, n, seed, splits)
                 path = results.path_of(curves_dir, name, seed)
-                if path.exists() and results.settings(results.read(path)) == results.settings(_stub(point, method)):
+                if results.finished(path, results.settings(_stub(point, method))) is not None:
                     log(f"{name} seed {seed}: already done, skipped")
                     continue
                 record = _reused(config.paths.results, method, point) if n is None and method in HEADLINE else None

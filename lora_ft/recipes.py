@@ -65,7 +65,7 @@ def run(names=tuple(RECIPES), seeds_=SEEDS, config: Config | None = None, log=pr
         for seed in seeds_:
             recipe = settings(name, config.replace(seed=seed))
             path = results.path_of(where, name, seed)
-            if path.exists() and results.settings(results.read(path)) == results.config_settings(recipe):
+            if results.finished(path, results.config_settings(recipe)) is not None:
                 log(f"{name} seed {seed}: already done, skipped")
                 continue
             code = f"from lora_ft import recipes; recipes.run_one({name!r}, {seed}, {str(config.paths.base)!r})"

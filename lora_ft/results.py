@@ -140,6 +140,15 @@ def settings(record: dict) -> dict:
     return found
 
 
+def finished(path: Path, wanted: dict) -> dict | None:
+    """The record at path if it exists and was made with the settings wanted (as results.settings gives them), else
+    None: what the resumable grids (sweep, seeds, recipes, curves) skip."""
+    if not Path(path).exists():
+        return None
+    record = read(path)
+    return record if settings(record) == wanted else None
+
+
 def config_settings(config: Config) -> dict:
     """What results.settings keeps of a Config."""
     ignored = ("output_root", "eval_batch_size", "seed", "report_to")

@@ -29,11 +29,11 @@ def add(runs=None, seeds=SEEDS[1:], results_dir: Path | None = None, log=print) 
     summaries = {}
     for run in runs:
         reference = _reference(results_dir, run)
+        wanted = results.settings(reference)
         for seed in seeds:
             if seed == reference["meta"]["seed"]:
                 continue
-            path = results.path_of(results_dir, run, seed)
-            if path.exists() and results.settings(results.read(path)) == results.settings(reference):
+            if results.finished(results.path_of(results_dir, run, seed), wanted) is not None:
                 log(f"{run} seed {seed}: already done, skipped")
                 continue
             config = Config(**{**reference["config"], "smoke": reference["meta"]["smoke"]}).replace(
@@ -85,9 +85,10 @@ def records(results_dir: Path, run: str) -> list[dict]:
     reference = _reference(results_dir, run)
     found = [reference] + [results.read(p) for p in sorted((Path(results_dir) / "seeds").glob(f"{run}.seed*.json"))
                            if p.name.removeprefix(f"{run}.seed").removesuffix(".json").isdigit()]
-    stale = [r["meta"]["seed"] for r in found if results.settings(r) != results.settings(reference)]
+    wanted = results.settings(reference)
+    stale = [r["meta"]["seed"] for r in found if results.settings(r) != wanted]
     if stale:
-        differ = {k for r in found for k, v in results.settings(r).items() if v != results.settings(reference)[k]}
+        differ = {k for r in found for k, v in results.settings(r).items() if v != wanted[k]}
         raise ConfigError(f"the records of {run!r} with seeds {stale} were made with other settings than "
                           f"{results.path_of(results_dir, run)} (they differ in {sorted(differ)}): run "
                           f"`python -m lora_ft seeds {run}` to redo them")

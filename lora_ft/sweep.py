@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import tempfile
 from pathlib import Path
 
@@ -57,13 +56,12 @@ def run(config: Config, splits, tokenizer, points: list[dict], log=print) -> dic
     for point in points:
         name = run_name(point)
         settings = point_settings(config, point)
-        path = results.path_of(settings.paths.results, name, settings.seed)
-        if path.exists():
-            saved = json.loads(path.read_text())
-            if results.settings(saved) == results.config_settings(settings):
-                log(f"{name}: already done, skipped")
-                records[name] = saved
-                continue
+        saved = results.finished(results.path_of(settings.paths.results, name, settings.seed),
+                                 results.config_settings(settings))
+        if saved is not None:
+            log(f"{name}: already done, skipped")
+            records[name] = saved
+            continue
         record = train_run(settings, splits, tokenizer, name)
         on_main_process(results.write, record, settings.paths.results)
         records[name] = record

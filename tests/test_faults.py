@@ -47,6 +47,30 @@ def child(tmp_path, name: str, body: str, *command_prefix, env=None) -> subproce
                           env={**os.environ, **(env or {})})
 
 
+def train_signalled(tmp_path, name: str, signum: int, step: int, settings: list[str]) -> subprocess.CompletedProcess:
+    """`python -m lora_ft train <settings>` in a fresh process that sends itself signum when step ends (SIGKILL: a
+    crash; SIGINT: Ctrl-C); its exit status is the CLI's."""
+    return child(tmp_path, name, f"""
+        import os, sys
+        from transformers import TrainerCallback
+        from lora_ft import cli, training
+
+        class SignalAtStep(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == {step}:
+                    os.kill(os.getpid(), {int(signum)})
+
+        build = training.build_trainer
+        def build_and_arm(*args, **kwargs):
+            trainer = build(*args, **kwargs)
+            trainer.add_callback(SignalAtStep())
+            return trainer
+
+        training.build_trainer = build_and_arm
+        sys.exit(cli.main(["train", *{settings!r}]))
+        """, sys.executable)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
@@ -64,25 +88,7 @@ def test_two_runs_with_the_same_seed_give_identical_results(reference, tmp_path)
 def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_to_the_same_result(reference, tmp_path):
     root = run_cli(tmp_path, "prepare")
     kill_at = 2 * STEPS_PER_EPOCH - 3  # in the second epoch, between its checkpoints (step 18) and its end
-    killed = child(tmp_path, "killed", f"""
-        import os, signal
-        from transformers import TrainerCallback
-        from lora_ft import cli, training
-
-        class KillMidEpoch(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step == {kill_at}:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        build = training.build_trainer
-        def build_and_arm(*args, **kwargs):
-            trainer = build(*args, **kwargs)
-            trainer.add_callback(KillMidEpoch())
-            return trainer
-
-        training.build_trainer = build_and_arm
-        cli.main(["train", *{TINY!r}, "output_root={root}"])
-        """, sys.executable)
+    killed = train_signalled(tmp_path, "killed", signal.SIGKILL, kill_at, [*TINY, f"output_root={root}"])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     last = STEPS_PER_EPOCH + CHECKPOINT_EVERY
     steps = [int(p.name.split("-")[1]) for p in (root / "model" / "checkpoints").glob("checkpoint-*")]
@@ -148,25 +154,7 @@ def test_resume_refuses_another_runs_checkpoint(reference, tmp_path, capsys):
 def test_ctrl_c_during_training_says_how_to_resume(reference, tmp_path):
     root = run_cli(tmp_path, "prepare")
     stop_at = STEPS_PER_EPOCH + 2  # after the first epoch's checkpoint
-    interrupted = child(tmp_path, "interrupted", f"""
-        import os, signal, sys
-        from transformers import TrainerCallback
-        from lora_ft import cli, training
-
-        class CtrlC(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step == {stop_at}:
-                    os.kill(os.getpid(), signal.SIGINT)
-
-        build = training.build_trainer
-        def build_and_arm(*args, **kwargs):
-            trainer = build(*args, **kwargs)
-            trainer.add_callback(CtrlC())
-            return trainer
-
-        training.build_trainer = build_and_arm
-        sys.exit(cli.main(["train", "epochs=2", "output_root={root}"]))
-        """, sys.executable)
+    interrupted = train_signalled(tmp_path, "interrupted", signal.SIGINT, stop_at, ["epochs=2", f"output_root={root}"])
     assert interrupted.returncode == 130, interrupted.stderr[-2000:]
     last = interrupted.stderr.strip().splitlines()[-1]
     checkpoint = root / "model" / "checkpoints" / f"checkpoint-{STEPS_PER_EPOCH}"
