@@ -122,7 +122,7 @@ def _run(args) -> None:
         from . import recipes
 
         names = [n for group in (args.groups or ()) for n in recipes.GROUPS[group]] + list(args.names or ())
-        recipes.run(names or tuple(recipes.RECIPES), args.seeds, config)
+        recipes.run(names or tuple(recipes.RECIPES), args.seeds, config, jobs=args.jobs)
     elif args.step == "curves":
         from . import curves
 
@@ -354,6 +354,9 @@ def parser() -> argparse.ArgumentParser:
                               help="groups of recipes: targets, learning-rate, ... (lora_ft.recipes.GROUPS)")
             step.add_argument("--seeds", type=_numbers(int), default=SEEDS, metavar="SEED,...",
                               help=f"seeds (default {','.join(map(str, SEEDS))})")
+            step.add_argument("--jobs", type=int, default=1, metavar="N",
+                              help="runs at once, each its own process (default 1; more only on a GPU, which one "
+                                   "small run leaves mostly idle: on a CPU they share the cores)")
         if name == "curves":  # the defaults live in lora_ft.curves (imported only when the step runs)
             step.add_argument("--methods", type=lambda text: tuple(text.split(",")), default=None,
                               metavar="NAME,...", help="of lora, lora-small, setfit, full-finetune, linear-probe, "
