@@ -3,17 +3,23 @@
     python benchmarks/throughput.py --profile       # everything, 3 repeats (about 20 minutes on 2 CPU cores)
     python benchmarks/throughput.py --recipes fixed-128,project --repeats 1 --steps 2 --budget 64 --eval-size 64
     python benchmarks/throughput.py --recipes project,project+dropout0,full-finetune,full-finetune+dropout0
+    python benchmarks/throughput.py --which all --repeats 1 --steps 20 --recipes project   # notebook 08's speeds
 
 Every recipe trains the same model on the same tweets with the same Trainer for a fixed number of steps:
   fixed-128, fixed-512  the reference projects: every text padded to max_length, random batches, LoRA, fp32
   project-dropout       this project's batching, fp32, with dropout 0.1 on the adapters' input (its earlier default)
   project-fp32          this project's batching: dynamic padding, length-grouped batches, max_length 64; fp32
   project               this project's recipe: that batching in the precision "auto" picks (bf16 on hardware with it)
+  previous-default      the project's recipe before notebook 08 chose its default: adapters on query and value only,
+                        the pretrained model's own dropout (0.1) on
   full-finetune         the project's recipe, every weight trained
   <recipe>+<knob>...    project or full-finetune with speed knobs (KNOBS), e.g. project+dropout0+compile:
                         dropout0 turns off the pretrained model's own dropout (base_dropout=0); compile runs the model
                         through torch.compile, its batches padded to multiples of 8 tokens so that shapes repeat
-All LoRA recipes use the project's adapter settings (r 8 on query and value, no adapter dropout unless named).
+All LoRA recipes use the project's adapter settings (r 8 on every linear layer, no adapter dropout unless named).
+--which NAME,... (or all) also times notebook 08's recipes (lora_ft.recipes.RECIPES) the same way and writes their
+examples/s and peak memory on this machine to results/recipes/speed.json, which notebook 08 reads: its accuracy
+grid may run elsewhere (on a GPU), its speeds are this CPU's.
 Reported per recipe (medians of the repeats): examples/s, tokens/s (padded positions the model computes, and
 real tokens), the ratio to fixed-128, achieved GFLOP/s against the matrix-product peak measured here for the
 recipe's precision,
@@ -42,15 +48,19 @@ import torch
 from transformers import TrainerCallback, default_data_collator
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from lora_ft import Config, data, training
+from lora_ft import Config, data, results, training
+from lora_ft import recipes as lora_recipes
 from lora_ft.baselines import measure
+from lora_ft.io import write_json_atomic
 from lora_ft.modeling import add_lora, load_model, load_tokenizer
 
 # Speed knobs a recipe name may add after "+": Config settings, the same for LoRA and full fine-tuning
 KNOBS = {"dropout0": dict(base_dropout=0.0), "compile": dict(compile=True, pad_to_multiple_of=8)}
 KNOBBED = tuple(f"{recipe}+{knobs}" for knobs in ("dropout0", "compile", "dropout0+compile")
                 for recipe in ("project", "full-finetune"))
-RECIPES = ("fixed-128", "fixed-512", "project-dropout", "project-fp32", "project", "full-finetune", *KNOBBED)
+RECIPES = ("fixed-128", "fixed-512", "project-dropout", "project-fp32", "project", "previous-default", "full-finetune",
+           *KNOBBED)
+PREVIOUS_DEFAULT = dict(target_modules=("query", "value"), base_dropout=None)
 FP32 = ("fixed-128", "fixed-512", "project-dropout", "project-fp32")  # the others train in the precision "auto" picks
 
 
@@ -100,7 +110,11 @@ def recipe_precision(name: str, config: Config) -> str:
 
 def recipe_config(name: str, config: Config) -> tuple[str, Config]:
     """The recipe without its knobs, and config with the knobs' settings."""
+    if name.startswith("which:"):  # notebook 08's recipe: its settings on the project's batching and precision
+        return "project", lora_recipes.settings(name.removeprefix("which:"), config)
     recipe, *knobs = name.split("+")
+    if recipe == "previous-default":
+        recipe, config = "project", config.replace(**PREVIOUS_DEFAULT)
     for knob in knobs:
         config = config.replace(**KNOBS[knob])
     return recipe, config
@@ -229,6 +243,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per run (after 2 warm-up steps)")
     parser.add_argument("--budget", type=int, default=2000, help="training tweets (one epoch) for the accuracy checks")
     parser.add_argument("--eval-size", type=int, default=2000, help="validation tweets the accuracy checks score")
+    parser.add_argument("--which", default="", metavar="NAME,...",
+                        help="notebook 08 recipes to time too (all: every one); writes results/recipes/speed.json")
     parser.add_argument("--profile", action="store_true",
                         help="print where the time of project and full-finetune steps goes")
     args = parser.parse_args(argv)
@@ -236,6 +252,10 @@ def main(argv=None) -> int:
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         parser.error(f"unknown recipe(s) {unknown}: choose from {RECIPES}")
+    which = list(lora_recipes.RECIPES) if args.which == "all" else [n for n in args.which.split(",") if n]
+    unknown = [name for name in which if name not in lora_recipes.RECIPES]
+    if unknown:
+        parser.error(f"unknown --which recipe(s) {unknown}: choose from {', '.join(lora_recipes.RECIPES)}")
 
     config = Config(smoke=False)
     splits = data.prepare(config)
@@ -253,6 +273,18 @@ def main(argv=None) -> int:
         runs = [time_recipe(name, splits, tokenizer, config, labels, args.steps, warmup=2)
                 for _ in range(args.repeats)]
         rows[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    if which:
+        timed = {}
+        for name in which:
+            runs = [time_recipe(f"which:{name}", splits, tokenizer, config, labels, args.steps, warmup=2)
+                    for _ in range(args.repeats)]
+            timed[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            print(f"{name}: {timed[name]['examples_per_second']:.1f} examples/s, peak "
+                  f"{timed[name]['peak_memory_mb']:,.0f} MB")
+        speed = {"recipes": timed, "steps": args.steps, "repeats": args.repeats, "batch_size": config.batch_size,
+                 "meta": results.meta(config)}
+        write_json_atomic(lora_recipes.folder(config) / "speed.json", speed)
+        print(f"wrote {lora_recipes.folder(config) / 'speed.json'}\n")
     base = rows.get("fixed-128")
     print("| recipe | precision | examples/s | x fixed-128 | tokens/s (computed) | real tokens/s | GFLOP/s "
           "| % of peak "
@@ -287,9 +319,12 @@ def main(argv=None) -> int:
         speedup = rows["project"]["examples_per_second"] / base["examples_per_second"]
         _verdict(f"project recipe {speedup:.2f}x fixed-128, accuracy {gap:.2f} pt apart", speedup >= 3 and gap <= 0.5,
                  ">= 3x, within 0.5 pt")
-    if "project" in rows and "full-finetune" in rows:
+    if "project" in rows and "full-finetune" in rows:  # the default recipe against full fine-tuning, same knobs
         speedup = rows["project"]["examples_per_second"] / rows["full-finetune"]["examples_per_second"]
-        _verdict(f"LoRA {speedup:.2f}x full fine-tuning", speedup >= 1.3, ">= 1.3x")
+        _verdict(f"LoRA {speedup:.2f}x full fine-tuning", speedup >= 1.5, ">= 1.5x")
+    if "project" in rows and "previous-default" in rows:
+        speedup = rows["project"]["examples_per_second"] / rows["previous-default"]["examples_per_second"]
+        _verdict(f"project {speedup:.2f}x previous-default", speedup >= 1.3, ">= 1.3x")
     for knobs in sorted({name.partition("+")[2] for name in rows} - {""}):  # LoRA and full fine-tuning, same knobs
         lora, full = rows.get(f"project+{knobs}"), rows.get(f"full-finetune+{knobs}")
         if lora and full:

@@ -131,7 +131,8 @@ class Config:
         0.0, "dropout on the adapter's input during training; 0 (peft's default) skips drawing a mask: ~15% faster "
         "steps on CPU")
     target_modules: tuple[str, ...] | None = _setting(
-        None, "layers that get adapters; None: peft's choice for the architecture")
+        None, "layers that get adapters; None: every linear layer outside the task head (peft's \"all-linear\"; "
+        "notebook 08), e.g. query,value for the original paper's choice")
     modules_to_save: tuple[str, ...] | None = _setting(
         None, "layers trained in full beside the classifier; None: the pooler if any")
     trust_remote_code: bool = _setting(

@@ -304,41 +304,58 @@ def learning_curves(points: pd.DataFrame, metrics=("accuracy", "f1_macro")) -> p
     return fig
 
 
-def recipe_table(runs: dict[str, list[dict]]) -> pd.DataFrame:
-    """Notebook 08: each recipe's test scores (mean ± std over its seeds) and costs (means over the seeds); peak
-    memory compares here, since `python -m lora_ft recipes` trains every run in a fresh process."""
+def recipe_speed(found: list[dict], timed: dict | None = None) -> dict:
+    """A recipe's training cost: examples/s, minutes for its budget and peak memory, from timed (its entry in
+    results/recipes/speed.json, measured on this CPU by benchmarks/throughput.py --which) where given, else from its
+    runs' own records (whatever machine trained them; several runs at once on a GPU make those times meaningless)."""
+    processed = float(np.mean([f["train"]["examples_per_second"] * f["train"]["seconds"] for f in found]))
+    if timed:
+        per_second, memory, where = timed["examples_per_second"], timed["peak_memory_mb"], timed["device"]
+    else:
+        per_second = float(np.mean([f["train"]["examples_per_second"] for f in found]))
+        memory = float(np.mean([f["resources"]["peak_memory_mb"] for f in found]))
+        where = found[0]["meta"]["device"]
+    return {"examples/s": per_second, "minutes": processed / per_second / 60, "peak MB": memory, "speed on": where}
+
+
+def recipe_table(runs: dict[str, list[dict]], speed: dict | None = None) -> pd.DataFrame:
+    """Notebook 08: each recipe's test scores (mean ± std over its seeds) and costs: trainable weights, adapter size
+    and (recipe_speed) training examples/s, minutes for the budget and peak memory."""
     rows = []
     for name, found in runs.items():
-        def mean(section, key, found=found):
-            return float(np.mean([f[section][key] for f in found]))
-
+        cost = recipe_speed(found, (speed or {}).get(name))
         rows.append({
             "recipe": name,
             **{metric: spread_text([f["metrics"][metric] for f in found]) for metric in ("accuracy", "f1_macro")},
             "seeds": len(found),
             "trainable params": f"{found[0]['params']['trainable']:,}",
-            "train examples/s": round(mean("train", "examples_per_second"), 1),
-            "train time (s)": round(mean("train", "seconds")),
-            "peak memory (MB)": round(mean("resources", "peak_memory_mb")),
-            "adapter (MB)": round(mean("resources", "saved_mb"), 2),
+            "train examples/s": round(cost["examples/s"], 1),
+            "train time (min)": round(cost["minutes"], 1),
+            "peak memory (MB)": round(cost["peak MB"]),
+            "adapter (MB)": round(float(np.mean([f["resources"]["saved_mb"] for f in found])), 2),
+            "accuracy runs on": ", ".join(sorted({f["meta"]["device"] for f in found})),
+            "speed on": cost["speed on"],
         })
     return pd.DataFrame(rows)
 
 
-def recipe_costs(runs: dict[str, list[dict]]) -> plt.Figure:
-    """Notebook 08: test accuracy of each recipe against its training time and its trainable weights; each seed a
-    dot, the mean ± standard deviation a cross where there are several."""
+def recipe_costs(runs: dict[str, list[dict]], speed: dict | None = None) -> plt.Figure:
+    """Notebook 08: test accuracy of each recipe against its training time (recipe_speed) and its trainable weights;
+    each seed a dot, the mean ± standard deviation of accuracy a bar where there are several."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-    panels = ((axes[0], "training time (s)", lambda f: f["train"]["seconds"], "linear"),
-              (axes[1], "trainable weights", lambda f: f["params"]["trainable"], "log"))
+
+    def minutes(name, found):
+        return recipe_speed(found, (speed or {}).get(name))["minutes"]
+
+    panels = ((axes[0], "training time (min)", minutes, "linear"),
+              (axes[1], "trainable weights", lambda name, found: found[0]["params"]["trainable"], "log"))
     for ax, xlabel, x, scale in panels:
         for i, (name, found) in enumerate(runs.items()):
-            xs, ys = [x(f) for f in found], [f["metrics"]["accuracy"] for f in found]
-            ax.scatter(xs, ys, s=15 if len(found) > 1 else 40, color=f"C{i % 10}")
+            where, ys = x(name, found), [f["metrics"]["accuracy"] for f in found]
+            ax.scatter([where] * len(ys), ys, s=15 if len(found) > 1 else 40, color=f"C{i % 10}")
             if len(found) > 1:
-                ax.errorbar(np.mean(xs), np.mean(ys), xerr=np.std(xs, ddof=1), yerr=np.std(ys, ddof=1),
-                            color=f"C{i % 10}", capsize=3)
-            ax.annotate(name, (np.mean(xs), np.mean(ys)), xytext=(4, 3), textcoords="offset points", fontsize=7)
+                ax.errorbar(where, np.mean(ys), yerr=np.std(ys, ddof=1), color=f"C{i % 10}", capsize=3, marker="x")
+            ax.annotate(name, (where, np.mean(ys)), xytext=(4, 3), textcoords="offset points", fontsize=7)
         ax.set(xscale=scale, xlabel=xlabel, title=f"test accuracy against {xlabel.split(' (')[0]}")
         ax.margins(x=0.2)
     axes[0].set_ylabel("accuracy")

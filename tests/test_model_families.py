@@ -28,24 +28,30 @@ TEXTS = [
 ENCODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                max_position_embeddings=128)
 DECODER = dict(ENCODER, num_key_value_heads=2)
-ATTENTION_QV = ["query", "value"]
+BERT_LINEAR = ["query", "key", "value", "dense"]  # dense: attention.output, intermediate and output (not the pooler)
+DECODER_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-# family: config class, its sizes, the LoRA targets expected, the layers trained in full (the head)
+# family: config class, its sizes, the LoRA targets expected (every linear layer outside the head, by last name),
+# the layers trained in full (the head)
 FAMILIES = {
-    "bert": (transformers.BertConfig, ENCODER, ATTENTION_QV, {"classifier", "pooler"}),
+    "bert": (transformers.BertConfig, ENCODER, BERT_LINEAR, {"classifier", "pooler"}),
     "distilbert": (transformers.DistilBertConfig,
                    dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128),
-                   ["q_lin", "v_lin"], {"classifier", "pre_classifier"}),
+                   ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"], {"classifier", "pre_classifier"}),
     # RoBERTa and MPNet count positions from the pad id: [PAD] is 0 in the BERT tokenizer used here
-    "roberta": (transformers.RobertaConfig, dict(ENCODER, pad_token_id=0), ATTENTION_QV, {"classifier"}),
-    "deberta-v2": (transformers.DebertaV2Config, ENCODER, ["query_proj", "value_proj"], {"classifier", "pooler"}),
-    "albert": (transformers.AlbertConfig, dict(ENCODER, embedding_size=16), ATTENTION_QV, {"classifier", "pooler"}),
-    "electra": (transformers.ElectraConfig, dict(ENCODER, embedding_size=32), ATTENTION_QV, {"classifier"}),
-    "mpnet": (transformers.MPNetConfig, dict(ENCODER, pad_token_id=0), ["q", "v"], {"classifier"}),
-    "gpt2": (transformers.GPT2Config, dict(n_embd=32, n_layer=2, n_head=2, n_positions=128), ["c_attn"], {"score"}),
-    "llama": (transformers.LlamaConfig, DECODER, ["q_proj", "v_proj"], {"score"}),
-    "qwen2": (transformers.Qwen2Config, DECODER, ["q_proj", "v_proj"], {"score"}),
-    "mistral": (transformers.MistralConfig, DECODER, ["q_proj", "v_proj"], {"score"}),
+    "roberta": (transformers.RobertaConfig, dict(ENCODER, pad_token_id=0), BERT_LINEAR, {"classifier"}),
+    "deberta-v2": (transformers.DebertaV2Config, ENCODER, ["query_proj", "key_proj", "value_proj", "dense"],
+                   {"classifier", "pooler"}),
+    "albert": (transformers.AlbertConfig, dict(ENCODER, embedding_size=16),
+               ["embedding_hidden_mapping_in", "query", "key", "value", "dense", "ffn", "ffn_output"],
+               {"classifier", "pooler"}),
+    "electra": (transformers.ElectraConfig, dict(ENCODER, embedding_size=32), BERT_LINEAR, {"classifier"}),
+    "mpnet": (transformers.MPNetConfig, dict(ENCODER, pad_token_id=0), ["q", "k", "v", "o", "dense"], {"classifier"}),
+    "gpt2": (transformers.GPT2Config, dict(n_embd=32, n_layer=2, n_head=2, n_positions=128),
+             ["c_attn", "c_proj", "c_fc"], {"score"}),
+    "llama": (transformers.LlamaConfig, DECODER, DECODER_LINEAR, {"score"}),
+    "qwen2": (transformers.Qwen2Config, DECODER, DECODER_LINEAR, {"score"}),
+    "mistral": (transformers.MistralConfig, DECODER, DECODER_LINEAR, {"score"}),
 }
 DECODERS = {"gpt2", "llama", "qwen2", "mistral"}
 
@@ -109,6 +115,8 @@ def trained(request, tmp_path_factory):
 def test_adapters_on_the_family_targets_and_only_lora_and_head_train(trained):
     model, (_, _, targets, head) = trained["model"], FAMILIES[trained["family"]]
     assert layers_named(model, "lora_A") == set(targets)
+    assert not [n for n, _ in model.named_parameters() if "lora_" in n and {"pooler", "classifier", "score"} & set(
+        n.split("."))]  # "dense" names BERT's pooler too: the head must get no adapter
     assert layers_named(model, "modules_to_save") == head
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or "modules_to_save" in n for n in trainable)

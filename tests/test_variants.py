@@ -28,6 +28,7 @@ from lora_ft.modeling import (
 from lora_ft.training import build_trainer, predict_logits, train
 
 R = 4
+QUERY_VALUE = ("query", "value")  # the adapted layers here (the default, all linear layers, mixes widths)
 TARGETS = 4  # query and value in each of the 2 layers of the tiny BERT, each 32 -> 32
 WIDTH = 32
 HEAD = (WIDTH * 3 + 3) + (WIDTH * WIDTH + WIDTH)  # classifier and pooler, trained in full
@@ -67,7 +68,7 @@ def trained(request, base, splits, tmp_path_factory):
     """Two training steps of one variant, saved with save_adapter."""
     method, ratio = request.param
     tmp = tmp_path_factory.mktemp(variant_id(request.param))
-    config = tiny_config(base, tmp, method=method, r=R, loraplus_lr_ratio=ratio)
+    config = tiny_config(base, tmp, method=method, r=R, loraplus_lr_ratio=ratio, target_modules=QUERY_VALUE)
     model = add_lora(load_model(config.model, LABELS, config.seed), config)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     snapshot = frozen_snapshot(model)
@@ -120,7 +121,7 @@ def test_the_saved_settings_hold_the_method(trained):
 
 @pytest.mark.parametrize("method", ["pissa", "olora"])
 def test_pissa_and_olora_are_saved_as_a_plain_lora_of_twice_the_rank_with_the_head(method, base, tmp_path):
-    config = tiny_config(base, tmp_path, method=method, r=R)
+    config = tiny_config(base, tmp_path, method=method, r=R, target_modules=QUERY_VALUE)
     model = add_lora(load_model(config.model, LABELS, config.seed), config)
     pretrained = load_model(config.model, LABELS, config.seed)
     query = "bert.encoder.layer.0.attention.self.query"
@@ -155,7 +156,7 @@ def test_loraplus_gives_b_ratio_times_a_s_learning_rate(trained):
 def test_resumed_run_ends_where_an_uninterrupted_one_does(variant, base, splits, tmp_path):
     """The LoRA+ optimizer's state and groups, and PiSSA's residual base, come back from a checkpoint."""
     method, ratio = variant
-    config = tiny_config(base, tmp_path, method=method, r=R, loraplus_lr_ratio=ratio)
+    config = tiny_config(base, tmp_path, method=method, r=R, loraplus_lr_ratio=ratio, target_modules=QUERY_VALUE)
 
     def run(folder, resume=None):
         model = add_lora(load_model(config.model, LABELS, config.seed), config)

@@ -1,0 +1,46 @@
+"""Notebook 08's recipes: one budget for all, each recipe's own settings on top, speeds read back."""
+
+import json
+
+import pytest
+
+from lora_ft import Config, recipes
+from lora_ft.errors import ConfigError
+from lora_ft.sweep import TARGET_SETS
+
+
+def test_every_recipe_gets_the_budget_unless_it_is_the_budget_question():
+    config = Config(smoke=False, output_root="unused")
+    for name in recipes.RECIPES:
+        settings = recipes.settings(name, config)
+        assert settings.train_size is None and settings.early_stopping_patience == 0
+        assert settings.epochs == (3.0 if name.endswith("-3epochs") else recipes.BUDGET["epochs"]), name
+    assert recipes.settings("query-value", config).target_modules == TARGET_SETS["query-value"]
+    lr = recipes.settings("all-linear-lr0.0003-ratio1", config)
+    assert (lr.learning_rate, lr.alpha / lr.r) == (3e-4, 1.0)
+    with pytest.raises(ConfigError, match="unknown recipe 'qv': choose from query-value, "):
+        recipes.settings("qv", config)
+
+
+def test_groups_name_known_recipes_and_each_recipe_is_in_a_group():
+    grouped = {name for names in recipes.GROUPS.values() for name in names}
+    assert grouped <= set(recipes.RECIPES) and set(recipes.RECIPES) <= grouped
+
+
+def test_speeds_come_back_with_the_machine_that_measured_them(tmp_path):
+    config = Config(output_root=str(tmp_path))
+    assert recipes.speeds(config) == {}
+    recipes.folder(config).mkdir(parents=True)
+    (recipes.folder(config) / "speed.json").write_text(json.dumps({
+        "recipes": {"all-linear": {"examples_per_second": 150.0, "peak_memory_mb": 900.0}},
+        "meta": {"device": "cpu (2 threads)"}}))
+    assert recipes.speeds(config) == {
+        "all-linear": {"examples_per_second": 150.0, "peak_memory_mb": 900.0, "device": "cpu (2 threads)"}}
+
+
+def test_recipes_do_not_follow_the_defaults_so_their_records_stay_valid():
+    """Adopting a recipe as Config's default must not turn the grid's records stale (or change what they mean)."""
+    config = Config(smoke=False, output_root="unused")
+    moved = config.replace(base_dropout=0.0, target_modules=("query", "value"), learning_rate=5e-4, alpha=8.0)
+    for name in recipes.RECIPES:
+        assert recipes.settings(name, moved) == recipes.settings(name, config), name
