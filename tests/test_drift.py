@@ -84,8 +84,8 @@ def test_a_committed_record_holds_the_settings_its_notebook_gives_today(path):
               if made[name] != value]
     notebook = NOTEBOOK_OF.get("sweep-*" if record["run"].startswith("sweep-") else record["run"])
     assert not differ, (f"{path.relative_to(ROOT)} was made with other settings than notebooks/{notebook}.ipynb "
-                        f"gives today ({'; '.join(differ)}): re-run that notebook (and `python -m lora_ft seeds "
-                        f"{record['run']}` for its other seeds)")
+                        f"gives today ({'; '.join(differ)}): re-run that notebook (and "
+                        f"`python -m lora_ft seeds --runs {record['run']}` for its other seeds)")
 
 
 def test_the_command_line_runs_the_notebooks_settings():
