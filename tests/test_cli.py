@@ -134,7 +134,7 @@ def test_baseline_writes_every_reference_run_with_what_it_cost(trained):
     full, lora, untrained = records["full-finetune"], records["lora"], records["pretrained-baseline"]
     assert full["params"]["trainable"] == full["params"]["total"] == untrained["params"]["total"]
     assert full["config"]["learning_rate"] == 5e-5 and full["train"]["epochs"] == 1
-    assert lora["params"]["trainable"] < full["params"]["trainable"] / 100
+    assert lora["params"]["trainable"] < full["params"]["trainable"] / 40  # 2.1%: every linear layer, the head
     # LoRA saves an adapter and a head (plus the tokenizer, as the full model does); a full fine-tune a whole model
     assert full["resources"]["saved_mb"] >= 4 * full["params"]["total"] / 1e6 > 30 * lora["resources"]["saved_mb"]
     # a full fine-tune also holds a gradient and two AdamW moments for every weight
