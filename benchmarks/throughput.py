@@ -11,11 +11,13 @@ Every recipe trains the same model on the same tweets with the same Trainer for 
   project-fp32          this project's batching: dynamic padding, length-grouped batches, max_length 64; fp32
   project               this project's recipe: that batching in the precision "auto" picks (bf16 on hardware with it)
   previous-default      the project's recipe before notebook 08 chose its default: adapters on query and value only,
-                        the pretrained model's own dropout (0.1) on
+                        the pretrained model's own dropout (0.1) on, PyTorch's fused attention (sdpa)
   full-finetune         the project's recipe, every weight trained
   <recipe>+<knob>...    project or full-finetune with speed knobs (KNOBS), e.g. project+dropout0+compile:
                         dropout0 turns off the pretrained model's own dropout (base_dropout=0); compile runs the model
-                        through torch.compile, its batches padded to multiples of 8 tokens so that shapes repeat
+                        through torch.compile, its batches padded to multiples of 8 tokens so that shapes repeat;
+                        sdpa and eager pick the attention implementation (attention=..., default "auto": eager
+                        when training in bf16 on a CPU)
 All LoRA recipes use the project's adapter settings (r 8 on every linear layer, no adapter dropout unless named).
 --which NAME,... (or all) also times notebook 08's recipes (lora_ft.recipes.RECIPES) the same way and writes their
 examples/s and peak memory on this machine to results/recipes/speed.json, which notebook 08 reads: its accuracy
@@ -55,12 +57,13 @@ from lora_ft.io import write_json_atomic
 from lora_ft.modeling import add_lora, load_model, load_tokenizer
 
 # Speed knobs a recipe name may add after "+": Config settings, the same for LoRA and full fine-tuning
-KNOBS = {"dropout0": dict(base_dropout=0.0), "compile": dict(compile=True, pad_to_multiple_of=8)}
-KNOBBED = tuple(f"{recipe}+{knobs}" for knobs in ("dropout0", "compile", "dropout0+compile")
+KNOBS = {"dropout0": dict(base_dropout=0.0), "compile": dict(compile=True, pad_to_multiple_of=8),
+         "sdpa": dict(attention="sdpa"), "eager": dict(attention="eager")}
+KNOBBED = tuple(f"{recipe}+{knobs}" for knobs in ("dropout0", "sdpa", "dropout0+sdpa", "compile", "dropout0+compile")
                 for recipe in ("project", "full-finetune"))
 RECIPES = ("fixed-128", "fixed-512", "project-dropout", "project-fp32", "project", "previous-default", "full-finetune",
            *KNOBBED)
-PREVIOUS_DEFAULT = dict(target_modules=("query", "value"), base_dropout=None)
+PREVIOUS_DEFAULT = dict(target_modules=("query", "value"), base_dropout=None, attention="sdpa")
 FP32 = ("fixed-128", "fixed-512", "project-dropout", "project-fp32")  # the others train in the precision "auto" picks
 
 
@@ -102,6 +105,12 @@ def epoch_batches(name: str, splits, tokenizer, config: Config, count: int):
     batches = [order[first:first + size] for first in range(0, len(order) - size + 1, size)]
     drawn = np.random.default_rng(config.seed).choice(len(batches), count, replace=False)
     return train.select([index for batch in drawn for index in batches[batch]])
+
+
+def known_knobs(name: str) -> bool:
+    """Whether name is project or full-finetune with speed knobs of KNOBS (in any combination)."""
+    recipe, *knobs = name.split("+")
+    return recipe in ("project", "full-finetune") and bool(knobs) and all(knob in KNOBS for knob in knobs)
 
 
 def recipe_precision(name: str, config: Config) -> str:
@@ -249,9 +258,10 @@ def main(argv=None) -> int:
                         help="print where the time of project and full-finetune steps goes")
     args = parser.parse_args(argv)
     recipes = args.recipes.split(",")
-    unknown = [r for r in recipes if r not in RECIPES]
+    unknown = [r for r in recipes if r not in RECIPES and not known_knobs(r)]
     if unknown:
-        parser.error(f"unknown recipe(s) {unknown}: choose from {RECIPES}")
+        parser.error(f"unknown recipe(s) {unknown}: choose from {RECIPES}, or project/full-finetune with "
+                     f"+knobs of {list(KNOBS)}")
     which = list(lora_recipes.RECIPES) if args.which == "all" else [n for n in args.which.split(",") if n]
     unknown = [name for name in which if name not in lora_recipes.RECIPES]
     if unknown:

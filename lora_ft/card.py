@@ -92,6 +92,13 @@ def _results(record: dict, baselines: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _budget(settings: Config) -> str:
+    if settings.early_stopping_patience:
+        return (f"up to {settings.epochs:g} epochs with early stopping on validation macro-F1 (patience "
+                f"{settings.early_stopping_patience}), the best checkpoint kept")
+    return f"{settings.epochs:g} epochs, the final weights kept"
+
+
 def _training(settings: Config, record: dict | None, lora: dict | None) -> str:
     targets = lora.get("target_modules") if lora else settings.target_modules
     if isinstance(targets, list):
@@ -102,9 +109,8 @@ def _training(settings: Config, record: dict | None, lora: dict | None) -> str:
              f"{settings.alpha / settings.r:g}), dropout {settings.dropout:g}, on `{targets or 'peft default'}`; "
              f"trained in full: `{saved or 'classifier'}`",
              f"- optimiser: AdamW, learning rate {settings.learning_rate:g}, batch {settings.batch_size}, "
-             f"weight decay {settings.weight_decay:g}, warmup {settings.warmup:g} of the steps, up to "
-             f"{settings.epochs:g} epochs with early stopping on validation macro-F1 "
-             f"(patience {settings.early_stopping_patience}); texts cut to {settings.max_length} tokens "
+             f"weight decay {settings.weight_decay:g}, warmup {settings.warmup:g} of the steps, "
+             f"{_budget(settings)}; texts cut to {settings.max_length} tokens "
              f"({settings.truncation}); seed {settings.seed}; precision {settings.precision}"]
     if record:
         params, train, meta = record["params"], record.get("train", {}), record["meta"]

@@ -174,14 +174,13 @@ def train_point(method: str, drawn, config: Config) -> dict:
 
 
 def train_lora(splits, config: Config, fixed_steps: bool = False) -> dict:
-    """LoRA on splits["train"]: notebook 03's loop (validation each epoch, best epoch, early stopping), or with
-    fixed_steps config.epochs straight through with no validation (lora-small)."""
-    from .modeling import add_lora, count_params, load_model, load_tokenizer
+    """LoRA on splits["train"]: notebook 03's loop (validations; the final weights, or the best with early stopping),
+    or with fixed_steps config.epochs straight through with no validation (lora-small)."""
+    from .modeling import add_lora, count_params, load_tokenizer, model_for_training
 
     labels, test = data.labels_of(splits), splits["test"]
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    model = add_lora(load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit),
-                     config)
+    model = add_lora(model_for_training(config, labels), config)
     overrides = dict(eval_strategy="no", save_strategy="no", load_best_model_at_end=False) if fixed_steps else {}
     info = training.train(training.build_trainer(config, model, tokenizer, splits, **overrides))
     logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)

@@ -197,6 +197,12 @@ def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool 
     return model
 
 
+def model_for_training(config: Config, labels: list[str]):
+    """load_model with everything config sets for training: seed, remote code, 4-bit base, its dropout."""
+    return load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit,
+                      config.base_dropout)
+
+
 def set_base_dropout(settings, p: float) -> None:
     """Set every dropout probability of a model config (before the model is built from it) to p.
 

@@ -31,9 +31,9 @@ from .modeling import (
     head_modules,
     limit_tokenizer,
     load_adapter,
-    load_model,
     load_tokenizer,
     lora_targets,
+    model_for_training,
     model_skeleton,
     quantization_config,
     save_adapter,
@@ -139,7 +139,7 @@ def train(config: Config, resume: bool = False, log=print, write: bool = True) -
                          _resume_fix(checkpoint))
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     with baselines.measure() as resources:  # as for full fine-tuning: loading and training set the peak
-        model = add_lora(_base_model(config, labels), config)
+        model = add_lora(model_for_training(config, labels), config)
         params = count_params(model)
         _log(log, str(config))
         _log(log, f"training {params['trainable']:,} of {params['total']:,} weights "
@@ -180,7 +180,7 @@ def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), write: bool = T
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     trained = {}
     for run in runs:
-        model = SAME_BUDGET[run](_base_model(config, labels), config)
+        model = SAME_BUDGET[run](model_for_training(config, labels), config)
         # a fixed budget with nothing to choose early: one validation, at the end, which also keeps timing comparable
         trainer = training.build_trainer(config, model, tokenizer, splits, disable_tqdm=True,
                                          eval_strategy="epoch", save_strategy="epoch",
@@ -327,11 +327,6 @@ def _splits(config: Config):
     # The main process prepares (or checks) the data first; the others then find it ready and only read it.
     with processes().main_process_first():
         return data.prepare(config)
-
-
-def _base_model(config: Config, labels: list[str]):
-    return load_model(config.model, labels, config.seed, trust_remote_code=config.trust_remote_code,
-                      quantize_4bit=config.quantize_4bit, base_dropout=config.base_dropout)
 
 
 def _saved_adapter(folder: Path, **changes) -> tuple[Config, list[str]]:

@@ -114,8 +114,9 @@ def training_curves(record: dict) -> plt.Figure:
     for metric in ("eval_accuracy", "eval_f1_macro"):
         right.plot([h["epoch"] for h in evals], [h[metric] for h in evals], label=metric[5:], **style)
     best = record["train"].get("best_epoch")
-    if best is not None:
-        right.axvline(best, color="gray", linestyle="--", label=f"best checkpoint (epoch {best:.2f})")
+    if best is not None:  # restored with early stopping; otherwise the final weights are tested
+        kept = "best checkpoint, kept" if record["config"].get("early_stopping_patience") else "best validation score"
+        right.axvline(best, color="gray", linestyle="--", label=f"{kept} (epoch {best:.2f})")
     right.set(title="Validation scores", xlabel="epoch")
     right.legend(fontsize=8)
     fig.tight_layout()

@@ -29,30 +29,28 @@ BUDGET = {"epochs": 2.0, "train_size": None, "early_stopping_patience": 0}
 BASE = {"target_modules": TARGET_SETS["all-linear"], "r": 8, "alpha": 16.0, "learning_rate": 1e-3, "dropout": 0.0,
         "method": "lora", "loraplus_lr_ratio": None, "base_dropout": None}
 
-# name: settings that differ from Config's defaults; the groups are notebook 08's questions
+# name: settings that differ from BASE (every linear layer, r 8, alpha 16, learning rate 1e-3); the groups are
+# notebook 08's questions
 RECIPES = {
     # which layers get adapters (r 8, alpha/r 2, learning rate 1e-3)
     "query-value": {"target_modules": TARGET_SETS["query-value"]},
     "attention": {"target_modules": TARGET_SETS["attention"]},
-    "all-linear": {"target_modules": TARGET_SETS["all-linear"]},
+    "all-linear": {},
     # learning rate x alpha/r on all linear layers (alpha/r scales the update, so it acts on the step size too)
-    **{f"all-linear-lr{lr:g}-ratio{ratio}": {"target_modules": TARGET_SETS["all-linear"], "learning_rate": lr,
-                                             "alpha": 8.0 * ratio}
+    **{f"all-linear-lr{lr:g}-ratio{ratio}": {"learning_rate": lr, "alpha": 8.0 * ratio}
        for lr in (3e-4, 1e-3, 3e-3) for ratio in (1, 2)},
     # peft's variants, each one setting away from all-linear LoRA (same budget and learning rate)
-    **{f"all-linear-{method}": {"target_modules": TARGET_SETS["all-linear"], "method": method}
-       for method in ("dora", "rslora", "pissa", "ia3")},
-    "all-linear-vera": {"target_modules": TARGET_SETS["all-linear"], "method": "vera", "r": 256, "alpha": 512.0},
-    "all-linear-loraplus16": {"target_modules": TARGET_SETS["all-linear"], "loraplus_lr_ratio": 16.0},
+    **{f"all-linear-{method}": {"method": method} for method in ("dora", "rslora", "pissa", "ia3")},
+    "all-linear-vera": {"method": "vera", "r": 256, "alpha": 512.0},
+    "all-linear-loraplus16": {"loraplus_lr_ratio": 16.0},
     # LoRA+ at 1e-3 puts B at 1.6e-2, where it diverged: the same ratio on a fifth of the learning rate
-    "all-linear-loraplus16-lr0.0002": {"target_modules": TARGET_SETS["all-linear"], "loraplus_lr_ratio": 16.0,
-                                       "learning_rate": 2e-4},
+    "all-linear-loraplus16-lr0.0002": {"loraplus_lr_ratio": 16.0, "learning_rate": 2e-4},
     # speed knobs: the pretrained model's own dropout off (torch.compile loses on CPU: benchmarks/throughput.py)
-    "all-linear-dropout0": {"target_modules": TARGET_SETS["all-linear"], "base_dropout": 0.0},
+    "all-linear-dropout0": {"base_dropout": 0.0},
     "query-value-dropout0": {"target_modules": TARGET_SETS["query-value"], "base_dropout": 0.0},
     # the budget itself: a third epoch (learning rate stretched over three) shows what two leave on the table
     "query-value-3epochs": {"target_modules": TARGET_SETS["query-value"], "epochs": 3.0},
-    "all-linear-3epochs": {"target_modules": TARGET_SETS["all-linear"], "epochs": 3.0},
+    "all-linear-3epochs": {"epochs": 3.0},
 }
 # each group's recipes are compared with its reference: the previous default for targets, the default elsewhere
 REFERENCE = {"targets": "query-value", "learning-rate": "all-linear-lr0.001-ratio2"}

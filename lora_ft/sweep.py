@@ -78,14 +78,13 @@ def train_run(settings: Config, splits, tokenizer, name: str) -> dict:
 
     from . import results
     from .baselines import folder_mb, measure
-    from .modeling import add_lora, count_params, load_model, save_adapter
+    from .modeling import add_lora, count_params, model_for_training, save_adapter
     from .training import build_trainer, predict_logits, train
 
     labels = splits["train"].features["label"].names
     test = splits["test"]
     with measure() as resources:
-        model = add_lora(load_model(settings.model, labels, settings.seed, settings.trust_remote_code,
-                                    settings.quantize_4bit, settings.base_dropout), settings)
+        model = add_lora(model_for_training(settings, labels), settings)
         # a fixed budget with nothing to choose between: no per-epoch validation, no checkpoints
         trainer = build_trainer(settings, model, tokenizer, splits, output_dir=settings.paths.model / "sweep" / name,
                                 eval_strategy="no", save_strategy="no", load_best_model_at_end=False,

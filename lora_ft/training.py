@@ -22,6 +22,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.utils import is_torch_bf16_gpu_available
 
 from .config import Config
@@ -88,8 +89,10 @@ def training_arguments(config: Config, output_dir: Path, **overrides) -> Trainin
         warmup_steps=config.warmup,  # a float below 1 is a share of all steps
         train_sampling_strategy="group_by_length",  # batches of similar length: less padding, faster steps
         **_schedule(config.evaluations_per_epoch * config.epochs),
-        save_total_limit=1,  # the best checkpoint is always kept as well
-        load_best_model_at_end=True,
+        save_total_limit=1,  # the latest checkpoint (to resume from), and the best one where it is restored
+        # early stopping restores the best checkpoint; without it the final weights are tested, and the best
+        # validation score is only reported
+        load_best_model_at_end=config.early_stopping_patience > 0,
         metric_for_best_model="f1_macro",
         seed=config.seed,
         report_to=trackers(config.report_to),
@@ -140,12 +143,71 @@ def release(model) -> None:
     vars(model).pop("_is_accelerate_prepared", None)
 
 
+def resolve_attention(attention: str, precision: str) -> str | None:
+    """The attention implementation to train with: attention itself, or for "auto" "eager" where training runs in
+    bf16 on a CPU and None (the model's own, "sdpa" for most) elsewhere. On this project's CPU under bf16 autocast,
+    PyTorch's fused scaled_dot_product_attention took 25.3 ms forward and backward for a batch where plain PyTorch
+    attention, the same arithmetic, takes a fraction of it (docs/speed.md)."""
+    if attention != "auto":
+        return attention
+    return "eager" if not torch.cuda.is_available() and resolve_precision(precision) == "bf16" else None
+
+
+def attention_of(model) -> str:
+    return model.config._attn_implementation
+
+
+def set_attention(model, attention: str, strict: bool = True) -> None:
+    """Switch model's attention implementation in place (weights untouched); a clear error, when strict, for a model
+    that cannot switch (one not built on transformers' attention interface), else it keeps its own."""
+    if attention == attention_of(model):
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not base._can_set_attn_implementation():
+        if strict:
+            raise ConfigError(f"attention={attention!r}: {type(base).__name__} cannot switch its attention "
+                              "implementation: set attention=auto (its own)")
+        return
+    base.set_attn_implementation(attention)
+
+
 class FullPrecisionAfterTraining(TrainerCallback):
-    """Release the model when training ends, so that the trained model predicts in full precision, exactly like its
-    saved adapter reloaded into a fresh base model."""
+    """Release the model when training ends, so that the trained model predicts in full precision with the attention
+    it was loaded with, exactly like its saved adapter reloaded into a fresh base model."""
+
+    def __init__(self, attention: str | None = None):
+        self.attention = attention  # the implementation to restore; None: nothing was switched
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         release(model)
+        if self.attention is not None:
+            set_attention(model, self.attention)
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped order (shuffled, then sorted by length within groups of 50 batches), shuffled by
+    a generator seeded with seed + epoch. transformers' own draws from the global random state, which a run resumed
+    mid-epoch reaches in another state than the uninterrupted run: its later epochs then met other batches. The first
+    epoch's order is the one the global state seeded with seed gave."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:  # the Trainer calls it before each epoch, resumed ones included
+        self.generator = torch.Generator().manual_seed(self.seed + epoch)
+
+
+class ResumableTrainer(Trainer):
+    """A Trainer whose length-grouped batches come from EpochSeededLengthGroupedSampler, so that a run resumed from a
+    checkpoint mid-epoch trains on exactly the batches, and to exactly the weights, of the uninterrupted run."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, self.args.seed)
+        return sampler
 
 
 def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | None = None, **overrides) -> Trainer:
@@ -155,10 +217,13 @@ def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | N
     args = training_arguments(config, output_dir or config.paths.checkpoints, **overrides)
     # scored at every validation: a fixed sample keeps ~20 validations per run cheap (config.validation_sample)
     validation = subsample(splits["validation"], config.validation_sample, config.split_seed)
-    callbacks = [FullPrecisionAfterTraining()]
+    attention, loaded = resolve_attention(config.attention, config.precision), attention_of(model)
+    if attention is not None:
+        set_attention(model, attention, strict=config.attention != "auto")
+    callbacks = [FullPrecisionAfterTraining(loaded if attention_of(model) != loaded else None)]
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
-    trainer = Trainer(
+    trainer = ResumableTrainer(
         model=model,
         args=args,
         train_dataset=splits["train"],
@@ -195,6 +260,7 @@ def train(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
         first_step = json.loads((Path(resume_from_checkpoint) / "trainer_state.json").read_text())["global_step"]
     compiled = trainer.args.torch_compile
     graphs = _compiled_graphs() if compiled else 0
+    attention = attention_of(trainer.model)  # restored to the loaded one when training ends
     start = time.perf_counter()
     transformers.logging.disable_progress_bar()  # the Trainer's own progress table stays; checkpoint-writing bars go
     try:
@@ -215,6 +281,7 @@ def train(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
         "epochs": state.epoch,
         "best_epoch": _best_epoch(history, state.best_metric),
         "best_validation_f1_macro": state.best_metric,
+        "attention": attention,
         "history": history,
     }
     if compiled:  # the first compilation and every recompilation (a new batch shape, evaluation)

@@ -1,9 +1,12 @@
 """LoRA behaviour on the real default model: reload, merge, frozen base weights, targets."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from safetensors.torch import load_file
 
 from lora_ft import Config, ConfigError, data
 from lora_ft.modeling import (
@@ -80,6 +83,24 @@ def test_merged_model_predicts_like_the_adapter_model(setup):
     merged_logits = predict_logits(merged, tokenizer, test)
     np.testing.assert_allclose(merged_logits, adapter_logits, atol=1e-4)
     assert (merged_logits.argmax(-1) == adapter_logits.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("patience", [0, 100], ids=["final-weights", "best-checkpoint"])
+def test_the_final_weights_are_tested_unless_early_stopping_restores_the_best(setup, patience, tmp_path):
+    # 9 examples in batches of 3 for 2 epochs: 6 steps, each validated and checkpointed
+    config = setup["config"].replace(smoke=False, output_root=str(tmp_path), epochs=2.0, evaluations_per_epoch=3,
+                                     early_stopping_patience=patience)
+    model = add_lora(load_model(config.model, LABELS, config.seed), config)
+    trainer = build_trainer(config, model, setup["tokenizer"], setup["splits"], disable_tqdm=True,
+                            save_total_limit=None)  # keep every checkpoint to compare with
+    train(trainer)
+    assert trainer.args.load_best_model_at_end == (patience > 0) and trainer.state.global_step == 6
+    kept = trainer.state.best_model_checkpoint if patience else str(config.paths.checkpoints / "checkpoint-6")
+    saved = load_file(str(Path(kept) / "adapter_model.safetensors"))
+    trained = {n.replace(".default", ""): p for n, p in model.named_parameters() if "lora_" in n}
+    assert trained and set(trained) <= set(saved)
+    for name, value in trained.items():
+        torch.testing.assert_close(value.detach(), saved[name], rtol=0, atol=0)
 
 
 def test_default_targets_and_budget_and_unknown_target():
