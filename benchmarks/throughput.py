@@ -54,7 +54,7 @@ from lora_ft import Config, data, results, training
 from lora_ft import recipes as lora_recipes
 from lora_ft.baselines import measure
 from lora_ft.io import write_json_atomic
-from lora_ft.modeling import add_lora, load_model, load_tokenizer
+from lora_ft.modeling import add_lora, load_tokenizer, model_for_training
 
 # Speed knobs a recipe name may add after "+": Config settings, the same for LoRA and full fine-tuning
 KNOBS = {"dropout0": dict(base_dropout=0.0), "compile": dict(compile=True, pad_to_multiple_of=8),
@@ -131,7 +131,7 @@ def recipe_config(name: str, config: Config) -> tuple[str, Config]:
 
 def trainer_for(name: str, train, config: Config, labels, tokenizer, output_dir: Path, **overrides):
     recipe, config = recipe_config(name, config)
-    model = load_model(config.model, labels, config.seed, base_dropout=config.base_dropout)
+    model = model_for_training(config, labels)
     if recipe != "full-finetune":
         model = add_lora(model, config.replace(dropout=0.1) if recipe == "project-dropout" else config)
     config = config.replace(precision=recipe_precision(recipe, config))

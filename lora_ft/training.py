@@ -175,13 +175,12 @@ class FullPrecisionAfterTraining(TrainerCallback):
     """Release the model when training ends, so that the trained model predicts in full precision with the attention
     it was loaded with, exactly like its saved adapter reloaded into a fresh base model."""
 
-    def __init__(self, attention: str | None = None):
-        self.attention = attention  # the implementation to restore; None: nothing was switched
+    def __init__(self, attention: str):
+        self.attention = attention  # the implementation the model was loaded with
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         release(model)
-        if self.attention is not None:
-            set_attention(model, self.attention)
+        set_attention(model, self.attention)  # nothing to do where training kept it
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
@@ -217,10 +216,10 @@ def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | N
     args = training_arguments(config, output_dir or config.paths.checkpoints, **overrides)
     # scored at every validation: a fixed sample keeps ~20 validations per run cheap (config.validation_sample)
     validation = subsample(splits["validation"], config.validation_sample, config.split_seed)
-    attention, loaded = resolve_attention(config.attention, config.precision), attention_of(model)
+    callbacks = [FullPrecisionAfterTraining(attention_of(model))]  # before switching: what to restore
+    attention = resolve_attention(config.attention, config.precision)
     if attention is not None:
         set_attention(model, attention, strict=config.attention != "auto")
-    callbacks = [FullPrecisionAfterTraining(loaded if attention_of(model) != loaded else None)]
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
     trainer = ResumableTrainer(

@@ -88,8 +88,7 @@ def test_two_runs_with_the_same_seed_give_identical_results(reference, tmp_path)
 def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_to_the_same_result(reference, tmp_path):
     root = run_cli(tmp_path, "prepare")
     kill_at = 2 * STEPS_PER_EPOCH - 3  # in the second epoch, between its checkpoints (step 18) and its end
-    settings = [*TINY, f"output_root={root}"]
-    killed = train_signalled(tmp_path, "killed", signal.SIGKILL, kill_at, settings)
+    killed = train_signalled(tmp_path, "killed", signal.SIGKILL, kill_at, [*TINY, f"output_root={root}"])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     last = STEPS_PER_EPOCH + CHECKPOINT_EVERY
     steps = [int(p.name.split("-")[1]) for p in (root / "model" / "checkpoints").glob("checkpoint-*")]
