@@ -154,6 +154,8 @@ def time_recipe(name: str, splits, tokenizer, config: Config, labels, steps: int
             self.start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
+            if torch.cuda.is_available():  # a GPU runs the step's kernels after the call returns: wait for them
+                torch.cuda.synchronize()
             step_times.append(time.perf_counter() - self.start)
 
     with tempfile.TemporaryDirectory() as tmp:

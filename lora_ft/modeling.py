@@ -444,13 +444,14 @@ def _read_adapter_json(file: Path):
 
 
 def frozen_snapshot(model) -> dict[str, torch.Tensor]:
-    """Copies of the pretrained weights that LoRA must leave untouched."""
-    return {name: p.detach().clone() for name, p in _base_parameters(model)}
+    """Copies of the pretrained weights that LoRA must leave untouched, kept on the CPU (training may move the model
+    to a GPU)."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in _base_parameters(model)}
 
 
 def changed_base_weights(model, snapshot: dict[str, torch.Tensor]) -> list[str]:
     """Names of pretrained tensors that differ from the snapshot (empty when LoRA kept them frozen)."""
-    return [name for name, p in _base_parameters(model) if not torch.equal(p, snapshot[name])]
+    return [name for name, p in _base_parameters(model) if not torch.equal(p.detach().cpu(), snapshot[name])]
 
 
 def _base_parameters(model):

@@ -313,15 +313,33 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = 128, by_length: 
     by_length runs the examples in batches of similar length, which pad far less than batches in dataset order.
     """
     order = length_order(dataset) if by_length else np.arange(len(dataset))
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, report_to="none",
-                                 dataloader_pin_memory=False, disable_tqdm=True)
-        trainer = Trainer(model=model, args=args, processing_class=tokenizer,
-                          data_collator=DataCollatorWithPadding(tokenizer))
-        try:
-            logits = trainer.predict(dataset.select(order)).predictions
-        finally:
-            release(model)
+    if getattr(model, "is_quantized", False) and not hasattr(model, "peft_config"):  # a Trainer refuses this model
+        logits = _plain_logits(model, tokenizer, dataset.select(order), batch_size)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, report_to="none",
+                                     dataloader_pin_memory=False, disable_tqdm=True)
+            trainer = Trainer(model=model, args=args, processing_class=tokenizer,
+                              data_collator=DataCollatorWithPadding(tokenizer))
+            try:
+                logits = trainer.predict(dataset.select(order)).predictions
+            finally:
+                release(model)
     restored = np.empty_like(logits)
     restored[order] = logits
     return restored
+
+
+def _plain_logits(model, tokenizer, dataset, batch_size: int) -> np.ndarray:
+    """Logits from plain batched forward passes on the model's device: for a quantized base model without adapters
+    (QLoRA's pretrained baseline), which transformers' Trainer refuses even to predict with."""
+    collate = DataCollatorWithPadding(tokenizer)
+    inputs = dataset.select_columns([c for c in dataset.column_names if c in tokenizer.model_input_names])
+    device = next(model.parameters()).device
+    model.eval()
+    batches = []
+    with torch.inference_mode():
+        for start in range(0, len(inputs), batch_size):
+            batch = collate([inputs[i] for i in range(start, min(start + batch_size, len(inputs)))])
+            batches.append(model(**batch.to(device)).logits.float().cpu().numpy())
+    return np.concatenate(batches)

@@ -69,7 +69,7 @@ def test_merge_then_unmerge_restores_the_weights(base, batch):
     for layer in lora_layers(ours):
         layer.merge()
     torch.testing.assert_close(logits(ours, batch), unmerged, atol=1e-5, rtol=0)
-    assert any(not torch.equal(p, before[n]) for n, p in ours.named_parameters() if n in before)
+    assert any(not torch.equal(p.cpu(), before[n].cpu()) for n, p in ours.named_parameters() if n in before)
     for layer in lora_layers(ours):
         layer.unmerge()
     for name, p in ours.named_parameters():

@@ -132,7 +132,7 @@ def test_model_and_tokenizer_share_a_pad_token_decoders_their_eos(trained):
 def test_one_step_moves_every_lora_b(trained):
     model, before = trained["model"], trained["lora_b_before"]
     assert np.isfinite(trained["loss"])
-    moved = [n for n, p in model.named_parameters() if "lora_B" in n and not torch.equal(p, before[n])]
+    moved = [n for n, p in model.named_parameters() if "lora_B" in n and not torch.equal(p.cpu(), before[n].cpu())]
     assert len(moved) == len(before) > 0
 
 
@@ -232,6 +232,19 @@ def test_quantize_4bit_without_bitsandbytes(monkeypatch):
         load_model("no/such-model", LABELS, seed=0, quantize_4bit=True)
 
 
+def test_a_quantized_base_model_is_scored_without_a_trainer(tmp_path, monkeypatch):
+    """transformers' Trainer refuses a quantized model without adapters even to predict (QLoRA's pretrained baseline):
+    predict_logits scores one with plain forward passes, which give the Trainer's logits, in the dataset's order."""
+    config = tiny_config(save_tiny_model("bert", tmp_path / "base"), tmp_path)
+    tokenizer = load_tokenizer(config.model)
+    model = load_model(config.model, LABELS, config.seed)
+    test = tokenized_splits(tokenizer)["test"]
+    expected = predict_logits(model, tokenizer, test, batch_size=3)
+    model.is_quantized = True  # as from_pretrained marks a 4-bit model
+    monkeypatch.setattr(training, "Trainer", None)  # any use of it would fail
+    np.testing.assert_allclose(predict_logits(model, tokenizer, test, batch_size=3), expected, atol=1e-5)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None,
                     reason="QLoRA needs a CUDA GPU and bitsandbytes")
 def test_qlora_step_on_a_4bit_base(tmp_path):
@@ -242,6 +255,7 @@ def test_qlora_step_on_a_4bit_base(tmp_path):
     base = load_model(config.model, LABELS, config.seed, quantize_4bit=True)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in base.modules())
     assert not isinstance(base.score, bnb.nn.Linear4bit)  # the head trains in full
+    assert np.isfinite(predict_logits(base, tokenizer, tokenized_splits(tokenizer)["test"])).all()  # the "before"
     model = add_lora(base, config)
     lora_b_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
     trainer = build_trainer(config, model, tokenizer, tokenized_splits(tokenizer), tmp_path / "checkpoints",

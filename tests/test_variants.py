@@ -82,7 +82,7 @@ def trained(request, base, splits, tmp_path_factory):
 
 def test_training_moves_every_trained_tensor_and_no_pretrained_one(trained):
     model, before = trained["model"], trained["before"]
-    moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p.cpu(), before[n].cpu())]
     assert len(moved) == len(before) > 0
     assert changed_base_weights(model, trained["snapshot"]) == []
 
