@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -312,3 +313,13 @@ def test_adapter_with_an_edited_rank_is_refused(trained, tmp_path, capsys):
     (adapter / "adapter_config.json").write_text(json.dumps({**settings, "r": 16}))
     assert main(["predict", "--adapter", str(adapter), "some text"]) == 2
     assert "weights of rank [8]" in one_line_error(capsys)
+
+
+def test_gpu_check_script_stops_at_once_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the refusal on a machine without CUDA")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert done.returncode == 2 and "no CUDA GPU here" in done.stderr and "===" not in done.stdout
