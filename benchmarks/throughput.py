@@ -21,7 +21,9 @@ Every recipe trains the same model on the same tweets with the same Trainer for 
 All LoRA recipes use the project's adapter settings (r 8 on every linear layer, no adapter dropout unless named).
 --which NAME,... (or all) also times notebook 08's recipes (lora_ft.recipes.RECIPES) the same way and writes their
 examples/s and peak memory on this machine to results/recipes/speed.json, which notebook 08 reads: its accuracy
-grid may run elsewhere (on a GPU), its speeds are this CPU's.
+grid may run elsewhere (on a GPU), its speeds are this CPU's. With --recipes "" only those are timed, and each
+run updates its recipes' entries (same steps and repeats), so a process per recipe measures each one's own peak
+memory (what benchmarks/recipe_speeds.sh does).
 Reported per recipe (medians of the repeats): examples/s, tokens/s (padded positions the model computes, and
 real tokens), the ratio to fixed-128, achieved GFLOP/s against the matrix-product peak measured here for the
 recipe's precision,
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import sys
 import tempfile
@@ -259,7 +262,7 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="print where the time of project and full-finetune steps goes")
     args = parser.parse_args(argv)
-    recipes = args.recipes.split(",")
+    recipes = [name for name in args.recipes.split(",") if name]  # none: time only the --which recipes
     unknown = [r for r in recipes if r not in RECIPES and not known_knobs(r)]
     if unknown:
         parser.error(f"unknown recipe(s) {unknown}: choose from {RECIPES}, or project/full-finetune with "
@@ -293,10 +296,16 @@ def main(argv=None) -> int:
             timed[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             print(f"{name}: {timed[name]['examples_per_second']:.1f} examples/s, peak "
                   f"{timed[name]['peak_memory_mb']:,.0f} MB")
+        path = lora_recipes.folder(config) / "speed.json"
         speed = {"recipes": timed, "steps": args.steps, "repeats": args.repeats, "batch_size": config.batch_size,
                  "meta": results.meta(config)}
-        write_json_atomic(lora_recipes.folder(config) / "speed.json", speed)
-        print(f"wrote {lora_recipes.folder(config) / 'speed.json'}\n")
+        earlier = json.loads(path.read_text()) if path.exists() else None
+        if earlier and all(earlier.get(key) == speed[key] for key in ("steps", "repeats", "batch_size")):
+            speed["recipes"] = {**earlier["recipes"], **timed}  # the other recipes' entries stay
+        write_json_atomic(path, speed)
+        print(f"wrote {path} ({', '.join(timed)}{' updated' if earlier else ''})\n")
+    if not recipes:
+        return 0
     base = rows.get("fixed-128")
     print("| recipe | precision | examples/s | x fixed-128 | tokens/s (computed) | real tokens/s | GFLOP/s "
           "| % of peak "

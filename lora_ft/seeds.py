@@ -91,7 +91,7 @@ def records(results_dir: Path, run: str) -> list[dict]:
         differ = {k for r in found for k, v in results.settings(r).items() if v != wanted[k]}
         raise ConfigError(f"the records of {run!r} with seeds {stale} were made with other settings than "
                           f"{results.path_of(results_dir, run)} (they differ in {sorted(differ)}): run "
-                          f"`python -m lora_ft seeds {run}` to redo them")
+                          f"`{rerun_command(results_dir, run)}` to redo them")
     return found
 
 
@@ -113,14 +113,23 @@ def spread(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
-def compare(name_a: str, a: list[float], name_b: str, b: list[float], what: str = "accuracy") -> str:
+def rerun_command(results_dir: Path, run: str) -> str:
+    """The command that adds seeds to run's records in results_dir: notebook 08's recipes and notebook 07's curves
+    have their own steps, every other run `seeds`."""
+    step = {"recipes": f"recipes --names {run}", "curves": "curves"}.get(Path(results_dir).name, f"seeds --runs {run}")
+    return f"python -m lora_ft {step}"
+
+
+def compare(name_a: str, a: list[float], name_b: str, b: list[float], what: str = "accuracy",
+            command: str = "python -m lora_ft seeds") -> str:
     """A sentence on a - b in points, which calls the difference real only when it is larger than the spread: more
-    than twice its standard error from the seeds (sqrt(s_a^2 / n_a + s_b^2 / n_b)), else "within noise"."""
+    than twice its standard error from the seeds (sqrt(s_a^2 / n_a + s_b^2 / n_b)), else "within noise". command is
+    the one that adds seeds to these runs (rerun_command)."""
     difference = 100 * (statistics.fmean(a) - statistics.fmean(b))
     said = f"{name_a} vs {name_b}: {difference:+.1f} points of {what}"
     if min(len(a), len(b)) < 2:
-        return (f"{said} (n = {min(len(a), len(b))} seed: no spread to judge it by yet; `python -m lora_ft seeds` "
-                f"adds seeds {', '.join(map(str, SEEDS[1:]))})")
+        return (f"{said} (n = {min(len(a), len(b))} seed: no spread to judge it by yet; `{command}` adds seeds "
+                f"{', '.join(map(str, SEEDS[1:]))})")
     error = 100 * (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
     verdict = "larger than the spread" if abs(difference) > 2 * error else "within noise"
     return f"{said} (standard error {error:.1f}, {len(a)} and {len(b)} seeds), {verdict}"

@@ -65,7 +65,7 @@ def test_records_made_with_other_settings_are_refused_then_redone(root):
     record["config"]["learning_rate"] = 0.5
     path.write_text(json.dumps(record))
     with pytest.raises(ConfigError, match=r"'majority' with seeds \[44\] were made with other settings .*"
-                                          r"differ in \['learning_rate'\].*python -m lora_ft seeds majority"):
+                                          r"differ in \['learning_rate'\].*`python -m lora_ft seeds --runs majority`"):
         seeds.summarize(root / "results", "majority")
     summary = seeds.add(["majority"], seeds=(44,), results_dir=root / "results", log=lambda _: None)["majority"]
     assert 44 in summary["seeds"]
@@ -80,3 +80,11 @@ def test_a_run_without_its_seed_42_record_is_an_error(root):
 def test_splits_follow_split_seed_not_seed():
     assert "split_seed" in Config().data_settings() and "seed" not in Config().data_settings()
     assert Config(seed=43).paths.model == Config().paths.model / "seeds" / "seed43"
+
+
+@pytest.mark.parametrize(("folder", "command"), [("results", "seeds --runs lora"), ("recipes", "recipes --names lora"),
+                                                 ("curves", "curves")])
+def test_the_command_that_adds_seeds_is_the_one_that_wrote_the_records(folder, command, tmp_path):
+    assert seeds.rerun_command(tmp_path / folder, "lora") == f"python -m lora_ft {command}"
+    said = seeds.compare("a", [0.8], "b", [0.7], command=seeds.rerun_command(tmp_path / folder, "lora"))
+    assert said.startswith("a vs b: +10.0 points of accuracy (n = 1 seed") and f"`python -m lora_ft {command}`" in said
