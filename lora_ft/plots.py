@@ -342,23 +342,28 @@ def recipe_table(runs: dict[str, list[dict]], speed: dict | None = None) -> pd.D
 
 def recipe_costs(runs: dict[str, list[dict]], speed: dict | None = None) -> plt.Figure:
     """Notebook 08: test accuracy of each recipe against its training time (recipe_speed) and its trainable weights;
-    each seed a dot, the mean ± standard deviation of accuracy a bar where there are several."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    each seed a dot, the mean ± standard deviation of accuracy a bar where there are several. Each recipe has its
+    own colour and marker, named in the legend (labels beside the points would pile up where recipes cost the same)."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), sharey=True, layout="constrained")
+    markers = "osD^v"
+    style = {name: {"color": f"C{i % 10}", "marker": markers[i // 10 % len(markers)]} for i, name in enumerate(runs)}
 
     def minutes(name, found):
         return recipe_speed(found, (speed or {}).get(name))["minutes"]
 
     panels = ((axes[0], "training time (min)", minutes, "linear"),
               (axes[1], "trainable weights", lambda name, found: found[0]["params"]["trainable"], "log"))
+    handles = {}
     for ax, xlabel, x, scale in panels:
-        for i, (name, found) in enumerate(runs.items()):
+        for name, found in runs.items():
             where, ys = x(name, found), [f["metrics"]["accuracy"] for f in found]
-            ax.scatter([where] * len(ys), ys, s=15 if len(found) > 1 else 40, color=f"C{i % 10}")
+            dots = ax.scatter([where] * len(ys), ys, s=12 if len(found) > 1 else 40, alpha=0.6, **style[name])
+            handles[name] = dots
             if len(found) > 1:
-                ax.errorbar(where, np.mean(ys), yerr=np.std(ys, ddof=1), color=f"C{i % 10}", capsize=3, marker="x")
-            ax.annotate(name, (where, np.mean(ys)), xytext=(4, 3), textcoords="offset points", fontsize=7)
+                handles[name] = ax.errorbar(where, np.mean(ys), yerr=np.std(ys, ddof=1), capsize=3, markersize=7,
+                                            label=name, **style[name])
         ax.set(xscale=scale, xlabel=xlabel, title=f"test accuracy against {xlabel.split(' (')[0]}")
-        ax.margins(x=0.2)
+        ax.margins(x=0.1)
     axes[0].set_ylabel("accuracy")
-    fig.tight_layout()
+    fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False)
     return fig

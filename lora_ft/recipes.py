@@ -52,8 +52,14 @@ RECIPES = {
     "query-value-3epochs": {"target_modules": TARGET_SETS["query-value"], "epochs": 3.0},
     "all-linear-3epochs": {"epochs": 3.0},
 }
-# each group's recipes are compared with its reference: the previous default for targets, the default elsewhere
+# each group's recipes are compared with its reference: the previous default for targets, the default elsewhere;
+# PAIRS names the comparisons of groups whose recipes each change one setting of another recipe
 REFERENCE = {"targets": "query-value", "learning-rate": "all-linear-lr0.001-ratio2"}
+PAIRS = {
+    "speed": (("query-value-dropout0", "query-value"), ("all-linear-dropout0", "all-linear"),
+              ("query-value-dropout0", "all-linear-dropout0")),  # the fastest recipe against the default
+    "budget": (("query-value-3epochs", "query-value"), ("all-linear-3epochs", "all-linear")),
+}
 GROUPS = {
     "targets": ("query-value", "attention", "all-linear"),
     "learning-rate": tuple(name for name in RECIPES if name.startswith("all-linear-lr")),
@@ -62,6 +68,14 @@ GROUPS = {
     "speed": ("query-value", "query-value-dropout0", "all-linear", "all-linear-dropout0"),
     "budget": ("query-value", "query-value-3epochs", "all-linear", "all-linear-3epochs"),
 }
+
+
+def comparisons(group: str) -> tuple[tuple[str, str], ...]:
+    """(recipe, what it is compared with) for each comparison notebook 08 makes in group."""
+    if group in PAIRS:
+        return PAIRS[group]
+    reference = REFERENCE.get(group, "all-linear")
+    return tuple((name, reference) for name in GROUPS[group] if name != reference)
 
 
 def settings(name: str, config: Config) -> Config:

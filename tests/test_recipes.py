@@ -2,9 +2,11 @@
 
 import json
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
-from lora_ft import Config, recipes
+from lora_ft import Config, plots, recipes
 from lora_ft.errors import ConfigError
 from lora_ft.sweep import TARGET_SETS
 
@@ -27,6 +29,15 @@ def test_groups_name_known_recipes_and_each_recipe_is_in_a_group():
     assert grouped <= set(recipes.RECIPES) and set(recipes.RECIPES) <= grouped
 
 
+def test_every_recipe_of_a_group_is_compared_with_a_recipe_of_that_group():
+    for group, names in recipes.GROUPS.items():
+        pairs = recipes.comparisons(group)
+        assert all(name in names and reference in names and name != reference for name, reference in pairs), group
+        assert {name for pair in pairs for name in pair} == set(names), group
+    assert recipes.comparisons("targets") == (("attention", "query-value"), ("all-linear", "query-value"))
+    assert ("query-value-3epochs", "query-value") in recipes.comparisons("budget")
+
+
 def test_speeds_come_back_with_the_machine_that_measured_them(tmp_path):
     config = Config(output_root=str(tmp_path))
     assert recipes.speeds(config) == {}
@@ -44,3 +55,24 @@ def test_recipes_do_not_follow_the_defaults_so_their_records_stay_valid():
     moved = config.replace(base_dropout=0.0, target_modules=("query", "value"), learning_rate=5e-4, alpha=8.0)
     for name in recipes.RECIPES:
         assert recipes.settings(name, moved) == recipes.settings(name, config), name
+
+
+def test_the_cost_figure_names_every_recipe_once_with_a_style_of_its_own():
+    def run(accuracy, trainable):
+        return {"metrics": {"accuracy": accuracy}, "params": {"trainable": trainable},
+                "train": {"examples_per_second": 100.0, "seconds": 60.0},
+                "resources": {"peak_memory_mb": 1.0}, "meta": {"device": "cpu"}}
+
+    runs = {f"recipe-{i}": [run(0.80 + i / 1000, 1000 * (i + 1)), run(0.81, 1000 * (i + 1))] for i in range(12)}
+    runs["single"] = [run(0.7, 500)]
+    speed = {"recipe-0": {"examples_per_second": 50.0, "peak_memory_mb": 1.0, "device": "cpu"}}
+    fig = plots.recipe_costs(runs, speed)
+    legend = fig.legends[0]
+    assert [text.get_text() for text in legend.get_texts()] == list(runs)
+    dots = [c for c in fig.axes[0].collections if type(c).__name__ == "PathCollection"]  # each recipe's seeds
+    styles = {(tuple(np.round(d.get_facecolor()[0], 3)), d.get_paths()[0].vertices.tobytes()) for d in dots}
+    assert len(dots) == len(styles) == len(runs)  # 10 colours, then the next marker
+    # recipe-0 is timed at half its records' speed: its budget takes 2 minutes, the others 1
+    minutes = dict(zip(runs, (d.get_offsets()[0][0] for d in dots)))
+    assert minutes["recipe-0"] == pytest.approx(2.0) and minutes["recipe-1"] == pytest.approx(1.0)
+    plt.close(fig)
