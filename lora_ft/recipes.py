@@ -42,8 +42,8 @@ RECIPES = {
     # peft's variants, each one setting away from all-linear LoRA (same budget and learning rate)
     **{f"all-linear-{method}": {"method": method} for method in ("dora", "rslora", "pissa", "ia3")},
     "all-linear-vera": {"method": "vera", "r": 256, "alpha": 512.0},
-    # IA3's own papers train its scales faster than LoRA's 1e-3 (T-Few: 3e-3)
-    "all-linear-ia3-lr0.003": {"method": "ia3", "learning_rate": 3e-3},
+    # IA3's own paper trains its scales faster than LoRA's 1e-3 (T-Few: 3e-3); 1e-2 to see where that ends
+    **{f"all-linear-ia3-lr{lr:g}": {"method": "ia3", "learning_rate": lr} for lr in (3e-3, 1e-2)},
     "all-linear-loraplus16": {"loraplus_lr_ratio": 16.0},
     # LoRA+ at 1e-3 puts B at 1.6e-2, where it diverged: the same ratio on a fifth of the learning rate
     "all-linear-loraplus16-lr0.0002": {"loraplus_lr_ratio": 16.0, "learning_rate": 2e-4},
@@ -66,7 +66,7 @@ GROUPS = {
     "targets": ("query-value", "attention", "all-linear"),
     "learning-rate": tuple(name for name in RECIPES if name.startswith("all-linear-lr")),
     "variants": ("all-linear", *(f"all-linear-{v}" for v in ("dora", "rslora", "pissa", "vera", "ia3", "ia3-lr0.003",
-                                                             "loraplus16", "loraplus16-lr0.0002"))),
+                                                             "ia3-lr0.01", "loraplus16", "loraplus16-lr0.0002"))),
     "speed": ("query-value", "query-value-dropout0", "all-linear", "all-linear-dropout0"),
     "budget": ("query-value", "query-value-3epochs", "all-linear", "all-linear-3epochs"),
 }
