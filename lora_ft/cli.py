@@ -359,8 +359,8 @@ def parser() -> argparse.ArgumentParser:
                                    "small run leaves mostly idle: on a CPU they share the cores)")
         if name == "curves":  # the defaults live in lora_ft.curves (imported only when the step runs)
             step.add_argument("--methods", type=lambda text: tuple(text.split(",")), default=None,
-                              metavar="NAME,...", help="of lora, lora-small, setfit, full-finetune, linear-probe, "
-                              "tfidf-logreg (default: all of them)")
+                              metavar="NAME,...", help="of lora, lora-small, lora-lpft, setfit, full-finetune, "
+                              "linear-probe, tfidf-logreg (default: all of them)")
             step.add_argument("--per-class", type=_per_class, default=None, metavar="N,...",
                               help="training examples per class, all for the whole split (default 8,32,128,512,all)")
             step.add_argument("--draws", type=int, default=None, metavar="K",

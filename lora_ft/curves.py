@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from datasets import DatasetDict
 
 from . import baselines, data, results, seeds, training
 from .config import DEFAULT_SEED, Config
 from .errors import ConfigError
 
-METHODS = ("lora", "lora-small", "setfit", "full-finetune", "linear-probe", "tfidf-logreg")
+METHODS = ("lora", "lora-small", "lora-lpft", "setfit", "full-finetune", "linear-probe", "tfidf-logreg")
 PER_CLASS = (8, 32, 128, 512, None)  # examples per class; None: the whole train split ("all")
 HEADLINE = ("lora", "full-finetune", "linear-probe", "tfidf-logreg")  # at "all", reused from results/<run>.json
 
@@ -38,11 +39,16 @@ SETTINGS = {
     # (2 epochs of 24 examples are 2 steps), no validation-based stopping (see LORA_SMALL_STEPS)
     "lora-small": dict(target_modules=ALL_LINEAR, learning_rate=1e-3, batch_size=16, warmup=0.1,
                        early_stopping_patience=0),
+    # lora-small started from a linear probe (LP-FT): the head begins where a logistic regression on the frozen
+    # model's head features ends (init_head_from_probe), so the adapters refine a working classifier
+    "lora-lpft": dict(target_modules=ALL_LINEAR, learning_rate=1e-3, batch_size=16, warmup=0.1,
+                      early_stopping_patience=0),
     "setfit": dict(batch_size=16, epochs=1.0, learning_rate=2e-5),  # the SetFit paper's: pairs of 16, 1 epoch
     "full-finetune": dict(learning_rate=5e-5),  # notebook 02's
     "linear-probe": {},
     "tfidf-logreg": {},
 }
+FIXED_STEPS = ("lora-small", "lora-lpft")  # LoRA recipes that train a fixed number of steps, without validation
 LORA_SMALL_STEPS = 100  # lora-small trains max(this, 2 epochs) optimizer steps: ~15 s at any n on 2 CPU cores
 SETFIT_RECIPE = {"num_iterations": 20, "max_steps": 1000}  # pairs per sentence and iteration; cap on body steps
 SETFIT_SMOKE_STEPS = 2  # body steps in small mode (CI): enough to run every phase
@@ -125,7 +131,7 @@ def point_config(config: Config, method: str, n: int | None, seed: int, splits) 
     """The settings a point trains with: the method's, the draw's seed, and train_size = the examples drawn."""
     size = len(splits["train"]) if n is None else n * len(data.labels_of(splits))
     point = config.replace(seed=seed, train_size=None if n is None else size, **SETTINGS[method])
-    if method == "lora-small":  # a fixed number of steps, expressed as epochs so that the record says it
+    if method in FIXED_STEPS:  # a fixed number of steps, expressed as epochs so that the record says it
         steps = max(LORA_SMALL_STEPS, math.ceil(2 * size / point.batch_size))
         point = point.replace(epochs=steps * point.batch_size / size)
     return point
@@ -160,8 +166,8 @@ def train_point(method: str, drawn, config: Config) -> dict:
     run saves (checkpoints, models) goes to a temporary folder: only the record is kept."""
     with tempfile.TemporaryDirectory() as tmp:
         scratch = config.replace(output_root=tmp)
-        if method in ("lora", "lora-small"):
-            record = train_lora(drawn, scratch, fixed_steps=method == "lora-small")
+        if method in ("lora", *FIXED_STEPS):
+            record = train_lora(drawn, scratch, fixed_steps=method in FIXED_STEPS, probe_head=method == "lora-lpft")
         elif method == "setfit":
             record = train_setfit(drawn, scratch)
         elif method == "full-finetune":
@@ -173,19 +179,55 @@ def train_point(method: str, drawn, config: Config) -> dict:
     return record
 
 
-def train_lora(splits, config: Config, fixed_steps: bool = False) -> dict:
+def train_lora(splits, config: Config, fixed_steps: bool = False, probe_head: bool = False) -> dict:
     """LoRA on splits["train"]: notebook 03's loop (validations; the final weights, or the best with early stopping),
-    or with fixed_steps config.epochs straight through with no validation (lora-small)."""
+    or with fixed_steps config.epochs straight through with no validation (lora-small); probe_head starts the
+    classifier from a linear probe on the training examples (init_head_from_probe: lora-lpft)."""
     from .modeling import add_lora, count_params, load_tokenizer, model_for_training
 
     labels, test = data.labels_of(splits), splits["test"]
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    model = add_lora(model_for_training(config, labels), config)
+    model = model_for_training(config, labels)
+    if probe_head:
+        init_head_from_probe(model, tokenizer, splits["train"], config.seed)
+    model = add_lora(model, config)
     overrides = dict(eval_strategy="no", save_strategy="no", load_best_model_at_end=False) if fixed_steps else {}
     info = training.train(training.build_trainer(config, model, tokenizer, splits, **overrides))
     logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
     return results.build("lora", "lora", config, labels, "test", np.array(test["label"]), logits.argmax(-1),
                          count_params(model), info)
+
+
+def init_head_from_probe(model, tokenizer, train, seed: int, C: float = 1.0) -> None:
+    """LP-FT's first step (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
+    Out-of-Distribution"): fit a logistic regression on what the frozen model feeds its classifier (BERT's pooler
+    output) for the training examples, and copy its weights into the classifier. C is fixed (no validation data is
+    used, as with few labels there is none to spare). Models whose classifier is not one linear layer on the
+    pooler output (RoBERTa's two-layer head, for one) get a ConfigError."""
+    from sklearn.linear_model import LogisticRegression
+
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, torch.nn.Linear) or getattr(model.base_model, "pooler", None) is None:
+        raise ConfigError(f"lora-lpft starts the head from a linear probe on the pooler output, which needs a "
+                          f"BERT-style head (one linear layer on the pooler); {model.config.model_type} has another: "
+                          "use lora-small")
+    was_training = model.training
+    model.eval()
+    columns = train.select_columns(["input_ids", "attention_mask"])
+    features = []
+    with torch.inference_mode():
+        for first in range(0, len(columns), 64):
+            batch = tokenizer.pad(columns[first:first + 64], return_tensors="pt").to(head.weight.device)
+            features.append(model.base_model(**batch).pooler_output.float().cpu().numpy())
+    features = np.concatenate(features)
+    probe = LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(features, np.asarray(train["label"]))
+    coef, intercept = probe.coef_, probe.intercept_
+    if coef.shape[0] == 1:  # binary: scikit-learn fits one row (logit of class 1); the head has two
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(coef, dtype=head.weight.dtype))
+        head.bias.copy_(torch.as_tensor(intercept, dtype=head.bias.dtype))
+    model.train(was_training)
 
 
 def train_setfit(splits, config: Config) -> dict:

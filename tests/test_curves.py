@@ -5,6 +5,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+import torch
 from datasets import ClassLabel, Dataset, Features, Value
 
 from lora_ft import Config, baselines, cli, curves, data, pipeline, results
@@ -110,3 +111,37 @@ def test_takeaways_are_computed_from_the_summaries():
     assert "TF-IDF + logistic regression is within 1 point of the best at n = 32 per class." in lines
     assert lines[-1] == ("Recommendation: with fewer than 32 labelled examples per class, use setfit; "
                          "from 32 on, use lora-small.")
+
+
+def test_lpft_starts_the_head_from_a_linear_probe_on_the_pooler_output(config):
+    from sklearn.linear_model import LogisticRegression
+
+    from lora_ft.modeling import load_tokenizer, model_for_training
+
+    splits, _ = data.load_prepared(config.paths)
+    train = data.sample_per_class(splits["train"], 4, 42)
+    labels = data.labels_of(splits)
+    model = model_for_training(config, labels).eval()
+    before = model.classifier.weight.detach().clone()
+    tokenizer = load_tokenizer(config.model)
+    curves.init_head_from_probe(model, tokenizer, train, seed=42)
+    assert not torch.equal(model.classifier.weight, before)
+    batch = tokenizer.pad(train.select_columns(["input_ids", "attention_mask"])[:], return_tensors="pt")
+    with torch.inference_mode():
+        features = model.bert(**batch).pooler_output.numpy()
+        logits = model(**batch).logits.numpy()
+    probe = LogisticRegression(C=1.0, max_iter=5000, random_state=42).fit(features, train["label"])
+    np.testing.assert_allclose(logits, probe.decision_function(features), rtol=1e-4, atol=1e-4)
+    assert not model.training  # left in the mode it was in (eval here)
+
+    model.bert.pooler = None  # a head that does not read the pooler output
+    with pytest.raises(ConfigError, match="lora-lpft starts the head from a linear probe.*use lora-small"):
+        curves.init_head_from_probe(model, tokenizer, train, seed=42)
+
+
+def test_lpft_trains_a_fixed_number_of_steps_like_lora_small(config):
+    splits, _ = data.load_prepared(config.paths)
+    full = config.replace(smoke=False)  # small mode caps every run at one epoch
+    small, lpft = (curves.point_config(full, method, 4, 42, splits) for method in ("lora-small", "lora-lpft"))
+    assert small.epochs == lpft.epochs and small.epochs * 12 / small.batch_size >= curves.LORA_SMALL_STEPS
+    assert lpft.target_modules == curves.ALL_LINEAR and lpft.early_stopping_patience == 0
