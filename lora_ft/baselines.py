@@ -157,8 +157,9 @@ def linear_probe(splits, config: Config, batch_size: int = 64) -> dict:
     return _record("linear-probe", splits, config, predictions, params, info, resources, build)
 
 
-def embed(encoder, tokenizer, dataset, batch_size: int = 64) -> np.ndarray:
-    """Mean of the last hidden states over the attention mask (how all-MiniLM-L6-v2 was trained), in dataset order."""
+def embed(encoder, tokenizer, dataset, batch_size: int = 64, pooling: str = "mean") -> np.ndarray:
+    """Mean of the last hidden states over the attention mask (how all-MiniLM-L6-v2 was trained), in dataset order;
+    pooling="pooler": the encoder's pooler output instead (what a BERT classification head reads)."""
     order = training.length_order(dataset)  # batches of similar length: little padding
     columns = dataset.select_columns(["input_ids", "attention_mask"])
     device = next(encoder.parameters()).device
@@ -167,7 +168,11 @@ def embed(encoder, tokenizer, dataset, batch_size: int = 64) -> np.ndarray:
         for first in range(0, len(order), batch_size):
             rows = order[first:first + batch_size]
             batch = tokenizer.pad(columns[rows.tolist()], return_tensors="pt").to(device)
-            hidden = encoder(**batch).last_hidden_state
+            output = encoder(**batch)
+            if pooling == "pooler":
+                embeddings[rows] = output.pooler_output.float().cpu().numpy()
+                continue
+            hidden = output.last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             embeddings[rows] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy()
     return embeddings

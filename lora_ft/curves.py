@@ -33,16 +33,15 @@ HEADLINE = ("lora", "full-finetune", "linear-probe", "tfidf-logreg")  # at "all"
 
 # Each method's settings on top of the prepared data's (which hold the project's recipe: "lora" is notebook 03).
 ALL_LINEAR = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+LORA_SMALL = dict(target_modules=ALL_LINEAR, learning_rate=1e-3, batch_size=16, warmup=0.1, early_stopping_patience=0)
 SETTINGS = {
     "lora": {},
     # small data: every linear layer adapted (notebook 06's best), a fixed number of steps rather than 2 epochs
     # (2 epochs of 24 examples are 2 steps), no validation-based stopping (see LORA_SMALL_STEPS)
-    "lora-small": dict(target_modules=ALL_LINEAR, learning_rate=1e-3, batch_size=16, warmup=0.1,
-                       early_stopping_patience=0),
+    "lora-small": LORA_SMALL,
     # lora-small started from a linear probe (LP-FT): the head begins where a logistic regression on the frozen
     # model's head features ends (init_head_from_probe), so the adapters refine a working classifier
-    "lora-lpft": dict(target_modules=ALL_LINEAR, learning_rate=1e-3, batch_size=16, warmup=0.1,
-                      early_stopping_patience=0),
+    "lora-lpft": LORA_SMALL,
     "setfit": dict(batch_size=16, epochs=1.0, learning_rate=2e-5),  # the SetFit paper's: pairs of 16, 1 epoch
     "full-finetune": dict(learning_rate=5e-5),  # notebook 02's
     "linear-probe": {},
@@ -213,13 +212,7 @@ def init_head_from_probe(model, tokenizer, train, seed: int, C: float = 1.0) -> 
                           "use lora-small")
     was_training = model.training
     model.eval()
-    columns = train.select_columns(["input_ids", "attention_mask"])
-    features = []
-    with torch.inference_mode():
-        for first in range(0, len(columns), 64):
-            batch = tokenizer.pad(columns[first:first + 64], return_tensors="pt").to(head.weight.device)
-            features.append(model.base_model(**batch).pooler_output.float().cpu().numpy())
-    features = np.concatenate(features)
+    features = baselines.embed(model.base_model, tokenizer, train, pooling="pooler")
     probe = LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(features, np.asarray(train["label"]))
     coef, intercept = probe.coef_, probe.intercept_
     if coef.shape[0] == 1:  # binary: scikit-learn fits one row (logit of class 1); the head has two
