@@ -51,10 +51,11 @@ FIXED_STEPS = ("lora-small", "lora-lpft")  # LoRA recipes that train a fixed num
 LORA_SMALL_STEPS = 100  # lora-small trains max(this, 2 epochs) optimizer steps: ~15 s at any n on 2 CPU cores
 SETFIT_RECIPE = {"num_iterations": 20, "max_steps": 1000}  # pairs per sentence and iteration; cap on body steps
 SETFIT_SMOKE_STEPS = 2  # body steps in small mode (CI): enough to run every phase
-SETFIT_MAX_PER_CLASS = 128  # SetFit builds every pair of training sentences: n = 512 x 3 classes is 2.4M pairs
+SETFIT_MAX_PER_CLASS = 128  # see MAX_PER_CLASS
 # The largest n each method runs at on CPU, and why (None in PER_CLASS, "all", is above every cap)
 MAX_PER_CLASS = {
-    "setfit": (SETFIT_MAX_PER_CLASS, "SetFit's pairs grow with the square of n (about 16 CPU minutes a draw at 128)"),
+    "setfit": (SETFIT_MAX_PER_CLASS, "a draw takes about 16 CPU minutes there (960 body steps), and at 512 the "
+               "recipe's 1,000-step cap would train a quarter of its pairs"),
     "lora-lpft": (512, "LP-FT differs from lora-small only in the head's starting point, which "
                   "100 steps already forget (it trailed lora-small at every n up to 128); at 'all' (3,800 steps) it "
                   "would cost 17 CPU minutes a draw to repeat lora-small"),
