@@ -57,7 +57,7 @@ MAX_PER_CLASS = {
     "setfit": (SETFIT_MAX_PER_CLASS, "a draw takes about 16 CPU minutes there (960 body steps), and at 512 the "
                "recipe's 1,000-step cap would train a quarter of its pairs"),
     "lora-lpft": (512, "LP-FT differs from lora-small only in the head's starting point, which "
-                  "100 steps already forget (it trailed lora-small at every n up to 128); at 'all' (3,800 steps) it "
+                  "100 steps already forget (it trailed lora-small at every n up to 512); at 'all' (3,800 steps) it "
                   "would cost 17 CPU minutes a draw to repeat lora-small"),
 }
 
@@ -312,7 +312,8 @@ def table(summaries: dict[str, dict]) -> pd.DataFrame:
 def takeaways(summaries: dict[str, dict], metric: str = "accuracy") -> list[str]:
     """Sentences computed from the summaries: who leads at each n and by how much (a lead inside the two methods'
     spread, the larger std, is called noise), where SetFit leads LoRA and where LoRA overtakes it, from where TF-IDF
-    is within one point of the best, and the recommendation."""
+    is within one point of the best, and the recommendation: the leader at the smallest n, kept until another method
+    leads it beyond the spread."""
     means = {parse(run): s["metrics"][metric] for run, s in summaries.items()}
     grid = sorted({n for _, n in means}, key=lambda n: math.inf if n is None else n)
 
@@ -352,12 +353,21 @@ def takeaways(summaries: dict[str, dict], metric: str = "accuracy") -> list[str]
         lines.append(f"TF-IDF + logistic regression is within 1 point of the best at n = {where} per class."
                      if close else "TF-IDF + logistic regression is more than 1 point behind the best "
                      "at every n.")
-    changes = [n for previous, n in zip(grid, grid[1:]) if leaders[n] != leaders[previous]]
-    if changes:
-        n = changes[-1]
-        before = leaders[grid[grid.index(n) - 1]]
-        lines.append(f"Recommendation: with fewer than {show(n)} labelled examples per class, use {before}; "
-                     f"from {show(n)} on, use {leaders[n]}.")
+    # the recommended method changes only where the leader beats it beyond the spread (or it was not run there)
+    chosen, switches = {}, []
+    for n in grid:
+        current = chosen[grid[grid.index(n) - 1]] if chosen else leaders[n]
+        best, kept = means[(leaders[n], n)], means.get((current, n))
+        if kept is None or 100 * (best["mean"] - kept["mean"]) > 100 * max(best["std"], kept["std"]):
+            current = leaders[n]
+        if chosen and current != chosen[grid[grid.index(n) - 1]]:
+            switches.append(n)
+        chosen[n] = current
+    parts = [f"with fewer than {show(n)} labelled examples per class, use {chosen[grid[grid.index(n) - 1]]}"
+             for n in switches]
+    if switches:
+        lines.append(f"Recommendation: {'; '.join(parts)}; from {show(switches[-1])} on, use "
+                     f"{chosen[switches[-1]]} (a lead inside the spread does not change it).")
     elif grid:
-        lines.append(f"Recommendation: use {leaders[grid[0]]} at every n measured here.")
+        lines.append(f"Recommendation: use {chosen[grid[0]]} at every n measured here.")
     return lines

@@ -121,7 +121,16 @@ def test_takeaways_are_computed_from_the_summaries():
     assert "LoRA is level with or ahead of SetFit from n = 32 per class (by 4.0 points there)." in lines
     assert "TF-IDF + logistic regression is within 1 point of the best at n = 32 per class." in lines
     assert lines[-1] == ("Recommendation: with fewer than 32 labelled examples per class, use setfit; "
-                         "from 32 on, use lora-small.")
+                         "from 32 on, use lora-small (a lead inside the spread does not change it).")
+    # a new leader inside the spread keeps the recommendation; one beyond it, or a method not run at n, changes it
+    summaries.update({"curve-lora-small-n128": summary(0.75, 0.02), "curve-full-finetune-n128": summary(0.76, 0.02)})
+    assert curves.takeaways(summaries)[-1].startswith("Recommendation: with fewer than 32 labelled examples per "
+                                                      "class, use setfit; from 32 on, use lora-small")
+    summaries["curve-full-finetune-n128"] = summary(0.80, 0.02)
+    assert curves.takeaways(summaries)[-1] == (
+        "Recommendation: with fewer than 32 labelled examples per class, use setfit; with fewer than 128 labelled "
+        "examples per class, use lora-small; from 128 on, use full-finetune (a lead inside the spread does not "
+        "change it).")
 
 
 def test_lpft_starts_the_head_from_a_linear_probe_on_the_pooler_output(config):
