@@ -73,14 +73,15 @@ def test_a_curve_writes_one_record_per_draw_and_summaries_then_skips_them(config
     assert table["method"].tolist() == ["setfit", "tfidf-logreg"] and table["draws"].tolist() == [2, 2]
 
 
-def test_a_method_above_its_cap_is_skipped_with_the_reason(config, monkeypatch):
+def test_a_method_above_its_cap_is_skipped_with_the_reason(config, monkeypatch, tmp_path):
     monkeypatch.setitem(curves.MAX_PER_CLASS, "tfidf-logreg", (3, "a test's cap"))
     lines = []
-    summaries = curves.run(config, methods=("tfidf-logreg",), per_class=(3, 4, None), draws=1, log=lines.append)
+    summaries = curves.run(config, methods=("tfidf-logreg",), per_class=(3, 4, None), draws=1, log=lines.append,
+                           results_dir=tmp_path)
     assert set(summaries) == {"curve-tfidf-logreg-n3"}
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["curve-tfidf-logreg-n3.json"]
     for n in ("4", "all"):
         assert f"curve-tfidf-logreg-n{n}: skipped, tfidf-logreg runs up to 3 per class: a test's cap" in lines
-        assert not (config.paths.results / "curves" / f"curve-tfidf-logreg-n{n}.json").exists()
     assert curves.MAX_PER_CLASS["setfit"][0] == curves.SETFIT_MAX_PER_CLASS
 
 
