@@ -51,10 +51,9 @@ FIXED_STEPS = ("lora-small", "lora-lpft")  # LoRA recipes that train a fixed num
 LORA_SMALL_STEPS = 100  # lora-small trains max(this, 2 epochs) optimizer steps: ~15 s at any n on 2 CPU cores
 SETFIT_RECIPE = {"num_iterations": 20, "max_steps": 1000}  # pairs per sentence and iteration; cap on body steps
 SETFIT_SMOKE_STEPS = 2  # body steps in small mode (CI): enough to run every phase
-SETFIT_MAX_PER_CLASS = 128  # see MAX_PER_CLASS
 # The largest n each method runs at on CPU, and why (None in PER_CLASS, "all", is above every cap)
 MAX_PER_CLASS = {
-    "setfit": (SETFIT_MAX_PER_CLASS, "a draw takes about 16 CPU minutes there (960 body steps), and at 512 the "
+    "setfit": (128, "a draw takes about 16 CPU minutes there (960 body steps), and at 512 the "
                "recipe's 1,000-step cap would train a quarter of its pairs"),
     "lora-lpft": (512, "LP-FT differs from lora-small only in the head's starting point, which "
                   "100 steps already forget (it trailed lora-small at every n up to 512); at 'all' (3,800 steps) it "
@@ -320,6 +319,9 @@ def takeaways(summaries: dict[str, dict], metric: str = "accuracy") -> list[str]
     def show(n):
         return "all" if n is None else str(n)
 
+    def beyond(a, b):  # a's mean ahead of b's by more than the larger std
+        return a["mean"] - b["mean"] > max(a["std"], b["std"])
+
     lines, leaders = [], {}
     for n in grid:
         here = sorted(((m, s) for (m, k), s in means.items() if k == n), key=lambda item: -item[1]["mean"])
@@ -328,7 +330,7 @@ def takeaways(summaries: dict[str, dict], metric: str = "accuracy") -> list[str]
         if rest:
             second, other = rest[0]
             lead = 100 * (top["mean"] - other["mean"])
-            noise = " (inside the spread: noise)" if lead <= 100 * max(top["std"], other["std"]) else ""
+            noise = "" if beyond(top, other) else " (inside the spread: noise)"
             lines.append(f"n = {show(n)} per class: {best} leads with {top['mean']:.4f} ± {top['std']:.4f}, "
                          f"{lead:.1f} points ahead of {second}{noise}.")
     lora = [m for m in ("lora-small", "lora") if any(k[0] == m for k in means)]
@@ -354,20 +356,17 @@ def takeaways(summaries: dict[str, dict], metric: str = "accuracy") -> list[str]
                      if close else "TF-IDF + logistic regression is more than 1 point behind the best "
                      "at every n.")
     # the recommended method changes only where the leader beats it beyond the spread (or it was not run there)
-    chosen, switches = {}, []
+    current, switches = None, []  # switches: (n, the method recommended below n)
     for n in grid:
-        current = chosen[grid[grid.index(n) - 1]] if chosen else leaders[n]
-        best, kept = means[(leaders[n], n)], means.get((current, n))
-        if kept is None or 100 * (best["mean"] - kept["mean"]) > 100 * max(best["std"], kept["std"]):
+        kept = means.get((current, n))
+        if kept is None or beyond(means[(leaders[n], n)], kept):
+            if current is not None and leaders[n] != current:
+                switches.append((n, current))
             current = leaders[n]
-        if chosen and current != chosen[grid[grid.index(n) - 1]]:
-            switches.append(n)
-        chosen[n] = current
-    parts = [f"with fewer than {show(n)} labelled examples per class, use {chosen[grid[grid.index(n) - 1]]}"
-             for n in switches]
     if switches:
-        lines.append(f"Recommendation: {'; '.join(parts)}; from {show(switches[-1])} on, use "
-                     f"{chosen[switches[-1]]} (a lead inside the spread does not change it).")
+        parts = [f"with fewer than {show(n)} labelled examples per class, use {before}" for n, before in switches]
+        lines.append(f"Recommendation: {'; '.join(parts)}; from {show(switches[-1][0])} on, use {current} "
+                     "(a lead inside the spread does not change it).")
     elif grid:
-        lines.append(f"Recommendation: use {chosen[grid[0]]} at every n measured here.")
+        lines.append(f"Recommendation: use {current} at every n measured here.")
     return lines
