@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_input(path: Path, rows: int) -> None:
     """rows tweets from the corpus, repeated as needed, streamed to path; every 500th text is blank."""
     sys.path.insert(0, str(ROOT))
-    from lora_ft import data
+    from lora_ft import sources
 
-    texts = pd.read_csv(data.tweets_path(), encoding="latin-1")["text"].astype(str).tolist()
+    texts = pd.read_csv(sources.tweets_path(), encoding="latin-1")["text"].astype(str).tolist()
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "text"])

@@ -55,8 +55,8 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from lora_ft import Config, data, results, training
 from lora_ft import recipes as lora_recipes
-from lora_ft.baselines import measure
 from lora_ft.io import write_json_atomic
+from lora_ft.measure import measure
 from lora_ft.modeling import add_lora, load_tokenizer, model_for_training
 
 # Speed knobs a recipe name may add after "+": Config settings, the same for LoRA and full fine-tuning

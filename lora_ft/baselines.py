@@ -4,12 +4,6 @@ memory and the size of what it saves, the trained ones for time too."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
-import os
-import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -19,69 +13,15 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
-from . import data, results, training
+from . import data, training
 from .config import FULL_FINETUNE_LEARNING_RATE, Config
 from .errors import ConfigError
 from .io import on_main_process, replace_dir_atomic, write_json_atomic
-from .modeling import count_params, load_model, load_tokenizer, quiet_transformers
+from .measure import folder_mb, measure
+from .modeling import count_params, load_model, load_tokenizer
+from .run import record, train_and_score
 
 C_GRID = (0.5, 1.0, 2.0, 4.0)  # inverse L2 strength of the logistic regressions, chosen on validation macro-F1
-MB = 1e6  # bytes; the README quotes sizes in decimal MB
-
-try:
-    import psutil
-
-    def rss() -> int:
-        """Resident memory of this process, in bytes."""
-        return psutil.Process().memory_info().rss
-except ImportError:
-    def rss() -> int:
-        """Resident memory of this process, in bytes (Linux, without psutil)."""
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@contextlib.contextmanager
-def measure(interval: float = 0.02):
-    """Peak memory of the process while the block runs, above what it held before, in MB.
-
-    Yields a dict that gets "peak_memory_mb" (resident memory, sampled every interval seconds) when the block
-    ends, and "peak_gpu_memory_mb" (torch.cuda.max_memory_allocated) on CUDA.
-    """
-    _release_freed_memory()
-    usage, start, peak, done = {}, rss(), [0], threading.Event()
-
-    def sample():
-        while not done.wait(interval):
-            peak[0] = max(peak[0], rss())
-
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-        gpu_start = torch.cuda.memory_allocated()
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield usage
-    finally:
-        done.set()
-        sampler.join()
-        usage["peak_memory_mb"] = round((max(peak[0], rss(), start) - start) / MB, 1)
-        if cuda:
-            usage["peak_gpu_memory_mb"] = round((torch.cuda.max_memory_allocated() - gpu_start) / MB, 1)
-
-
-def _release_freed_memory() -> None:
-    """Hand memory that earlier steps freed back to the system: glibc keeps it resident and would serve the
-    measured block from it unseen (after a full fine-tune, a 200 MB array then adds nothing to the resident size)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def folder_mb(path: Path) -> float:
-    """Size on disk of every file under path, in MB."""
-    return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / MB, 3)
-
 
 def majority(splits, config: Config) -> dict:
     """Always the most frequent class of the training split: the floor any model must beat. Nothing is saved."""
@@ -89,7 +29,7 @@ def majority(splits, config: Config) -> dict:
     with measure() as resources:
         predictions = np.full_like(references, np.bincount(np.array(splits["train"]["label"])).argmax())
     resources["saved_mb"] = 0.0
-    return results.build("majority", "majority", config, data.labels_of(splits), "test", references, predictions,
+    return record("majority", "majority", config, data.labels_of(splits), "test", references, predictions,
                          params={"trainable": 0, "total": 0}, resources=resources)
 
 
@@ -102,7 +42,7 @@ def pretrained_baseline(splits, config: Config) -> dict:
         model = load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit)
         predictions = training.predict_logits(model, tokenizer, test, config.eval_batch_size).argmax(-1)
     resources["saved_mb"] = 0.0
-    return results.build("pretrained-baseline", "pretrained-baseline", config, labels, "test", np.array(test["label"]),
+    return record("pretrained-baseline", "pretrained-baseline", config, labels, "test", np.array(test["label"]),
                          predictions, params=count_params(model), resources=resources)
 
 
@@ -139,12 +79,13 @@ def linear_probe(splits, config: Config, batch_size: int = 64) -> dict:
         if not config.quantize_4bit:  # a 4-bit model is already on its GPU
             encoder.to("cuda" if torch.cuda.is_available() else "cpu")
         start = time.perf_counter()
-        features = {name: embed(encoder, tokenizer, splits[name], batch_size) for name in ("train", "validation")}
+        features = {name: training.embed(encoder, tokenizer, splits[name], batch_size)
+                    for name in ("train", "validation")}
         encoded = (len(splits["train"]) + len(splits["validation"])) / (time.perf_counter() - start)
         classifier, info = _select_logreg(features, splits, config.seed)
         info = _train_section(time.perf_counter() - start, len(splits["train"]), info)
         info["encode_examples_per_second"] = round(encoded, 2)
-        predictions = classifier.predict(embed(encoder, tokenizer, splits["test"], batch_size))
+        predictions = classifier.predict(training.embed(encoder, tokenizer, splits["test"], batch_size))
 
     def build(tmp: Path):
         settings = {"model": config.model, "pooling": "mean", "max_length": config.max_length, "C": info["C"],
@@ -157,27 +98,6 @@ def linear_probe(splits, config: Config, batch_size: int = 64) -> dict:
     return _record("linear-probe", splits, config, predictions, params, info, resources, build)
 
 
-def embed(encoder, tokenizer, dataset, batch_size: int = 64, pooling: str = "mean") -> np.ndarray:
-    """Mean of the last hidden states over the attention mask (how all-MiniLM-L6-v2 was trained), in dataset order;
-    pooling="pooler": the encoder's pooler output instead (what a BERT classification head reads)."""
-    order = training.length_order(dataset)  # batches of similar length: little padding
-    columns = dataset.select_columns(["input_ids", "attention_mask"])
-    device = next(encoder.parameters()).device
-    embeddings = np.empty((len(dataset), encoder.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
-        for first in range(0, len(order), batch_size):
-            rows = order[first:first + batch_size]
-            batch = tokenizer.pad(columns[rows.tolist()], return_tensors="pt").to(device)
-            output = encoder(**batch)
-            if pooling == "pooler":
-                embeddings[rows] = output.pooler_output.float().cpu().numpy()
-                continue
-            hidden = output.last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            embeddings[rows] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy()
-    return embeddings
-
-
 def full_finetune(splits, config: Config, learning_rate: float = FULL_FINETUNE_LEARNING_RATE) -> dict:
     """Every weight trained, with the LoRA run's Trainer set-up and no adapters; the whole model saved (safetensors)
     under model/full-finetune/. Its step size is 1/20 of LoRA's (config.FULL_FINETUNE_LEARNING_RATE): LoRA's would
@@ -187,24 +107,8 @@ def full_finetune(splits, config: Config, learning_rate: float = FULL_FINETUNE_L
         raise ConfigError("full fine-tuning trains every weight, which a 4-bit quantized base cannot: "
                           "set quantize_4bit=False")
     config = config.replace(learning_rate=learning_rate, loraplus_lr_ratio=None)
-    labels, test = data.labels_of(splits), splits["test"]
-    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    checkpoints = config.paths.model / "full-finetune-checkpoints"
-    with measure() as resources:
-        model = load_model(config.model, labels, config.seed, trust_remote_code=config.trust_remote_code,
-                           base_dropout=config.base_dropout)
-        info = training.train(training.build_trainer(config, model, tokenizer, splits, output_dir=checkpoints))
-        predictions = training.predict_logits(model, tokenizer, test, config.eval_batch_size).argmax(-1)
-    # the checkpoints served only to pick the best epoch; they hold pickled optimizer and random states
-    on_main_process(shutil.rmtree, checkpoints)
-
-    def build(tmp: Path):
-        with quiet_transformers():  # no "Writing model shards" progress widget in the notebook
-            model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        config.save(tmp / "lora_ft_config.json")
-
-    return _record("full-finetune", splits, config, predictions, count_params(model), info, resources, build)
+    return train_and_score(config, splits, "full-finetune", kind="full-finetune", adapters=None,
+                           save_to=config.paths.model / "full-finetune")[0]
 
 
 def _select_logreg(features: dict, splits, seed: int):
@@ -239,5 +143,15 @@ def _record(kind: str, splits, config: Config, predictions, params: dict, info: 
     on_main_process(replace_dir_atomic, build, target)
     resources["saved_mb"] = folder_mb(target)
     test = splits["test"]
-    return results.build(kind, kind, config, data.labels_of(splits), "test", np.array(test["label"]),
+    return record(kind, kind, config, data.labels_of(splits), "test", np.array(test["label"]),
                          np.asarray(predictions), params, info, resources)
+
+
+# notebook 02's reference runs, by run name: each takes the splits and a Config and returns its test record
+RUNS = {
+    "majority": majority,
+    "pretrained-baseline": pretrained_baseline,
+    "tfidf-logreg": tfidf_logreg,
+    "linear-probe": linear_probe,
+    "full-finetune": full_finetune,
+}

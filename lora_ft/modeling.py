@@ -1,9 +1,8 @@
-"""Load a pretrained classifier, wrap it with peft LoRA, save and reload adapters."""
+"""Load a pretrained classifier and its tokenizer, and wrap it with peft adapters (or this project's LoRA)."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib.util
 import json
 import re
@@ -13,20 +12,14 @@ from pathlib import Path
 import torch
 import transformers
 from peft import IA3Config, LoraConfig, PeftModel, VeraConfig, get_peft_model, prepare_model_for_kbit_training
-from peft.utils import ModulesToSaveWrapper, get_peft_model_state_dict
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from peft.utils import get_peft_model_state_dict
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig, set_seed
 from transformers.pytorch_utils import Conv1D
 
 from . import hub
-from .config import DEFAULT_MODEL, Config
+from .config import DEFAULT_MODEL, HEAD_LAYERS, HEAD_MODULES, Config
 from .errors import ConfigError, listed
-from .io import replace_dir_atomic, restore_backup, write_json_atomic
-from .lora import matches
-
-# Layers of the task head, which trains in full (modules_to_save) and never gets adapters
-HEAD_MODULES = {"classifier", "score", "pooler", "pre_classifier"}
+from .lora import inject_lora, mark_only_lora_as_trainable, matches
 
 # GPT-2 keeps its projections (c_attn, ...) in transformers' Conv1D: a linear layer with a transposed weight
 LINEAR_LAYERS = (torch.nn.Linear, Conv1D)
@@ -40,14 +33,6 @@ LORA_OPTIONS = {"lora": {}, "dora": {"use_dora": True}, "rslora": {"use_rslora":
 # attention_dropout), GPT-2 the last three
 BASE_DROPOUTS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
                  "resid_pdrop", "embd_pdrop", "attn_pdrop")
-
-# Names of what adapters add and train: LoRA and its variants (lora_A, lora_B, DoRA's lora_magnitude_vector), VeRA's
-# scaling vectors, IA3's scales, and the head's trained copies
-ADAPTER_MARKERS = ("lora_", "vera_lambda", "ia3_l", "modules_to_save")
-
-# What save_adapter writes and load_adapter needs; weights load from safetensors only (pickle can run code)
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "labels.json", "lora_ft_config.json")
-FINGERPRINT = "lora_ft_fingerprint.json"  # what made an adapter or a checkpoint: settings, labels, data (pipeline.py)
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as the Hub spells a repository
 
@@ -162,7 +147,7 @@ def quantization_config(quantize_4bit: bool) -> BitsAndBytesConfig | None:
         bnb_4bit_compute_dtype=torch.bfloat16,
         bnb_4bit_use_double_quant=True,
         # the head trains in full, so it stays out of 4-bit: peft's classifier/score and head_modules' defaults
-        llm_int8_skip_modules=[r"(.*\.)?(classifier|score|pre_classifier|pooler)"],
+        llm_int8_skip_modules=[rf"(.*\.)?({'|'.join(HEAD_MODULES)})"],
     )
 
 
@@ -247,7 +232,7 @@ def all_linear(linear: list[str]) -> list[str]:
     """Targets for every linear layer in linear (module names) outside the task head, each named by the shortest
     ending of its name that names no head layer: BERT's attention.output.dense becomes "output.dense", since "dense"
     alone would also adapt the pooler, which trains in full."""
-    head = [name for name in linear if HEAD_MODULES & set(name.split("."))]
+    head = [name for name in linear if set(HEAD_MODULES) & set(name.split("."))]
     targets = {}
     for name in linear:
         if name in head:
@@ -269,7 +254,7 @@ def head_modules(model, wanted: tuple[str, ...] | None) -> list[str]:
     """
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     if wanted is None:
-        return [name for name in ("pooler", "pre_classifier") if name in present]
+        return [name for name in HEAD_MODULES if name not in HEAD_LAYERS and name in present]
     missing = [name for name in wanted if name not in present]
     if missing:
         raise ConfigError(f"modules_to_save {listed(missing)} are not modules of {model.config.model_type}: "
@@ -299,13 +284,11 @@ def add_lora(model, config: Config):
 
 def add_lora_from_scratch(model, config: Config):
     """The same adapters and trained head as add_lora, built with this project's own lora.py instead of peft."""
-    from .lora import inject_lora, mark_only_lora_as_trainable
-
     if config.method != "lora":
         raise ConfigError(f"the from-scratch LoRA implements method='lora' only, not {config.method!r}: "
                           "set method='lora', or use add_lora (peft)")
     inject_lora(model, lora_targets(model, config.target_modules), config.r, config.alpha, config.dropout)
-    mark_only_lora_as_trainable(model, head_modules=("classifier", *head_modules(model, config.modules_to_save)))
+    mark_only_lora_as_trainable(model, head_modules=(*HEAD_LAYERS, *head_modules(model, config.modules_to_save)))
     return model
 
 
@@ -316,143 +299,3 @@ def count_params(model) -> dict:
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"trainable": int(trainable), "total": int(total)}
-
-
-def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Path, fingerprint: dict | None = None):
-    """Adapter weights (safetensors), tokenizer, class names, the config and fingerprint that made them, swapped in
-    atomically.
-
-    The adapter names its base by public_name (peft would write this machine's path), and peft's empty model card
-    template is left out: the train step writes the real one (card.py) once the test scores are known.
-
-    PiSSA and OLoRA adapters are saved as the plain LoRA adapter they amount to on the unchanged base model.
-    """
-
-    def build(tmp: Path):
-        model.save_pretrained(tmp)
-        if getattr(model, "initial_adapter", None) is not None:
-            _as_plain_lora(model, tmp)
-        (tmp / "README.md").unlink(missing_ok=True)
-        adapter_config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
-        adapter_config["base_model_name_or_path"] = public_name(config.model)
-        write_json_atomic(tmp / "adapter_config.json", adapter_config)
-        tokenizer.save_pretrained(tmp)
-        limit_tokenizer(tmp, config.max_length)
-        config.save(tmp / "lora_ft_config.json")
-        write_json_atomic(tmp / "labels.json", list(labels))
-        if fingerprint is not None:
-            write_json_atomic(tmp / FINGERPRINT, fingerprint)
-
-    replace_dir_atomic(build, target)
-
-
-def _as_plain_lora(model, folder: Path) -> None:
-    """Rewrite the PiSSA or OLoRA adapter saved in folder as a plain LoRA adapter on the unchanged base weights W.
-
-    They train B A on W_res = W - s B0 A0 (s = alpha / r), so what they learned is W_res + s B A - W = s (B A - B0 A0)
-    = s [B, -B0] [A; A0]: a LoRA of rank 2r with the same scale. peft's save_pretrained(...,
-    path_initial_model_for_weight_conversion=) computes the same, but (peft 0.21.2) drops the trained head's weights.
-    """
-    weights = folder / "adapter_model.safetensors"
-    state = load_file(str(weights))
-    for name, initial in model.initial_adapter.items():
-        if "lora_A" in name:
-            state[name] = torch.cat([state[name], initial], dim=0)
-        elif "lora_B" in name:
-            state[name] = torch.cat([state[name], -initial], dim=1)
-    save_file(state, str(weights), metadata={"format": "pt"})
-    settings = copy.deepcopy(model.peft_config["default"])
-    settings.r, settings.lora_alpha, settings.init_lora_weights = 2 * settings.r, 2 * settings.lora_alpha, True
-    settings.inference_mode = True
-    settings.save_pretrained(str(folder))
-
-
-def load_adapter(path: Path, config: Config, labels: list[str], merge: bool = False):
-    """A fresh base model with the adapter save_adapter wrote on top (optionally merged into its weights)."""
-    path = Path(path)
-    _check_adapter(path, config, labels)
-    base = load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit)
-    try:
-        model = PeftModel.from_pretrained(base, str(path))
-    except RuntimeError as error:  # "size mismatch for ...": the weights were not made with these settings
-        reason = " ".join(str(error).split())[:200]
-        raise ConfigError(f"the adapter weights in {path} do not fit its own settings ({reason}): save the adapter "
-                          "again with save_adapter, or copy the whole folder again") from None
-    model.eval()
-    return merge_and_unload(model) if merge else model
-
-
-def merge_and_unload(model):
-    """The adapters folded into the base weights and the trained head put in place: a plain transformers model.
-
-    The head goes in first: peft's VeRA and IA3 unloading (0.21.2) fails on a saved module without a weight of its
-    own, such as BERT's pooler (huggingface/peft#3213).
-    """
-    for name, module in list(model.named_modules()):
-        if isinstance(module, ModulesToSaveWrapper):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, module.modules_to_save[module.active_adapter])
-    return model.merge_and_unload()
-
-
-def _check_adapter(path: Path, config: Config, labels: list[str]) -> None:
-    """Raise a ConfigError naming the problem and the fix unless path holds a whole, readable adapter for config."""
-    restore_backup(path)
-    if not path.is_dir():
-        raise ConfigError(f"no adapter folder at {path}: train and save one with save_adapter (notebook 03), "
-                          "or pass the folder that holds it")
-    if not (path / "adapter_model.safetensors").exists() and (path / "adapter_model.bin").exists():
-        raise ConfigError(f"the adapter at {path} has its weights only as adapter_model.bin (pickle, which can run "
-                          "code when loaded); adapters load from safetensors only: save it again with save_adapter")
-    missing = [name for name in ADAPTER_FILES if not (path / name).is_file()]
-    if missing:
-        raise ConfigError(f"the adapter folder {path} is incomplete, {missing} missing: save_adapter writes "
-                          f"{list(ADAPTER_FILES)}; save it again with save_adapter, or copy the whole folder")
-    trained_on = _read_adapter_json(path / "lora_ft_config.json").get("model")
-    if trained_on != config.model:
-        raise ConfigError(f"the adapter at {path} was trained on base model {trained_on!r}, not config.model="
-                          f"{config.model!r}: set model={trained_on!r}, or load an adapter trained on "
-                          f"{config.model!r}")
-    saved_labels = _read_adapter_json(path / "labels.json")
-    if saved_labels != list(labels):
-        raise ConfigError(f"the adapter at {path} was trained for {len(saved_labels)} labels {saved_labels}, not the "
-                          f"{len(labels)} given {list(labels)}: pass its labels (its labels.json) in that order")
-    rank = _read_adapter_json(path / "adapter_config.json").get("r")
-    try:
-        weights = load_file(str(path / "adapter_model.safetensors"))
-    except SafetensorError as error:
-        raise ConfigError(f"the adapter weights {path / 'adapter_model.safetensors'} are corrupt or truncated "
-                          f"({error}): save the adapter again with save_adapter, or copy the folder again") from None
-    # the files must agree with the weights: an edited labels.json or rank would fail to load, or mislabel silently
-    ranks = {tensor.shape[0] for name, tensor in weights.items() if "lora_A" in name}
-    heads = sorted(name for name in weights  # the classifier itself: not DistilBERT's pre_classifier
-                   if name.endswith(".weight") and re.search(r"(^|\.)(classifier|score)\.", name))
-    rows = weights[heads[-1]].shape[0] if heads else len(labels)  # the last head layer scores the classes
-    trained_rank = 2 * config.r if config.method in ("pissa", "olora") else config.r  # saved as rank-2r LoRA
-    if ranks and ranks != {rank, trained_rank} or rows != len(labels):
-        raise ConfigError(f"the adapter at {path} does not agree with its own files (weights of rank {listed(ranks)} "
-                          f"for {rows} classes; adapter_config.json r={rank}, lora_ft_config.json r={trained_rank}, "
-                          f"labels.json {len(labels)} classes): save the adapter again with save_adapter, "
-                          "or copy the whole folder again")
-
-
-def _read_adapter_json(file: Path):
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{file} is corrupt ({error}): save the adapter again with save_adapter") from None
-
-
-def frozen_snapshot(model) -> dict[str, torch.Tensor]:
-    """Copies of the pretrained weights that LoRA must leave untouched, kept on the CPU (training may move the model
-    to a GPU)."""
-    return {name: p.detach().to("cpu", copy=True) for name, p in _base_parameters(model)}
-
-
-def changed_base_weights(model, snapshot: dict[str, torch.Tensor]) -> list[str]:
-    """Names of pretrained tensors that differ from the snapshot (empty when LoRA kept them frozen)."""
-    return [name for name, p in _base_parameters(model) if not torch.equal(p.detach().cpu(), snapshot[name])]
-
-
-def _base_parameters(model):
-    return [(n, p) for n, p in model.named_parameters() if not any(marker in n for marker in ADAPTER_MARKERS)]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+
+from .config import TARGET_SETS
+from .io import atomic_file
 
 RUN_ORDER = {"majority": 0, "pretrained-baseline": 1, "tfidf-logreg": 2, "linear-probe": 3, "full-finetune": 4,
              "lora": 5}  # by kind: the cheapest reference first, LoRA last
@@ -19,11 +21,10 @@ def ordered(records: dict[str, dict]) -> list[dict]:
 
 
 def save(fig, folder: Path, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    tmp = folder / f".{name}.png.tmp"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    os.replace(tmp, path)  # atomic: a crash never leaves half a figure where a good one was
+    """fig as folder/<name>.png, written atomically: a crash never leaves half a figure where a good one was."""
+    path = Path(folder) / f"{name}.png"
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     return path
 
 
@@ -201,8 +202,6 @@ def spread_text(values: list[float]):
 
 def sweep_frame(records: dict[str, dict], seeds=None) -> pd.DataFrame:
     """One row per sweep run and seed: its settings, size, time and test scores."""
-    from .sweep import TARGET_SETS
-
     set_names = {modules: name for name, modules in TARGET_SETS.items()}
     rows = []
     for run, found in over_seeds(records, seeds).items():

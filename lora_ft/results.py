@@ -1,11 +1,10 @@
-"""One self-describing JSON per evaluated run under results/: the contract plots and the README read."""
+"""One self-describing JSON per evaluated run under results/: the contract plots and the README read.
+
+Reading, checking and finding records needs no torch; run.record builds one from a model's predictions."""
 
 from __future__ import annotations
 
 import json
-import platform
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ import numpy as np
 from .config import DEFAULT_SEED, Config
 from .errors import LoraFtError
 from .io import write_json_atomic
-from .training import score
 
 REQUIRED = ("run", "kind", "model", "dataset", "split", "n_examples", "labels", "metrics", "confusion_matrix",
             "params", "config", "meta")
@@ -22,56 +20,6 @@ REQUIRED_TRAIN = ("seconds", "examples_per_second", "epochs", "history")
 REQUIRED_META = ("smoke", "seed", "versions", "device", "created")
 REQUIRED_RESOURCES = ("peak_memory_mb", "saved_mb")
 TRAINED_KINDS = ("full-finetune", "tfidf-logreg", "linear-probe", "setfit")  # besides every kind starting with "lora"
-PACKAGES = ("torch", "transformers", "peft", "datasets", "evaluate")
-
-
-def build(run: str, kind: str, config: Config, labels: list[str], split: str, references, predictions,
-          params: dict, train: dict | None = None, resources: dict | None = None) -> dict:
-    """A results record for predictions on one split; train is the training section for trained runs, resources
-    what the run cost ("peak_memory_mb", "saved_mb", see baselines.measure)."""
-    scores = score(references, predictions, labels)
-    result = {
-        "run": run,
-        "kind": kind,
-        "model": config.model,
-        "dataset": config.dataset,
-        "split": split,
-        "n_examples": int(len(references)),
-        "labels": list(labels),
-        "metrics": {name: scores[name] for name in REQUIRED_METRICS},
-        "confusion_matrix": scores["confusion_matrix"],
-        "params": params,
-        "config": build_config(config),
-        "meta": meta(config),
-    }
-    if train is not None:
-        result["train"] = train
-    if resources is not None:
-        result["resources"] = resources
-    return result
-
-
-def build_config(config: Config) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}
-
-
-def meta(config: Config) -> dict:
-    import torch
-
-    versions = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    return {
-        "smoke": config.smoke,
-        "seed": config.seed,
-        "versions": versions,
-        "device": device,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def validate(result: dict) -> None:
@@ -81,7 +29,7 @@ def validate(result: dict) -> None:
         missing = [k for k in keys if k not in mapping]
         if missing:
             raise LoraFtError(f"results record {result.get('run')!r} lacks {where}{missing}: "
-                              "build it with results.build")
+                              "build it with lora_ft.run.record")
 
     need(result, REQUIRED, "")
     need(result["metrics"], REQUIRED_METRICS, "metrics.")
@@ -150,6 +98,6 @@ def finished(path: Path, wanted: dict) -> dict | None:
 
 
 def config_settings(config: Config) -> dict:
-    """What results.settings keeps of a Config."""
-    ignored = ("output_root", "eval_batch_size", "seed", "report_to")
-    return {k: v for k, v in build_config(config).items() if k not in ignored}
+    """What results.settings keeps of a Config: the settings that shape the trained weights, less the seed (which
+    names the record's file)."""
+    return {k: v for k, v in config.trained_settings().items() if k != "seed"}

@@ -18,10 +18,13 @@ from transformers import (
     DataCollatorWithPadding,
     EarlyStoppingCallback,
     PrinterCallback,
+    ProgressCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK as KNOWN
+from transformers.integrations.integration_utils import get_available_reporting_integrations
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.utils import is_torch_bf16_gpu_available
 
@@ -109,9 +112,6 @@ def training_arguments(config: Config, output_dir: Path, **overrides) -> Trainin
 
 def trackers(report_to: str) -> list[str]:
     """The experiment trackers named in report_to ("none", or names such as "tensorboard,mlflow"), each installed."""
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK as KNOWN
-    from transformers.integrations.integration_utils import get_available_reporting_integrations
-
     names = [name.strip() for name in report_to.split(",") if name.strip()]
     if names in (["none"], ["all"]):
         return names
@@ -264,6 +264,11 @@ def train(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
     transformers.logging.disable_progress_bar()  # the Trainer's own progress table stays; checkpoint-writing bars go
     try:
         output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    except KeyboardInterrupt:
+        for callback in trainer.callback_handler.callbacks:  # end the progress bar, so the CLI's line comes last
+            if isinstance(callback, ProgressCallback) and callback.training_bar is not None:
+                callback.training_bar.close()
+        raise
     finally:
         transformers.logging.enable_progress_bar()
     seconds = time.perf_counter() - start
@@ -328,6 +333,27 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = 128, by_length: 
     restored = np.empty_like(logits)
     restored[order] = logits
     return restored
+
+
+def embed(encoder, tokenizer, dataset, batch_size: int = 64, pooling: str = "mean") -> np.ndarray:
+    """Mean of the last hidden states over the attention mask (how all-MiniLM-L6-v2 was trained), in dataset order;
+    pooling="pooler": the encoder's pooler output instead (what a BERT classification head reads)."""
+    order = length_order(dataset)  # batches of similar length: little padding
+    columns = dataset.select_columns(["input_ids", "attention_mask"])
+    device = next(encoder.parameters()).device
+    embeddings = np.empty((len(dataset), encoder.config.hidden_size), dtype=np.float32)
+    with torch.inference_mode():
+        for first in range(0, len(order), batch_size):
+            rows = order[first:first + batch_size]
+            batch = tokenizer.pad(columns[rows.tolist()], return_tensors="pt").to(device)
+            output = encoder(**batch)
+            if pooling == "pooler":
+                embeddings[rows] = output.pooler_output.float().cpu().numpy()
+                continue
+            hidden = output.last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            embeddings[rows] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy()
+    return embeddings
 
 
 def _plain_logits(model, tokenizer, dataset, batch_size: int) -> np.ndarray:

@@ -10,8 +10,11 @@ from datasets import DatasetDict
 from safetensors.torch import load_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from lora_ft import Config, LoraFtError, baselines, data, results
-from lora_ft.modeling import add_lora, load_model, load_tokenizer, save_adapter
+from lora_ft import Config, LoraFtError, baselines, data, results, training
+from lora_ft.adapters import save_adapter
+from lora_ft.measure import folder_mb, measure
+from lora_ft.modeling import add_lora, load_model, load_tokenizer
+from lora_ft.run import record as run_record
 from lora_ft.training import predict_logits, score
 
 
@@ -64,7 +67,7 @@ def test_saved_sklearn_weights_reproduce_the_test_predictions(run):
 
     weights = np.load(config.paths.model / "linear-probe" / "weights.npz", allow_pickle=False)
     encoder = load_model(config.model, run["labels"], config.seed).base_model  # the pretrained encoder, as it was
-    features = baselines.embed(encoder, load_tokenizer(config.model), test)
+    features = training.embed(encoder, load_tokenizer(config.model), test)
     logits = features @ weights["coef"].T + weights["intercept"]
     assert reproduces(run["records"]["linear_probe"], logits.argmax(-1), run)
 
@@ -83,10 +86,10 @@ def test_full_finetune_changes_every_weight_and_saves_a_whole_model(run, tmp_pat
     logits = predict_logits(reloaded, load_tokenizer(str(folder)), run["splits"]["test"])
     assert reproduces(record, logits.argmax(-1), run)
 
-    assert record["resources"]["saved_mb"] == baselines.folder_mb(folder) >= 4 * record["params"]["total"] / 1e6
+    assert record["resources"]["saved_mb"] == folder_mb(folder) >= 4 * record["params"]["total"] / 1e6
     save_adapter(add_lora(load_model(config.model, labels, config.seed), config), load_tokenizer(config.model),
                  config, labels, tmp_path / "adapter")
-    assert record["resources"]["saved_mb"] > 30 * baselines.folder_mb(tmp_path / "adapter")
+    assert record["resources"]["saved_mb"] > 30 * folder_mb(tmp_path / "adapter")
     assert not (config.paths.model / "full-finetune-checkpoints").exists()
 
 
@@ -99,7 +102,7 @@ def test_nothing_pickled_is_saved(run):
 
 
 def test_measure_catches_a_short_peak():
-    with baselines.measure() as usage:
+    with measure() as usage:
         block = np.ones(200 * 10**6 // 8)  # written, so resident
         time.sleep(0.2)
         del block  # freed before the block ends: only the sampler saw it
@@ -110,7 +113,7 @@ def test_resources_are_optional_but_checked():
     config, labels, references = Config(smoke=True), ["a", "b"], np.array([0, 1, 1])
     train = {"seconds": 1.0, "examples_per_second": 3.0, "epochs": None, "history": []}
     params, resources = {"trainable": 1, "total": 1}, {"peak_memory_mb": 0.0, "saved_mb": 1.5}
-    good = results.build("probe", "linear-probe", config, labels, "test", references, references, params, train,
+    good = run_record("probe", "linear-probe", config, labels, "test", references, references, params, train,
                          resources)
     results.validate(good)
     results.validate({k: v for k, v in good.items() if k != "resources"})

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from lora_ft import Config, cli, results
-from lora_ft.baselines import folder_mb
 from lora_ft.cli import STEPS, main, make_config, parse_overrides, read_config_file
+from lora_ft.measure import folder_mb
 
 SMALL = ["train_size=64", "eval_size=32", "epochs=1"]
 LABELS = ["negative", "neutral", "positive"]

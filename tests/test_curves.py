@@ -1,15 +1,20 @@
 """Learning curves: exact per-class draws that differ by seed, one record per (method, n, draw) plus summaries,
-finished points skipped, headline records reused at "all", SetFit optional, and takeaways computed from the numbers."""
+finished points skipped, headline records reused at "all", SetFit optional, takeaways and the docs' paired figures
+computed from the records, and every committed curve record still finished."""
 
 import importlib.util
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
 
-from lora_ft import Config, baselines, cli, curves, data, pipeline, results
+from lora_ft import Config, baselines, cli, curves, data, experiments, pipeline, results, run
+from lora_ft.config import ROOT, TARGET_SETS
 from lora_ft.errors import ConfigError, DataError
+
+DOC = ROOT / "docs" / "data-efficiency.md"
 
 
 def toy(counts=(10, 6, 4)):
@@ -67,7 +72,7 @@ def test_a_curve_writes_one_record_per_draw_and_summaries_then_skips_them(config
     stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("curve-*.json") if "summaries" not in p.parts}
     lines.clear()
     curves.run(config, methods=("tfidf-logreg", "setfit"), per_class=(4,), draws=2, log=lines.append)
-    assert lines == [f"{run} seed {seed}: already done, skipped" for run in summaries for seed in (42, 43)]
+    assert lines == ["4 already done, skipped"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     table = curves.table(curves.load_summaries(config))
     assert table["method"].tolist() == ["setfit", "tfidf-logreg"] and table["draws"].tolist() == [2, 2]
@@ -91,7 +96,8 @@ def test_all_reuses_the_headline_record_with_the_same_settings(config):
     results.write(headline, config.paths.results)
     lines = []
     curves.run(config, methods=("tfidf-logreg",), per_class=(None,), draws=1, log=lines.append)
-    assert "curve-tfidf-logreg-nall seed 42: reused results/tfidf-logreg.json" in lines
+    assert any(line.startswith("curve-tfidf-logreg-nall seed 42: accuracy") and
+               line.endswith("reused results/tfidf-logreg.json") for line in lines)
     record = results.read(config.paths.results / "curves" / "curve-tfidf-logreg-nall.json")
     assert record["metrics"] == headline["metrics"] and record["run"] == "curve-tfidf-logreg-nall"
 
@@ -108,30 +114,60 @@ def test_setfit_missing_is_a_clear_error(config, monkeypatch, capsys):
         curves.check_methods(("svm",))
 
 
-def test_takeaways_are_computed_from_the_summaries():
-    def summary(mean, std):
-        return {"n": 5, "metrics": {"accuracy": {"mean": mean, "std": std}}}
+def test_takeaways_are_paired_by_draw():
+    def draws(method, n, scores):
+        return [{"method": method, "per_class": n, "seed": 42 + i, "accuracy": a} for i, a in enumerate(scores)]
 
-    summaries = {"curve-setfit-n8": summary(0.60, 0.02), "curve-lora-small-n8": summary(0.50, 0.03),
-                 "curve-tfidf-logreg-n8": summary(0.45, 0.02), "curve-setfit-n32": summary(0.66, 0.01),
-                 "curve-lora-small-n32": summary(0.70, 0.01), "curve-tfidf-logreg-n32": summary(0.695, 0.01)}
-    lines = curves.takeaways(summaries)
-    assert "n = 8 per class: setfit leads with 0.6000 ± 0.0200, 10.0 points ahead of lora-small." in lines
-    assert any("0.5 points ahead of tfidf-logreg (inside the spread: noise)" in line for line in lines)
-    assert "SetFit leads the better LoRA recipe at n = 8 per class, by up to 10.0 points." in lines
-    assert "LoRA is level with or ahead of SetFit from n = 32 per class (by 4.0 points there)." in lines
+    rows = (draws("setfit", 8, [0.60, 0.62, 0.58]) + draws("lora-small", 8, [0.50, 0.53, 0.47])
+            + draws("tfidf-logreg", 8, [0.45, 0.46, 0.44]) + draws("setfit", 32, [0.66, 0.67, 0.65])
+            + draws("lora-small", 32, [0.70, 0.69, 0.71]) + draws("tfidf-logreg", 32, [0.70, 0.68, 0.705]))
+    lines = curves.takeaways(pd.DataFrame(rows))
+    assert lines[0] == ("n = 8 per class: setfit leads with 0.6000; setfit vs lora-small: +10.00 ± 0.58 points of "
+                        "accuracy (paired over 3, setfit ahead in 3 of 3), beyond the spread.")
+    # lora-small's lead at 32 over tfidf-logreg: differences 0, 1, 0.5 points: 0.50 ± 0.29, noise
+    assert lines[1].endswith("lora-small vs tfidf-logreg: +0.50 ± 0.29 points of accuracy (paired over 3, "
+                             "lora-small ahead in 2 of 3), noise.")
+    assert lines[2].startswith("n = 32 per class, SetFit against the better LoRA recipe: setfit vs lora-small: "
+                               "-4.00 ± 1.15")  # at 8 per class the first line compared them already
     assert "TF-IDF + logistic regression is within 1 point of the best at n = 32 per class." in lines
     assert lines[-1] == ("Recommendation: with fewer than 32 labelled examples per class, use setfit; "
                          "from 32 on, use lora-small (a lead inside the spread does not change it).")
-    # a new leader inside the spread keeps the recommendation; one beyond it, or a method not run at n, changes it
-    summaries.update({"curve-lora-small-n128": summary(0.75, 0.02), "curve-full-finetune-n128": summary(0.76, 0.02)})
-    assert curves.takeaways(summaries)[-1].startswith("Recommendation: with fewer than 32 labelled examples per "
-                                                      "class, use setfit; from 32 on, use lora-small")
-    summaries["curve-full-finetune-n128"] = summary(0.80, 0.02)
-    assert curves.takeaways(summaries)[-1] == (
+    # a new leader inside the spread keeps the recommendation; one beyond it changes it
+    inside = rows + draws("lora-small", 128, [0.75, 0.76, 0.74]) + draws("full-finetune", 128, [0.76, 0.75, 0.76])
+    assert curves.takeaways(pd.DataFrame(inside))[-1].endswith("from 32 on, use lora-small (a lead inside the "
+                                                               "spread does not change it).")
+    beyond = rows + draws("lora-small", 128, [0.75, 0.76, 0.74]) + draws("full-finetune", 128, [0.80, 0.80, 0.79])
+    assert curves.takeaways(pd.DataFrame(beyond))[-1] == (
         "Recommendation: with fewer than 32 labelled examples per class, use setfit; with fewer than 128 labelled "
         "examples per class, use lora-small; from 128 on, use full-finetune (a lead inside the spread does not "
         "change it).")
+
+
+def test_the_docs_paired_figures_are_what_the_committed_records_give():
+    """docs/data-efficiency.md quotes curves.paired_table() between its markers: regenerate it from the records."""
+    text = DOC.read_text()
+    generated = curves.paired_table()
+    assert len(curves.paired_rows()) == len(curves.QUOTED)  # every quoted comparison has its records
+    assert curves.render_doc(text, generated) == text, (
+        "docs/data-efficiency.md's paired table differs from the records: regenerate it with python -c "
+        "\"from lora_ft import curves; print(curves.paired_table())\" and update the prose's verdicts")
+
+
+def test_every_committed_curve_record_is_finished():
+    """Planning notebook 07's full grid and the emotion replication over the committed records (no training) finds
+    every record finished: the grid's data still describes what was run."""
+    folder = ROOT / "results" / "curves"
+    train_examples = results.read(folder / "curve-lora-small-nall.json")["curve"]["train_examples"]
+    grid = curves.grid(Config(smoke=False), classes=3, train_examples=train_examples, log=lambda _: None)
+    todo, done = experiments.plan(grid, Config(smoke=False), folder)
+    assert todo == [] and len(done) == len(list(folder.glob("*.json"))) + len(list((folder / "seeds").glob("*.json")))
+    emotion = ROOT / "results" / "public" / "setfit-emotion"
+    config = Config(smoke=False, dataset=str(ROOT.parent / "shared" / "datasets" / "emotion"), max_length=256,
+                    labels=("sadness", "joy", "love", "anger", "fear", "surprise"),
+                    output_root=str(ROOT / "runs" / "public" / "setfit-emotion"))
+    grid = curves.grid(config, ("setfit", "lora-small", "lora"), (8, 64), 10, classes=6, train_examples=0)
+    todo, done = experiments.plan(grid, config, emotion)
+    assert todo == [] and len(done) == 60
 
 
 def test_lpft_starts_the_head_from_a_linear_probe_on_the_pooler_output(config):
@@ -145,7 +181,7 @@ def test_lpft_starts_the_head_from_a_linear_probe_on_the_pooler_output(config):
     model = model_for_training(config, labels).eval()
     before = model.classifier.weight.detach().clone()
     tokenizer = load_tokenizer(config.model)
-    curves.init_head_from_probe(model, tokenizer, train, seed=42)
+    run.init_head_from_probe(model, tokenizer, train, seed=42)
     assert not torch.equal(model.classifier.weight, before)
     batch = tokenizer.pad(train.select_columns(["input_ids", "attention_mask"])[:], return_tensors="pt")
     with torch.inference_mode():
@@ -157,12 +193,13 @@ def test_lpft_starts_the_head_from_a_linear_probe_on_the_pooler_output(config):
 
     model.bert.pooler = None  # a head that does not read the pooler output
     with pytest.raises(ConfigError, match="lora-lpft starts the head from a linear probe.*use lora-small"):
-        curves.init_head_from_probe(model, tokenizer, train, seed=42)
+        run.init_head_from_probe(model, tokenizer, train, seed=42)
 
 
 def test_lpft_trains_a_fixed_number_of_steps_like_lora_small(config):
     splits, _ = data.load_prepared(config.paths)
     full = config.replace(smoke=False)  # small mode caps every run at one epoch
-    small, lpft = (curves.point_config(full, method, 4, 42, splits) for method in ("lora-small", "lora-lpft"))
+    small, lpft = (p.settings(full) for p in curves.grid(full, ("lora-small", "lora-lpft"), (4,), 1, classes=3,
+                                                          train_examples=len(splits["train"])))
     assert small.epochs == lpft.epochs and small.epochs * 12 / small.batch_size >= curves.LORA_SMALL_STEPS
-    assert lpft.target_modules == curves.ALL_LINEAR and lpft.early_stopping_patience == 0
+    assert lpft.target_modules == TARGET_SETS["all-linear"] and lpft.early_stopping_patience == 0

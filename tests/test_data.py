@@ -1,8 +1,10 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from lora_ft import Config, ConfigError, DataError, data
+from lora_ft import Config, ConfigError, DataError, data, sources
 from lora_ft.modeling import load_tokenizer
 
 
@@ -37,14 +39,14 @@ def test_label_names_follow_the_source_or_sorted_values_and_subsets():
 
 
 def test_default_corpus_loads_with_the_known_counts():
-    frame, declared = data.load_frame(Config(smoke=False))
+    frame, declared = sources.load_frame(Config(smoke=False))
     assert declared is None and len(frame) == 38_158
     assert frame["label"].value_counts().to_dict() == {"negative": 16_186, "neutral": 15_018, "positive": 6_954}
 
 
 def test_splits_are_stratified_disjoint_and_reproducible():
     config = Config(smoke=False)
-    frame, _ = data.load_frame(config)
+    frame, _ = sources.load_frame(config)
     cleaned, report = data.clean(frame)
     names = data.label_names(cleaned, None, None)
     splits = data.split(cleaned, names, config)
@@ -62,7 +64,7 @@ def test_splits_are_stratified_disjoint_and_reproducible():
 
 def test_subsamples_keep_class_shares():
     config = Config(smoke=False, train_size=3000, eval_size=500, labels=("negative", "positive"))
-    frame, _ = data.load_frame(config)
+    frame, _ = sources.load_frame(config)
     cleaned, _ = data.clean(frame)
     splits = data.split(cleaned, ["negative", "positive"], config)
     assert (len(splits["train"]), len(splits["validation"]), len(splits["test"])) == (3000, 500, 500)
@@ -108,8 +110,8 @@ def test_prepared_data_is_reused_only_when_settings_match(tmp_path, tokenizer):
     assert report.stat().st_mtime_ns == stamp  # reused
     data.prepare(config.replace(dropout=0.2, r=4), tokenizer)
     assert report.stat().st_mtime_ns == stamp  # not a data setting: the splits are reused...
-    # ...and later steps get the new one
-    assert data.load_prepared(config.paths)[1] == config.replace(dropout=0.2, r=4)
+    # ...and the prepared data keeps only what made it: a run setting is that run's alone
+    assert json.loads((config.paths.data / "config.json").read_text()) == config.data_settings()
     data.prepare(config.replace(max_length=16), tokenizer)
     assert report.stat().st_mtime_ns != stamp  # a data setting changed: rebuilt
 
@@ -134,8 +136,8 @@ def test_wrong_encoding_is_a_clear_error(tmp_path, tokenizer):
     path = tmp_path / "latin.csv"
     path.write_bytes("text,label\ncaf\xe9 au lait,pos\n".encode("latin-1"))
     with pytest.raises(DataError, match="not valid utf-8.*set encoding"):
-        data.load_frame(Config(smoke=False, dataset=str(path)))
-    frame, _ = data.load_frame(Config(smoke=False, dataset=str(path), encoding="latin-1"))
+        sources.load_frame(Config(smoke=False, dataset=str(path)))
+    frame, _ = sources.load_frame(Config(smoke=False, dataset=str(path), encoding="latin-1"))
     assert frame["text"][0] == "café au lait"
 
 
@@ -179,7 +181,7 @@ def test_text_column_equal_to_label_column_is_refused_in_one_short_line(tmp_path
     config = Config(smoke=False, dataset=write_csv(tmp_path / "same.csv", rows), text_column="text",
                     label_column="text")
     with pytest.raises(DataError, match="text_column and label_column are both 'text'") as error:
-        data.load_frame(config)
+        sources.load_frame(config)
     assert len(str(error.value)) < 300
 
 
@@ -195,6 +197,6 @@ def test_tsv_named_csv_suggests_the_delimiter(tmp_path):
     path = tmp_path / "tabs.csv"
     path.write_text("text\tlabel\ngreat flight\tpositive\nlost my bag\tnegative\n")
     with pytest.raises(DataError, match=r"set delimiter='\\t'"):
-        data.load_frame(Config(smoke=False, dataset=str(path)))
-    frame, _ = data.load_frame(Config(smoke=False, dataset=str(path), delimiter="\t"))
+        sources.load_frame(Config(smoke=False, dataset=str(path)))
+    frame, _ = sources.load_frame(Config(smoke=False, dataset=str(path), delimiter="\t"))
     assert list(frame["label"]) == ["positive", "negative"]

@@ -1,6 +1,7 @@
 """What a run saves works without this package: the adapter names its base by hub id and loads with peft's Auto
 class as its model card says, the merged export (train, and the export step) is served by transformers.pipeline
-with predict's predictions, the cards parse with huggingface_hub and their snippets run.
+with predict's predictions, the cards parse with huggingface_hub and their snippets run; and the test split, scored
+as a user's labelled file through `predict --input`, gets the test record's scores.
 
 The base is a tiny random BERT under a hub id in a temporary Hugging Face cache, offline: what a download leaves on
 a user's machine. Runs and the project's own predictions happen in one child process; the checks that must not
@@ -16,13 +17,15 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from huggingface_hub import ModelCard
 from test_model_families import save_tiny_model
 
 from lora_ft import Config
+from lora_ft.adapters import save_adapter
 from lora_ft.config import DEFAULT_MODEL
-from lora_ft.modeling import add_lora, load_model, load_tokenizer, public_name, resolve_model, save_adapter
+from lora_ft.modeling import add_lora, load_model, load_tokenizer, public_name, resolve_model
 
 HUB_ID = "lora-ft-tests/tiny-bert"
 CLASSES = {  # class -> words its texts are made of
@@ -75,20 +78,27 @@ def run(request, tmp_path_factory):
     where = [f"output_root={root}", "smoke=false"]
     child(f"""
         import contextlib, io, json, shutil
-        import numpy as np, torch
-        from lora_ft import baselines, cli, data, pipeline, results
+        import numpy as np, pandas as pd, torch
+        from lora_ft import baselines, cli, data, results
+        from lora_ft.adapters import load_adapter
         from lora_ft.config import Config
-        from lora_ft.modeling import load_adapter, load_tokenizer
+        from lora_ft.modeling import load_tokenizer
+        from lora_ft.provenance import saved_adapter
 
         assert cli.main(["prepare", "dataset={data}", "model={HUB_ID}", *{SETTINGS!r}, *{where!r}]) == 0
         splits, config = data.load_prepared(Config(output_root={str(root)!r}, smoke=False).paths)
         for step in (baselines.majority, baselines.tfidf_logreg):
             results.write(step(splits, config), config.paths.results)
-        assert cli.main(["train", *{where!r}]) == 0
+        assert cli.main(["train", *{SETTINGS!r}, *{where!r}]) == 0
         assert cli.main(["export", "--output", {str(tmp / "exported")!r}, *{where!r}]) == 0
+        test = splits["test"]  # as a user's own labelled file: scored beside its labels, into a results record
+        gold = [test.features["label"].names[i] for i in test["label"]]
+        pd.DataFrame({{"text": test["text"], "label": gold}}).to_csv("test.csv", index=False)
+        assert cli.main(["predict", "--input", "test.csv", "--output", "scored.csv", "precision=fp32",
+                         *{where!r}]) == 0
 
         adapter = config.paths.adapter
-        labels = json.loads((adapter / "labels.json").read_text())
+        config, labels = saved_adapter(adapter)
         copy = shutil.copytree(adapter, {str(tmp / "elsewhere" / "adapter")!r})
         tokenizer = load_tokenizer(str(adapter))
         batch = tokenizer({PROBE!r}, truncation=True, max_length=32, padding=True, return_tensors="pt")
@@ -181,6 +191,21 @@ def test_export_step_writes_a_merged_model_pipeline_can_serve(run):
     assert list(config["id2label"].values()) == run["labels"]
     assert config["label2id"] == {label: i for i, label in enumerate(run["labels"])}
     assert json.loads((exported / "tokenizer_config.json").read_text())["model_max_length"] == 32
+
+
+def test_a_labelled_file_scored_through_the_cli_gets_the_test_records_scores(run):
+    """The test split written as a user's csv and scored by `predict --input`: the same examples, accuracy,
+    macro-F1 and confusion matrix as the record train wrote, with its training section."""
+    scored = json.loads((run["root"] / "results" / "scored" / "scored-test.json").read_text())
+    trained = json.loads((run["root"] / "results" / "lora.json").read_text())
+    assert scored["split"] == "file" and scored["n_examples"] == trained["n_examples"] > 0
+    assert scored["metrics"]["accuracy"] == pytest.approx(trained["metrics"]["accuracy"])
+    assert scored["metrics"]["f1_macro"] == pytest.approx(trained["metrics"]["f1_macro"])
+    assert scored["confusion_matrix"] == trained["confusion_matrix"]
+    assert scored["train"] == trained["train"] and scored["params"] == trained["params"]
+    out = pd.read_csv(run["tmp"] / "scored.csv")
+    assert list(out.columns) == ["text", "label", "predicted", *(f"prob_{label}" for label in run["labels"])]
+    assert (out["label"] == out["predicted"]).mean() == pytest.approx(trained["metrics"]["accuracy"])
 
 
 def test_public_name_of_base_models(tmp_path):

@@ -111,7 +111,7 @@ def test_two_cpu_processes_train_as_one_and_only_the_main_process_writes(referen
     settings = [*TINY, "batch_size=4", f"output_root={root}"]
     launched = child(tmp_path, "ddp", f"""
         import os, sys
-        from lora_ft import cli, pipeline, results
+        from lora_ft import cli, results, run
 
         rank = os.environ["RANK"]
 
@@ -122,7 +122,7 @@ def test_two_cpu_processes_train_as_one_and_only_the_main_process_writes(referen
                 return write(*args, **kwargs)
             return call
 
-        pipeline.save_adapter = logged("adapter", pipeline.save_adapter)
+        run.save_adapter = logged("adapter", run.save_adapter)
         results.write = logged("results", results.write)
         sys.exit(cli.main(["train", *{settings!r}]))
         """, "torchrun", "--standalone", "--nproc_per_node=2", env={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
@@ -141,10 +141,9 @@ def test_two_cpu_processes_train_as_one_and_only_the_main_process_writes(referen
 def test_resume_refuses_another_runs_checkpoint(reference, tmp_path, capsys):
     root = tmp_path / "root"
     shutil.copytree(reference, root)
-    # another run on the same root (its prepare saved its settings), killed before its first checkpoint
-    assert cli.main(["prepare", *TINY, "epochs=3", "batch_size=4", f"output_root={root}"]) == 0
     results_before = (root / "results" / "lora.json").read_bytes()
-    assert cli.main(["train", "--resume", f"output_root={root}"]) == 2
+    # resuming with other settings than the run that made the checkpoint
+    assert cli.main(["train", "--resume", *TINY, "epochs=3", "batch_size=4", f"output_root={root}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "was made by another run" in err
     assert "batch_size 8 there, 4 now" in err and "epochs 2.0 there, 3.0 now" in err
@@ -155,13 +154,14 @@ def test_resume_refuses_another_runs_checkpoint(reference, tmp_path, capsys):
 def test_ctrl_c_during_training_says_how_to_resume(reference, tmp_path):
     root = run_cli(tmp_path, "prepare")
     stop_at = STEPS_PER_EPOCH + 2  # after the first epoch's checkpoint
-    interrupted = train_signalled(tmp_path, "interrupted", signal.SIGINT, stop_at, ["epochs=2", f"output_root={root}"])
+    settings = [*TINY, f"output_root={root}"]  # a step's settings are its own: resuming repeats them
+    interrupted = train_signalled(tmp_path, "interrupted", signal.SIGINT, stop_at, settings)
     assert interrupted.returncode == 130, interrupted.stderr[-2000:]
     last = interrupted.stderr.strip().splitlines()[-1]
     checkpoint = root / "model" / "checkpoints" / f"checkpoint-{STEPS_PER_EPOCH}"
     assert last == (f"interrupted: training is saved up to {checkpoint}; continue with: "
-                    f"python -m lora_ft train --resume epochs=2 output_root={root}")
+                    f"python -m lora_ft train --resume {' '.join(settings)}")
     assert "Traceback" not in interrupted.stderr
-    assert cli.main(["train", "--resume", "epochs=2", f"output_root={root}"]) == 0  # the command it gave
+    assert cli.main(["train", "--resume", *settings]) == 0  # the command it gave
     assert record(root)["train"]["resumed_from_step"] == STEPS_PER_EPOCH
     assert same_outcome(record(root), record(reference))

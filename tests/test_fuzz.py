@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lora_ft import Config, LoraFtError, cli, data
+from lora_ft import Config, DataError, LoraFtError, cli, data, sources
 from lora_ft.modeling import load_tokenizer
 
 
@@ -33,7 +33,8 @@ def rows(label_pool, with_junk: bool):
 
 
 headers = st.sampled_from([["text", "label"]] * 4 + [["sentence", "sentiment"], ["a", "b"], ["text", "text"],
-                                                      ["text"], ["label", "text", "extra"], []])
+                                                      ["text"], ["label", "text", "extra"], [],
+                                                      ["text", "label", "text"], ["label", "text", "label"]])
 
 
 @st.composite
@@ -127,6 +128,30 @@ def test_malformed_data_files_load_or_fail_with_one_line(prepared_root, tokenize
     for name, content in before.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(content)
+
+
+NA_LIKE = ["None", "NA", "null", "N/A", "nan", "NaN", "#N/A", "<NA>", "n/a"]  # pandas' default missing marks
+NAMES = ["yes", "no", "pos", "neg"]
+IDS = ["0", "1", "2", "10"]
+
+
+@fast(60)
+@given(labels=st.lists(st.sampled_from(NA_LIKE + NAMES + IDS), min_size=2, max_size=5, unique=True),
+       sep=st.sampled_from([",", "\t"]))
+def test_label_strings_are_read_as_written_and_ids_never_mix_with_names(tmp_path_factory, labels, sep):
+    """No label string is read as missing; labels all ids or all names load as those classes; a mix is refused."""
+    path = tmp_path_factory.mktemp("labels") / ("data.csv" if sep == "," else "data.tsv")
+    path.write_text(f"text{sep}label\n" + "".join(f"text {i} of {label}{sep}{label}\n"
+                                                  for label in labels for i in range(3)))
+    cleaned, report = data.clean(sources.load_frame(Config(dataset=str(path)))[0])
+    assert report["missing"] == 0 and report["kept"] == 3 * len(labels)
+    ids = [label for label in labels if label in IDS]
+    if ids and len(ids) < len(labels):
+        with pytest.raises(DataError, match="labels mix numbers .* and names"):
+            data.label_names(cleaned, None, None)
+    else:
+        expected = sorted(labels, key=int) if ids else sorted(labels)
+        assert data.label_names(cleaned, None, None) == expected
 
 
 values = st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), max_size=10),

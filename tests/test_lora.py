@@ -9,17 +9,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file
 
 from lora_ft import Config, ConfigError, data
-from lora_ft.modeling import (
-    add_lora,
-    changed_base_weights,
-    count_params,
-    frozen_snapshot,
-    load_adapter,
-    load_model,
-    load_tokenizer,
-    lora_targets,
-    save_adapter,
-)
+from lora_ft.adapters import changed_base_weights, frozen_snapshot, load_adapter, save_adapter
+from lora_ft.modeling import add_lora, count_params, load_model, load_tokenizer, lora_targets
 from lora_ft.training import build_trainer, predict_logits, train
 
 LABELS = ["negative", "neutral", "positive"]

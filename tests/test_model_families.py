@@ -15,8 +15,9 @@ from transformers import AutoModel, GPT2Tokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from lora_ft import Config, ConfigError, data, training
+from lora_ft.adapters import load_adapter, save_adapter
 from lora_ft.config import DEFAULT_MODEL
-from lora_ft.modeling import add_lora, load_adapter, load_model, load_tokenizer, save_adapter
+from lora_ft.modeling import add_lora, load_model, load_tokenizer
 from lora_ft.training import build_trainer, predict_logits, resolve_precision, training_arguments
 
 LABELS = ["negative", "neutral", "positive"]

@@ -6,46 +6,60 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from lora_ft import Config, plots, recipes
+from lora_ft import Config, experiments, plots, results
+from lora_ft.config import LEARNING_RATE, ROOT, TARGET_SETS
 from lora_ft.errors import ConfigError
-from lora_ft.sweep import TARGET_SETS
+
+FOLDER = ROOT / "results" / "recipes"
 
 
 def test_every_recipe_gets_the_budget_unless_it_is_the_budget_question():
     config = Config(smoke=False, output_root="unused")
-    for name in recipes.RECIPES:
-        settings = recipes.settings(name, config)
+    for name in experiments.RECIPES:
+        settings = experiments.recipe_settings(name, config)
         assert settings.train_size is None and settings.early_stopping_patience == 0
-        assert settings.epochs == (3.0 if name.endswith("-3epochs") else recipes.BUDGET["epochs"]), name
-    assert recipes.settings("query-value", config).target_modules == TARGET_SETS["query-value"]
-    lr = recipes.settings("all-linear-lr0.0003-ratio1", config)
+        assert settings.epochs == (3.0 if name.endswith("-3epochs") else experiments.RECIPE_BUDGET["epochs"]), name
+    assert experiments.recipe_settings("query-value", config).target_modules == TARGET_SETS["query-value"]
+    lr = experiments.recipe_settings("all-linear-lr0.0003-ratio1", config)
     assert (lr.learning_rate, lr.alpha / lr.r) == (3e-4, 1.0)
     with pytest.raises(ConfigError, match="unknown recipe 'qv': choose from query-value, "):
-        recipes.settings("qv", config)
+        experiments.recipe_settings("qv", config)
+
+
+def test_every_committed_recipe_record_is_finished():
+    """Planning each committed recipe record's run (no training) finds it finished: RECIPE_BASE and RECIPES still
+    describe the settings the records hold (learning rate config.LEARNING_RATE, target sets config.TARGET_SETS)."""
+    paths = sorted(FOLDER.glob("*.json")) + sorted((FOLDER / "seeds").glob("*.json"))
+    made = [results.read(path) for path in paths if path.name != "speed.json"]
+    assert len(made) >= len(experiments.RECIPES)
+    grid = [experiments.recipe(r["run"], r["meta"]["seed"]) for r in made]
+    todo, done = experiments.plan(grid, Config(smoke=False), FOLDER)
+    assert todo == [] and len(done) == len(made)
+    assert experiments.RECIPE_BASE["learning_rate"] == LEARNING_RATE
 
 
 def test_groups_name_known_recipes_and_each_recipe_is_in_a_group():
-    grouped = {name for names in recipes.GROUPS.values() for name in names}
-    assert grouped <= set(recipes.RECIPES) and set(recipes.RECIPES) <= grouped
+    grouped = {name for names in experiments.GROUPS.values() for name in names}
+    assert grouped <= set(experiments.RECIPES) and set(experiments.RECIPES) <= grouped
 
 
 def test_every_recipe_of_a_group_is_compared_with_a_recipe_of_that_group():
-    for group, names in recipes.GROUPS.items():
-        pairs = recipes.comparisons(group)
+    for group, names in experiments.GROUPS.items():
+        pairs = experiments.comparisons(group)
         assert all(name in names and reference in names and name != reference for name, reference in pairs), group
         assert {name for pair in pairs for name in pair} == set(names), group
-    assert recipes.comparisons("targets") == (("attention", "query-value"), ("all-linear", "query-value"))
-    assert ("query-value-3epochs", "query-value") in recipes.comparisons("budget")
+    assert experiments.comparisons("targets") == (("attention", "query-value"), ("all-linear", "query-value"))
+    assert ("query-value-3epochs", "query-value") in experiments.comparisons("budget")
 
 
 def test_speeds_come_back_with_the_machine_that_measured_them(tmp_path):
     config = Config(output_root=str(tmp_path))
-    assert recipes.speeds(config) == {}
-    recipes.folder(config).mkdir(parents=True)
-    (recipes.folder(config) / "speed.json").write_text(json.dumps({
+    assert experiments.recipe_speeds(config) == {}
+    experiments.recipe_folder(config).mkdir(parents=True)
+    (experiments.recipe_folder(config) / "speed.json").write_text(json.dumps({
         "recipes": {"all-linear": {"examples_per_second": 150.0, "peak_memory_mb": 900.0}},
         "meta": {"device": "cpu (2 threads)"}}))
-    assert recipes.speeds(config) == {
+    assert experiments.recipe_speeds(config) == {
         "all-linear": {"examples_per_second": 150.0, "peak_memory_mb": 900.0, "device": "cpu (2 threads)"}}
 
 
@@ -53,8 +67,8 @@ def test_recipes_do_not_follow_the_defaults_so_their_records_stay_valid():
     """Adopting a recipe as Config's default must not turn the grid's records stale (or change what they mean)."""
     config = Config(smoke=False, output_root="unused")
     moved = config.replace(base_dropout=0.0, target_modules=("query", "value"), learning_rate=5e-4, alpha=8.0)
-    for name in recipes.RECIPES:
-        assert recipes.settings(name, moved) == recipes.settings(name, config), name
+    for name in experiments.RECIPES:
+        assert experiments.recipe_settings(name, moved) == experiments.recipe_settings(name, config), name
 
 
 def test_the_cost_figure_names_every_recipe_once_with_a_style_of_its_own():

@@ -6,6 +6,7 @@ import pytest
 from lora_ft import Config, LoraFtError, plots, results
 from lora_ft.config import ROOT
 from lora_ft.io import replace_dir_atomic, write_json_atomic
+from lora_ft.run import record as run_record
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -14,8 +15,8 @@ def record(run="lora", kind="lora", resources=None):
     references = np.array([0, 1, 2, 2, 1, 0])
     trained = kind == "lora" or kind in results.TRAINED_KINDS
     train_section = {"seconds": 1.0, "examples_per_second": 6.0, "epochs": 1.0, "history": []} if trained else None
-    return results.build(run, kind, Config(smoke=True), LABELS, "test", references, np.array([0, 1, 2, 1, 1, 0]),
-                         {"trainable": 10, "total": 1000}, train_section, resources)
+    return run_record(run, kind, Config(smoke=True), LABELS, "test", references, np.array([0, 1, 2, 1, 1, 0]),
+                      {"trainable": 10, "total": 1000}, train_section, resources)
 
 
 def test_records_round_trip_and_match_the_contract(tmp_path):

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from lora_ft import Config, pipeline, results, seeds
+from lora_ft import Config, baselines, experiments, pipeline, results
+from lora_ft.config import ROOT
 from lora_ft.errors import ConfigError
 
 TINY = dict(smoke=False, train_size=48, eval_size=30, epochs=1.0, batch_size=8, max_length=32,
@@ -19,7 +20,7 @@ def root(tmp_path_factory):
     config = Config(output_root=str(root), **TINY)
     splits = pipeline.prepare(config, log=lambda _: None)
     for run in ("majority", "pretrained-baseline"):
-        results.write(pipeline.BASELINES[run](splits, config), config.paths.results)
+        results.write(baselines.RUNS[run](splits, config), config.paths.results)
     pipeline.train(config, log=lambda _: None)
     return root
 
@@ -27,7 +28,7 @@ def root(tmp_path_factory):
 def test_seeds_rerun_with_the_same_settings_and_splits(root):
     prepared = (root / "data" / "prepared" / "config.json").read_text()
     lines = []
-    summaries = seeds.add(["majority", "pretrained-baseline", "lora"], seeds=(43,), results_dir=root / "results",
+    summaries = experiments.seeds(["majority", "pretrained-baseline", "lora"], seeds=(43,), results_dir=root / "results",
                           log=lines.append)
     assert (root / "data" / "prepared" / "config.json").read_text() == prepared  # seed 43 is no new default
     for run in ("majority", "pretrained-baseline", "lora"):
@@ -50,31 +51,31 @@ def test_seeds_rerun_with_the_same_settings_and_splits(root):
 
 
 def test_seeds_already_done_are_skipped(root):
-    seeds.add(["majority"], seeds=(43,), results_dir=root / "results", log=lambda _: None)
+    experiments.seeds(["majority"], seeds=(43,), results_dir=root / "results", log=lambda _: None)
     path = results.path_of(root / "results", "majority", 43)
     stamp = path.stat().st_mtime_ns
     lines = []
-    seeds.add(["majority"], seeds=(43,), results_dir=root / "results", log=lines.append)
-    assert path.stat().st_mtime_ns == stamp and lines == ["majority seed 43: already done, skipped"]
+    experiments.seeds(["majority"], seeds=(43,), results_dir=root / "results", log=lines.append)
+    assert path.stat().st_mtime_ns == stamp and lines == ["1 already done, skipped"]
 
 
 def test_records_made_with_other_settings_are_refused_then_redone(root):
-    seeds.add(["majority"], seeds=(44,), results_dir=root / "results", log=lambda _: None)
+    experiments.seeds(["majority"], seeds=(44,), results_dir=root / "results", log=lambda _: None)
     path = results.path_of(root / "results", "majority", 44)
     record = json.loads(path.read_text())
     record["config"]["learning_rate"] = 0.5
     path.write_text(json.dumps(record))
     with pytest.raises(ConfigError, match=r"'majority' with seeds \[44\] were made with other settings .*"
                                           r"differ in \['learning_rate'\].*`python -m lora_ft seeds --runs majority`"):
-        seeds.summarize(root / "results", "majority")
-    summary = seeds.add(["majority"], seeds=(44,), results_dir=root / "results", log=lambda _: None)["majority"]
+        experiments.summarize(root / "results", "majority")
+    summary = experiments.seeds(["majority"], seeds=(44,), results_dir=root / "results", log=lambda _: None)["majority"]
     assert 44 in summary["seeds"]
     assert results.read(path)["config"]["learning_rate"] == Config().learning_rate
 
 
 def test_a_run_without_its_seed_42_record_is_an_error(root):
     with pytest.raises(ConfigError, match="no record .*full-finetune.json.* run the notebook or CLI step"):
-        seeds.add(["full-finetune"], seeds=(43,), results_dir=root / "results")
+        experiments.seeds(["full-finetune"], seeds=(43,), results_dir=root / "results")
 
 
 def test_splits_follow_split_seed_not_seed():
@@ -85,6 +86,25 @@ def test_splits_follow_split_seed_not_seed():
 @pytest.mark.parametrize(("folder", "command"), [("results", "seeds --runs lora"), ("recipes", "recipes --names lora"),
                                                  ("curves", "curves")])
 def test_the_command_that_adds_seeds_is_the_one_that_wrote_the_records(folder, command, tmp_path):
-    assert seeds.rerun_command(tmp_path / folder, "lora") == f"python -m lora_ft {command}"
-    said = seeds.compare("a", [0.8], "b", [0.7], command=seeds.rerun_command(tmp_path / folder, "lora"))
-    assert said.startswith("a vs b: +10.0 points of accuracy (n = 1 seed") and f"`python -m lora_ft {command}`" in said
+    assert experiments.rerun_command(tmp_path / folder, "lora") == f"python -m lora_ft {command}"
+
+
+def test_an_unknown_run_is_refused_before_anything_runs(root):
+    with pytest.raises(ConfigError, match="no step re-runs 'curve-lora-n8' with another seed: choose from"):
+        experiments.seeds(["curve-lora-n8"], seeds=(43,), results_dir=root / "results")
+
+
+def test_every_committed_extra_seed_is_finished():
+    """Planning `python -m lora_ft seeds` over the committed records (no training) finds every seed done: the
+    records of results/seeds/ still hold their seed-42 record's settings, and the summaries stay as committed."""
+    folder = ROOT / "results"
+    runs = [run for run in results.load_all(folder) if run in experiments.SEEDED or run.startswith("sweep-")]
+    config, grid = experiments.seed_grid(runs, (43, 44), folder)
+    todo, done = experiments.plan(grid, config, folder)
+    assert todo == [] and len(done) == len(list((folder / "seeds").glob("*.json")))
+    for run in runs:
+        committed = json.loads((folder / "summaries" / f"{run}.json").read_text())
+        found = experiments.records(folder, run)
+        assert committed["seeds"] == [r["meta"]["seed"] for r in found]
+        assert committed["metrics"]["accuracy"]["mean"] == pytest.approx(
+            np.mean([r["metrics"]["accuracy"] for r in found]))

@@ -8,7 +8,7 @@ import pytest
 from datasets import ClassLabel, Dataset, Features, Value
 from datasets import load_dataset as real_load_dataset
 
-from lora_ft import Config, ConfigError, DataError, data, hub
+from lora_ft import Config, ConfigError, DataError, data, hub, sources
 from lora_ft.config import ROOT
 from lora_ft.modeling import load_model, load_tokenizer
 
@@ -96,7 +96,7 @@ def fake_hub(tmp_path_factory):
 def test_hub_presets_know_columns_labels_and_splits(name, fake_hub, monkeypatch, tmp_path, tokenizer):
     asked = []
     monkeypatch.setattr(hub, "reachable", lambda: True)
-    monkeypatch.setattr(data, "load_dataset",
+    monkeypatch.setattr(sources, "load_dataset",
                         lambda repo: asked.append(repo) or real_load_dataset(str(fake_hub[repo])))
     labels, sizes, text = PRESET_EXPECTED[name]
     splits, _ = prepared(tokenizer, tmp_path, dataset=name.split("/")[-1] if name.endswith("imdb") else name)
@@ -129,13 +129,13 @@ def test_an_unreachable_hub_fails_fast_for_data_and_models_and_says_how_to_go_lo
     monkeypatch.setattr(constants, "ENDPOINT", "https://hub.invalid")
     start = time.perf_counter()
     with pytest.raises(DataError, match="Hub .* cannot be reached.*HF_HUB_OFFLINE=1.*path of a local copy"):
-        data.load_frame(Config(dataset="stanfordnlp/imdb"))
+        sources.load_frame(Config(dataset="stanfordnlp/imdb"))
     with pytest.raises(ConfigError, match="model 'nobody/no-model' is not a local .* cannot be reached"):
         load_model("nobody/no-model", ["a", "b"], 0)
     assert time.perf_counter() - start < 10  # the libraries' own retries take 25 s (data) and 100 s (model)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # offline mode: the cache, else a clear error
     with pytest.raises(DataError, match="not in the local cache.*local file or folder"):
-        data.load_frame(Config(dataset="nobody/no-such-data"))
+        sources.load_frame(Config(dataset="nobody/no-such-data"))
     with pytest.raises(ConfigError, match="cannot load the tokenizer of model 'nobody/no-model'.*local folder"):
         load_tokenizer("nobody/no-model")
 
@@ -159,7 +159,7 @@ def write_formats(folder) -> dict[str, str]:
 @pytest.mark.parametrize("suffix", ["csv", "tsv", "json", "jsonl", "parquet", "txt"])
 def test_each_local_format_loads_the_same_examples(suffix, tmp_path):
     path = write_formats(tmp_path)[suffix]
-    frame, declared = data.load_frame(Config(dataset=path))  # review / stars are detected
+    frame, declared = sources.load_frame(Config(dataset=path))  # review / stars are detected
     assert declared is None and len(frame) == len(ROWS)
     expected = [t.replace("\t", " ") if suffix == "txt" else t for t, _ in ROWS]
     assert frame["text"].tolist() == expected and frame["label"].tolist() == [y for _, y in ROWS]
@@ -168,18 +168,18 @@ def test_each_local_format_loads_the_same_examples(suffix, tmp_path):
 def test_delimited_text_splits_at_the_last_separator_and_detects_headers(tmp_path):
     path = tmp_path / "lines.txt"
     path.write_text("so; many; semicolons;joy\nplain;anger\nagain;joy\n")
-    frame, _ = data.load_frame(Config(dataset=str(path)))
+    frame, _ = sources.load_frame(Config(dataset=str(path)))
     assert frame.to_dict("list") == {"text": ["so; many; semicolons", "plain", "again"],
                                      "label": ["joy", "anger", "joy"]}
     path.write_text("a|x\nb|y\n")
-    frame, _ = data.load_frame(Config(dataset=str(path), delimiter="|"))
+    frame, _ = sources.load_frame(Config(dataset=str(path), delimiter="|"))
     assert frame["label"].tolist() == ["x", "y"]
     path.write_text("no separator here\nnor here\n")
     with pytest.raises(DataError, match="no delimiter.*set delimiter"):
-        data.load_frame(Config(dataset=str(path)))
+        sources.load_frame(Config(dataset=str(path)))
     path.write_text("one;a\ntwo\n")
     with pytest.raises(DataError, match=r"line\(s\) \[2\] have no ';'"):
-        data.load_frame(Config(dataset=str(path), delimiter=";"))
+        sources.load_frame(Config(dataset=str(path), delimiter=";"))
 
 
 def test_a_folder_of_split_files_keeps_its_splits(tmp_path, tokenizer):
@@ -212,7 +212,7 @@ def test_training_texts_that_leak_into_held_out_splits_are_dropped():
 
 @needs_shared
 def test_emotion_loads_with_its_published_split_sizes_and_class_counts():
-    frame, _ = data.load_frame(Config(dataset=str(SHARED / "emotion")))
+    frame, _ = sources.load_frame(Config(dataset=str(SHARED / "emotion")))
     assert frame["split"].value_counts().to_dict() == {"train": 16_000, "validation": 2_000, "test": 2_000}
     train = frame[frame["split"] == "train"]["label"].value_counts().to_dict()
     assert train == {"joy": 5_362, "sadness": 4_666, "anger": 2_159, "fear": 1_937, "love": 1_304, "surprise": 572}
@@ -221,7 +221,7 @@ def test_emotion_loads_with_its_published_split_sizes_and_class_counts():
 @needs_shared
 def test_sst2_evaluates_on_its_dev_split():
     config = Config(smoke=False, dataset=str(SHARED / "sst2"))
-    frame, _ = data.load_frame(config)
+    frame, _ = sources.load_frame(config)
     assert frame["split"].value_counts().to_dict() == {"train": 67_349, "validation": 872}
     cleaned, _ = data.clean(frame)
     cleaned = cleaned.assign(label=data.to_names(cleaned, None))
@@ -232,7 +232,7 @@ def test_sst2_evaluates_on_its_dev_split():
 
 @needs_shared
 def test_imdb_samples_load_balanced_without_html_breaks():
-    frame, _ = data.load_frame(Config(dataset=str(SHARED / "imdb")))
+    frame, _ = sources.load_frame(Config(dataset=str(SHARED / "imdb")))
     assert frame.groupby("split")["label"].value_counts().to_dict() == {
         ("test", 0): 1_000, ("test", 1): 1_000, ("train", 0): 1_000, ("train", 1): 1_000}
     cleaned, _ = data.clean(frame)
@@ -242,7 +242,7 @@ def test_imdb_samples_load_balanced_without_html_breaks():
 @needs_shared
 def test_sentiment140_test_set_loads_as_latin1_with_three_polarities():
     path = SHARED / "sentiment140" / "testdata.manual.2009.06.14.csv"
-    frame, _ = data.load_frame(Config(dataset=str(path), encoding="latin-1"))  # polarity is detected
+    frame, _ = sources.load_frame(Config(dataset=str(path), encoding="latin-1"))  # polarity is detected
     assert len(frame) == 498 and frame["label"].value_counts().to_dict() == {4: 182, 0: 177, 2: 139}
     cleaned, _ = data.clean(frame)
     assert data.label_names(cleaned, None, ("0", "4")) == ["0", "4"]

@@ -11,18 +11,15 @@ from test_model_families import FAMILIES, LABELS, save_tiny_model, tiny_config, 
 from transformers import AutoModelForSequenceClassification
 
 from lora_ft import Config, ConfigError, baselines
+from lora_ft.adapters import changed_base_weights, frozen_snapshot, load_adapter, save_adapter
 from lora_ft.cli import parse_overrides
 from lora_ft.config import METHODS
 from lora_ft.modeling import (
     add_lora,
     add_lora_from_scratch,
-    changed_base_weights,
     count_params,
-    frozen_snapshot,
-    load_adapter,
     load_model,
     load_tokenizer,
-    save_adapter,
     set_base_dropout,
 )
 from lora_ft.training import build_trainer, predict_logits, train

@@ -1,0 +1,359 @@
+"""Experiments as data, one runner: the sweep (notebook 06), the recipes (notebook 08), extra seeds (notebooks 04 to
+06) and the learning curves (notebook 07, lora_ft.curves).
+
+Each grid is a list of Experiment: a name (the record's run), the settings it changes from the grid's Config, and a
+seed (or draw). `run` owns the rest: it skips an experiment whose record exists with the same settings (so an
+interrupted grid continues where it stopped), trains the others with the grid's trainer, writes one record each
+(results.path_of: <folder>/<name>.json for seed 42, <folder>/seeds/<name>.seed<k>.json for the others), logs one
+line per run, and summarises each name over its seeds in <folder>/summaries/<name>.json. Every LoRA training goes
+through run.train_and_score. Adding a recipe is adding a line to RECIPES.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import baselines, data, pipeline, results
+from .config import DEFAULT_SEED, LEARNING_RATE, NOT_TRAINED, SEEDS, TARGET_SETS, Config
+from .errors import ConfigError
+from .io import on_main_process, write_json_atomic
+from .run import NO_VALIDATION, ONCE_PER_EPOCH, SAME_BUDGET, train_and_score
+from .stats import spread
+
+METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")  # summarised over the seeds
+COSTS = (("train", "seconds"), ("train", "examples_per_second"), ("resources", "peak_memory_mb"))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One run of a grid: the record's name, the settings it changes from the grid's Config, and its seed (a learning
+    curve's draw); recipe holds settings outside Config that a record keeps (SetFit's), method and per_class a
+    learning curve's point."""
+
+    name: str
+    changes: dict = field(default_factory=dict)
+    seed: int = DEFAULT_SEED
+    recipe: dict | None = None
+    method: str = "lora"
+    per_class: int | None = None
+
+    def settings(self, config: Config) -> Config:
+        return config.replace(seed=self.seed, **self.changes)
+
+    def wanted(self, config: Config) -> dict:
+        """What results.settings must give this experiment's record for it to count as finished."""
+        found = results.config_settings(self.settings(config))
+        return found if self.recipe is None else {**found, "recipe": self.recipe}
+
+
+def plan(grid, config: Config, folder: Path) -> tuple[list[Experiment], list[dict]]:
+    """(the experiments still to run, the finished records): no training, only the records in folder are read."""
+    todo, done = [], []
+    for experiment in grid:
+        found = results.finished(results.path_of(folder, experiment.name, experiment.seed), experiment.wanted(config))
+        if found is None:
+            todo.append(experiment)
+        else:
+            done.append(found)
+    return todo, done
+
+
+def run(grid, config: Config, folder: Path, train, log=print, jobs: int = 1) -> dict[str, dict]:
+    """Train each unfinished experiment of grid with train(experiment, settings) -> record, write its record to
+    folder, then summarise every name of grid over its seeds; summaries by name.
+
+    jobs > 1 runs that many at once, for trainers that start a process of their own (the recipes, on a GPU that one
+    small run leaves mostly idle; on a CPU parallel runs only share its cores and their timings mean nothing)."""
+    todo, done = plan(grid, config, folder)
+    if done:
+        log(f"{len(done)} already done, skipped")
+    failed = []
+
+    def one(experiment: Experiment) -> None:
+        try:
+            record = train(experiment, experiment.settings(config))
+        except Failed as error:
+            failed.append(str(error))
+            return
+        on_main_process(results.write, record, folder)
+        metrics, reused = record["metrics"], record.get("reused_from")
+        log(f"{experiment.name} seed {experiment.seed}: accuracy {metrics['accuracy']:.4f}, macro-F1 "
+            f"{metrics['f1_macro']:.4f}, " + (f"reused {reused}" if reused else f"{record['train']['seconds']:.0f} s"
+                                                 if "train" in record else "nothing trained"))
+
+    if jobs > 1:
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(one, todo))
+    else:
+        for experiment in todo:
+            one(experiment)
+    if failed:
+        raise ConfigError(f"{len(failed)} run(s) failed ({', '.join(failed)}; their errors are above): fix them, then "
+                          "run the same command again; finished runs are kept")
+    names = dict.fromkeys(e.name for e in grid)
+    return {name: summarize(folder, name) for name in names if results.path_of(folder, name).exists()}
+
+
+class Failed(ConfigError):
+    """A run in a process of its own failed (its error is above): the grid goes on and reports it at the end."""
+
+
+def records(folder: Path, name: str) -> list[dict]:
+    """name's records over all seeds, seed 42 first; all must share their settings."""
+    reference = _reference(folder, name)
+    found = [reference] + [results.read(p) for p in sorted((Path(folder) / "seeds").glob(f"{name}.seed*.json"))
+                           if p.name.removeprefix(f"{name}.seed").removesuffix(".json").isdigit()]
+    wanted = results.settings(reference)
+    stale = [r["meta"]["seed"] for r in found if results.settings(r) != wanted]
+    if stale:
+        differ = {k for r in found for k, v in results.settings(r).items() if v != wanted.get(k)}
+        raise ConfigError(f"the records of {name!r} with seeds {stale} were made with other settings than "
+                          f"{results.path_of(folder, name)} (they differ in {sorted(differ)}): run "
+                          f"`{rerun_command(folder, name)}` to redo them")
+    return found
+
+
+def summarize(folder: Path, name: str) -> dict:
+    """Mean, standard deviation (n - 1), min and max over name's seeds, written to <folder>/summaries/<name>.json."""
+    found = records(folder, name)
+    summary = {"run": name, "kind": found[0]["kind"], "n": len(found), "seeds": [r["meta"]["seed"] for r in found],
+               "metrics": {metric: spread([r["metrics"][metric] for r in found]) for metric in METRICS}}
+    for section, cost in COSTS:
+        values = [r[section][cost] for r in found if cost in r.get(section, {})]
+        if len(values) == len(found):
+            summary.setdefault(section, {})[cost] = spread(values)
+    on_main_process(write_json_atomic, Path(folder) / "summaries" / f"{name}.json", summary)
+    return summary
+
+
+def rerun_command(folder: Path, name: str) -> str:
+    """The command that adds seeds to name's records in folder: the recipes and the curves have their own steps."""
+    step = {"recipes": f"recipes --names {name}", "curves": "curves"}.get(Path(folder).name, f"seeds --runs {name}")
+    return f"python -m lora_ft {step}"
+
+
+def _reference(folder: Path, name: str) -> dict:
+    path = results.path_of(folder, name)
+    if not path.exists():
+        raise ConfigError(f"no record {path} to take the settings from: run the notebook or CLI step that writes "
+                          f"{name!r} first (seed {DEFAULT_SEED})")
+    return results.read(path)
+
+
+# ---- the sweep (notebook 06): rank x alpha/r on query/value, and other target sets at one point, on one budget
+
+SWEEP = {
+    "ranks": (1, 4, 8, 16),  # LoRA ranks, on each of "targets"
+    "alpha_ratios": (1, 2),  # alpha / r: each run gets alpha = ratio * r
+    "targets": ("query-value",),  # target sets (config.TARGET_SETS) that get every rank x alpha/r
+    "extra_targets": ("attention", "all-linear"),  # target sets run once more, at EXTRA_POINT
+    "train_size": 4000,  # stratified training subsample per run: a budget ten runs can afford on 2 CPU cores
+    "epochs": 1.0,  # passes over it
+}
+EXTRA_POINT = (8, 2)  # (r, alpha / r) of the extra target sets
+
+
+def sweep_grid(ranks=SWEEP["ranks"], alpha_ratios=SWEEP["alpha_ratios"], targets=SWEEP["targets"],
+               extra_targets=SWEEP["extra_targets"], train_size: int | None = SWEEP["train_size"],
+               epochs: float = SWEEP["epochs"], seed: int = DEFAULT_SEED) -> list[Experiment]:
+    """Every rank x alpha/r on each target set, then each extra target set at EXTRA_POINT; a fixed budget (no early
+    stopping) of epochs over train_size examples (None: the whole split)."""
+    points = [(r, ratio, t) for t in targets for r, ratio in itertools.product(ranks, alpha_ratios)]
+    points += [p for p in ((*EXTRA_POINT, t) for t in extra_targets) if p not in points]
+    return [Experiment(sweep_name(t, r, ratio), dict(
+        r=r, alpha=float(r * ratio), target_modules=TARGET_SETS[t], early_stopping_patience=0,
+        train_size=train_size, epochs=float(epochs)), seed) for r, ratio, t in points]
+
+
+def sweep_name(targets: str, r: int, ratio: float) -> str:
+    """The run name of a sweep point: target set, rank and alpha (= ratio x r)."""
+    return f"sweep-{targets}-r{r}-alpha{r * ratio:g}"
+
+
+def sweep(config: Config, ranks=SWEEP["ranks"], alpha_ratios=SWEEP["alpha_ratios"], targets=SWEEP["targets"],
+          extra_targets=SWEEP["extra_targets"], train_size: int | None = SWEEP["train_size"],
+          epochs: float = SWEEP["epochs"], log=print) -> dict[str, dict]:
+    """Train and test notebook 06's grid (SWEEP by default) on a stratified training subsample, each point's record
+    with every test example's prediction and confidence (the error analysis); summaries by run."""
+    pipeline.check("sweep", config, targets=(*targets, *extra_targets))
+    splits = pipeline.prepare(config, log=lambda _: None)
+    splits["train"] = data.subsample(splits["train"], train_size, config.split_seed)
+    grid = sweep_grid(ranks, alpha_ratios, targets, extra_targets, len(splits["train"]), epochs)
+    log(f"{len(grid)} configurations, {len(splits['train']):,} training examples each")
+
+    def train(experiment, settings):
+        return train_and_score(settings, splits, experiment.name, schedule=NO_VALIDATION, per_example=True,
+                               quiet=True)[0]
+
+    return run(grid, config, config.paths.results, train, log)
+
+
+# ---- the recipes (notebook 08): named settings on one budget, each seed in a fresh process so peak memory compares
+
+RECIPE_BUDGET = {"epochs": 2.0, "train_size": None, "early_stopping_patience": 0}  # the default run's, final weights
+# what every recipe starts from, fixed here so that the grid's records stay valid when Config's defaults change
+RECIPE_BASE = {"target_modules": TARGET_SETS["all-linear"], "r": 8, "alpha": 16.0, "learning_rate": LEARNING_RATE,
+               "dropout": 0.0, "method": "lora", "loraplus_lr_ratio": None, "base_dropout": None}
+RECIPES = {  # name: settings that differ from RECIPE_BASE; the groups are notebook 08's questions
+    # which layers get adapters
+    "query-value": {"target_modules": TARGET_SETS["query-value"]},
+    "attention": {"target_modules": TARGET_SETS["attention"]},
+    "all-linear": {},
+    # learning rate x alpha/r on all linear layers (alpha/r scales the update, so it acts on the step size too)
+    **{f"all-linear-lr{lr:g}-ratio{ratio}": {"learning_rate": lr, "alpha": 8.0 * ratio}
+       for lr in (3e-4, 1e-3, 3e-3) for ratio in (1, 2)},
+    # peft's variants, each one setting away from all-linear LoRA (same budget and learning rate)
+    **{f"all-linear-{method}": {"method": method} for method in ("dora", "rslora", "pissa", "ia3")},
+    "all-linear-vera": {"method": "vera", "r": 256, "alpha": 512.0},
+    # IA3's own paper trains its scales faster than LoRA's learning rate (T-Few: 3e-3); 1e-2 to see where that ends
+    **{f"all-linear-ia3-lr{lr:g}": {"method": "ia3", "learning_rate": lr} for lr in (3e-3, 1e-2)},
+    "all-linear-loraplus16": {"loraplus_lr_ratio": 16.0},
+    # LoRA+ at 1e-3 puts B at 1.6e-2, where it diverged: the same ratio on a fifth of the learning rate
+    "all-linear-loraplus16-lr0.0002": {"loraplus_lr_ratio": 16.0, "learning_rate": LEARNING_RATE / 5},
+    # speed knobs: the pretrained model's own dropout off (torch.compile loses on CPU: benchmarks/throughput.py)
+    "all-linear-dropout0": {"base_dropout": 0.0},
+    "query-value-dropout0": {"target_modules": TARGET_SETS["query-value"], "base_dropout": 0.0},
+    # the budget itself: a third epoch (learning rate stretched over three) shows what two leave on the table
+    "query-value-3epochs": {"target_modules": TARGET_SETS["query-value"], "epochs": 3.0},
+    "all-linear-3epochs": {"epochs": 3.0},
+}
+GROUPS = {
+    "targets": ("query-value", "attention", "all-linear"),
+    "learning-rate": tuple(name for name in RECIPES if name.startswith("all-linear-lr")),
+    "variants": ("all-linear", *(f"all-linear-{v}" for v in ("dora", "rslora", "pissa", "vera", "ia3", "ia3-lr0.003",
+                                                             "ia3-lr0.01", "loraplus16", "loraplus16-lr0.0002"))),
+    "speed": ("query-value", "query-value-dropout0", "all-linear", "all-linear-dropout0"),
+    "budget": ("query-value", "query-value-3epochs", "all-linear", "all-linear-3epochs"),
+}
+# each group's recipes are compared with its reference (the previous default for targets, the default elsewhere);
+# PAIRS names the comparisons of groups whose recipes each change one setting of another recipe
+REFERENCE = {"targets": "query-value", "learning-rate": "all-linear-lr0.001-ratio2"}
+PAIRS = {
+    "speed": (("query-value-dropout0", "query-value"), ("all-linear-dropout0", "all-linear"),
+              ("query-value-dropout0", "all-linear-dropout0")),  # the fastest recipe against the default
+    "budget": (("query-value-3epochs", "query-value"), ("all-linear-3epochs", "all-linear")),
+}
+
+
+def comparisons(group: str) -> tuple[tuple[str, str], ...]:
+    """(recipe, what it is compared with) for each comparison notebook 08 makes in group."""
+    if group in PAIRS:
+        return PAIRS[group]
+    reference = REFERENCE.get(group, "all-linear")
+    return tuple((name, reference) for name in GROUPS[group] if name != reference)
+
+
+def recipe(name: str, seed: int = DEFAULT_SEED) -> Experiment:
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}: choose from {', '.join(RECIPES)}")
+    return Experiment(name, {**RECIPE_BASE, **RECIPE_BUDGET, **RECIPES[name]}, seed)
+
+
+def recipe_settings(name: str, config: Config) -> Config:
+    """config on the budget with recipe name's settings."""
+    return recipe(name, config.seed).settings(config)
+
+
+def recipes(names=tuple(RECIPES), seeds=SEEDS, config: Config | None = None, log=print,
+            jobs: int = 1) -> dict[str, dict]:
+    """Train and test each recipe with each seed, each run in a fresh process (so peak memory compares), jobs at
+    once; records in results/recipes/, summaries by recipe."""
+    config = config or data.load_prepared()[1]
+    grid = [recipe(name, seed) for name in dict.fromkeys(names) for seed in seeds]  # groups overlap: each once
+    return run(grid, config, recipe_folder(config), lambda e, _: _recipe_in_a_process(e, config), log, jobs)
+
+
+def _recipe_in_a_process(experiment: Experiment, config: Config) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        made = Path(scratch) / "record.json"
+        code = (f"from lora_ft import experiments; experiments.recipe_in_this_process({experiment.name!r}, "
+                f"{experiment.seed}, {str(config.paths.base)!r}, {str(made)!r})")
+        if subprocess.run([sys.executable, "-c", code]).returncode or not made.exists():
+            raise Failed(f"{experiment.name} seed {experiment.seed}")
+        return json.loads(made.read_text())
+
+
+def recipe_in_this_process(name: str, seed: int, output_root: str, target: str) -> None:
+    """Train and test one recipe with one seed on the prepared data under output_root; its record to target."""
+    splits, config = data.load_prepared(Config(output_root=output_root).paths)
+    experiment = recipe(name, seed)
+    record = train_and_score(experiment.settings(config), splits, name, schedule=NO_VALIDATION, quiet=True)[0]
+    write_json_atomic(Path(target), record)
+
+
+def recipe_records(config: Config | None = None) -> dict[str, list[dict]]:
+    """Every finished recipe's records over its seeds, by recipe."""
+    where = recipe_folder(config)
+    return {name: records(where, name) for name in RECIPES if results.path_of(where, name).exists()}
+
+
+def recipe_folder(config: Config | None = None) -> Path:
+    """results/recipes/ of config's output root (default: this mode's)."""
+    return (config or Config()).paths.results / "recipes"
+
+
+def recipe_speeds(config: Config | None = None) -> dict[str, dict]:
+    """Each recipe's training speed and peak memory on the machine that ran `python benchmarks/throughput.py --which`
+    (results/recipes/speed.json; empty where it has not run), by recipe, each with that machine as "device"."""
+    path = recipe_folder(config) / "speed.json"
+    if not path.exists():
+        return {}
+    measured = json.loads(path.read_text())
+    return {name: {**timed, "device": measured["meta"]["device"]} for name, timed in measured["recipes"].items()}
+
+
+# ---- extra seeds: a recorded run (results/<run>.json) again with its settings and only the seed changed
+
+SEEDED = (*baselines.RUNS, "lora", *SAME_BUDGET)  # besides the sweep's runs
+
+
+def seed_grid(runs, seeds, results_dir: Path) -> tuple[Config, list[Experiment]]:
+    """The Config the records of runs were made in, and each run x seed (but the record's own) as an Experiment
+    changing every trained setting to the record's."""
+    grid, mode = [], set()
+    for name in runs:
+        if name not in SEEDED and not name.startswith("sweep-"):
+            raise ConfigError(f"no step re-runs {name!r} with another seed: choose from the notebooks' runs "
+                              f"({', '.join([*SEEDED, 'sweep-...'])})")
+        reference = _reference(results_dir, name)
+        made = Config(**{**reference["config"], "smoke": reference["meta"]["smoke"]})
+        mode.add(made.smoke)
+        changes = {k: getattr(made, k) for k in made.to_dict() if k not in (*NOT_TRAINED, "seed")}
+        grid += [Experiment(name, changes, seed) for seed in seeds if seed != reference["meta"]["seed"]]
+    return Config(smoke=mode == {True}, output_root=str(Path(results_dir).parent)), grid
+
+
+def seeds(runs=None, seeds=SEEDS[1:], results_dir: Path | None = None, log=print) -> dict[str, dict]:
+    """Re-run each recorded run (None: every one in results_dir that can be) with each seed; the splits stay fixed
+    (they follow split_seed), head and adapter initialisation and training order change. Summaries by run."""
+    results_dir = Path(results_dir) if results_dir is not None else Config().paths.results
+    if runs is None:
+        runs = [r for r in results.load_all(results_dir) if r in SEEDED or r.startswith("sweep-")]
+    config, grid = seed_grid(runs, seeds, results_dir)
+    summaries = run(grid, config, results_dir, _rerun, log)
+    return {name: summaries.get(name) or summarize(results_dir, name) for name in runs}
+
+
+def _rerun(experiment: Experiment, settings: Config) -> dict:
+    name = experiment.name
+    splits, prepared = data.load_prepared(settings.paths)
+    differ = [k for k, v in prepared.data_settings().items() if k != "train_size" and v != settings.data_settings()[k]]
+    if differ:  # a record's training subsample (sweep, same budget) is drawn from the prepared train split below
+        raise ConfigError(f"the prepared data in {settings.paths.data} differs from the data {name!r} was recorded on "
+                          f"(in {differ}): prepare that data again (notebook 01) or re-run {name!r} itself first")
+    splits["train"] = data.subsample(splits["train"], settings.train_size, settings.split_seed)
+    if name in baselines.RUNS:
+        return baselines.RUNS[name](splits, settings)
+    if name in SAME_BUDGET:
+        return train_and_score(settings, splits, name, adapters=SAME_BUDGET[name], schedule=ONCE_PER_EPOCH,
+                               quiet=True)[0]
+    if name == "lora":
+        return train_and_score(settings, splits, name, save_to=settings.paths.adapter, quiet=True)[0]
+    return train_and_score(settings, splits, name, schedule=NO_VALIDATION, per_example=True, quiet=True)[0]

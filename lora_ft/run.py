@@ -1,0 +1,164 @@
+"""The one run: settings and splits in, a trained model and its test record out.
+
+Every trained run of the project goes through train_and_score: the train step and notebook 03, full fine-tuning
+(notebook 02), the same-budget runs of notebook 05, the sweep, the recipes, the learning curves and extra seeds.
+What differs between them is data (which adapters, how often to validate, where to save), never a second loop.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from . import data, results, training
+from .adapters import save_adapter
+from .config import Config
+from .errors import ConfigError
+from .io import on_main_process, replace_dir_atomic
+from .measure import folder_mb, measure
+from .modeling import (
+    add_lora,
+    add_lora_from_scratch,
+    count_params,
+    load_tokenizer,
+    model_for_training,
+    quiet_transformers,
+)
+from .provenance import WriteFingerprint
+
+PACKAGES = ("torch", "transformers", "peft", "datasets", "evaluate")  # their versions go into every record
+
+# How often a run validates (Trainer arguments): by default config.evaluations_per_epoch times per epoch, with a
+# checkpoint each time; a fixed budget with nothing to choose needs none, and a same-budget comparison one per epoch
+NO_VALIDATION = dict(eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+ONCE_PER_EPOCH = dict(eval_strategy="epoch", save_strategy="epoch")
+# notebook 05's same-budget runs, by run name: peft's LoRA and this project's lora.py, trained alike
+SAME_BUDGET = {"lora-peft-same-budget": add_lora, "lora-from-scratch": add_lora_from_scratch}
+
+
+def train_and_score(config: Config, splits, run: str = "lora", *, kind: str = "lora", adapters=add_lora,
+                    schedule: dict | None = None, checkpoints: Path | None = None, save_to: Path | None = None,
+                    fingerprint: dict | None = None, resume_from: Path | None = None, probe_head: bool = False,
+                    per_example: bool = False, quiet: bool = False, log=None):
+    """Train config's model on splits["train"], save it, and score it on splits["test"]: (record, trained model).
+
+    adapters wraps the loaded model (add_lora, or lora.py's through modeling.add_lora_from_scratch); None trains
+    every weight (full fine-tuning). schedule overrides the validation schedule (NO_VALIDATION, ONCE_PER_EPOCH).
+    checkpoints: where the Trainer checkpoints, kept for `train --resume` (each gets fingerprint); None: a temporary
+    folder. save_to: the adapter folder (or the full model's) to write; None measures its size in a temporary one.
+    probe_head starts the classifier from a linear probe (LP-FT); per_example adds each test example's predicted
+    class and confidence to the record (the sweep's error analysis); log, if given, gets the settings and the
+    trainable-weight count before training. The record's resources are the peak memory from loading to saving and
+    the size of what was saved.
+    """
+    labels, test = data.labels_of(splits), splits["test"]
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    with tempfile.TemporaryDirectory() as scratch, measure() as resources:
+        model = model_for_training(config, labels)
+        if probe_head:
+            init_head_from_probe(model, tokenizer, splits["train"], config.seed)
+        if adapters is not None:
+            model = adapters(model, config)
+        params = count_params(model)
+        if log is not None:
+            log(str(config))
+            log(f"training {params['trainable']:,} of {params['total']:,} weights on "
+                f"{len(splits['train']):,} examples")
+        output_dir = Path(checkpoints) if checkpoints is not None else Path(scratch) / "checkpoints"
+        trainer = training.build_trainer(config, model, tokenizer, splits, output_dir=output_dir,
+                                         **(schedule or {}), **(dict(disable_tqdm=True) if quiet else {}))
+        if fingerprint is not None:
+            trainer.add_callback(WriteFingerprint(fingerprint))
+        info = training.train(trainer, None if resume_from is None else str(resume_from))
+        target = Path(save_to) if save_to is not None else Path(scratch) / "saved"
+        if adapters is not None:
+            on_main_process(save_adapter, model, tokenizer, config, labels, target, fingerprint)
+        else:
+            on_main_process(replace_dir_atomic, lambda tmp: _save_full(model, tokenizer, config, tmp), target)
+        resources["saved_mb"] = folder_mb(target)
+    logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
+    scored = record(run, kind, config, labels, "test", np.array(test["label"]), logits.argmax(-1), params, info,
+                    resources)
+    if per_example:
+        probabilities = torch.from_numpy(logits).float().softmax(-1).numpy()
+        scored["predictions"] = logits.argmax(-1).tolist()
+        scored["confidence"] = np.round(probabilities.max(-1), 4).tolist()
+    return scored, model
+
+
+def _save_full(model, tokenizer, config: Config, folder: Path) -> None:
+    """A fully fine-tuned model as transformers saves it, with the settings that made it."""
+    with quiet_transformers():  # no "Writing model shards" progress widget in the notebook
+        model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    config.save(folder / "lora_ft_config.json")
+
+
+def init_head_from_probe(model, tokenizer, train, seed: int, C: float = 1.0) -> None:
+    """LP-FT's first step (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
+    Out-of-Distribution"): fit a logistic regression on what the frozen model feeds its classifier (BERT's pooler
+    output) for the training examples, and copy its weights into the classifier. C is fixed (no validation data is
+    used, as with few labels there is none to spare). Models whose classifier is not one linear layer on the
+    pooler output (RoBERTa's two-layer head, for one) get a ConfigError."""
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, torch.nn.Linear) or getattr(model.base_model, "pooler", None) is None:
+        raise ConfigError(f"lora-lpft starts the head from a linear probe on the pooler output, which needs a "
+                          f"BERT-style head (one linear layer on the pooler); {model.config.model_type} has another: "
+                          "use lora-small")
+    was_training = model.training
+    model.eval()
+    features = training.embed(model.base_model, tokenizer, train, pooling="pooler")
+    probe = LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(features, np.asarray(train["label"]))
+    coef, intercept = probe.coef_, probe.intercept_
+    if coef.shape[0] == 1:  # binary: scikit-learn fits one row (logit of class 1); the head has two
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(coef, dtype=head.weight.dtype))
+        head.bias.copy_(torch.as_tensor(intercept, dtype=head.bias.dtype))
+    model.train(was_training)
+
+
+def record(run: str, kind: str, config: Config, labels: list[str], split: str, references, predictions,
+           params: dict, train: dict | None = None, resources: dict | None = None) -> dict:
+    """A results record (lora_ft.results' contract) for predictions on one split; train is the training section of
+    a trained run, resources what the run cost ("peak_memory_mb", "saved_mb", see measure.measure)."""
+    scores = training.score(references, predictions, labels)
+    made = {
+        "run": run,
+        "kind": kind,
+        "model": config.model,
+        "dataset": config.dataset,
+        "split": split,
+        "n_examples": int(len(references)),
+        "labels": list(labels),
+        "metrics": {name: scores[name] for name in results.REQUIRED_METRICS},
+        "confusion_matrix": scores["confusion_matrix"],
+        "params": params,
+        "config": config.as_json(),
+        "meta": meta(config),
+    }
+    if train is not None:
+        made["train"] = train
+    if resources is not None:
+        made["resources"] = resources
+    return made
+
+
+def meta(config: Config) -> dict:
+    """Where and with what a record was made: small mode, seed, package versions, device, time."""
+    versions = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    return {"smoke": config.smoke, "seed": config.seed, "versions": versions, "device": device,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -1,0 +1,328 @@
+"""Serve a trained adapter: classify texts, classify or score a file, export the merged model.
+
+Every path serves the adapter merged into its base (serving_model). A file is read chunk by chunk, so memory does
+not grow with it: each output row is its input row, in order, with the predicted class and one probability column
+per class added. A file holding the adapter's label column is also scored: a results record with its metrics and
+confusion matrix, as for the test split.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from . import card, data, results, training
+from .adapters import load_adapter
+from .config import Config
+from .errors import ConfigError, DataError, listed
+from .io import atomic_file, on_main_process, replace_dir_atomic
+from .measure import folder_mb
+from .modeling import count_params, limit_tokenizer, load_tokenizer
+from .provenance import saved_adapter
+from .run import record as build_record
+from .sources import LABEL_COLUMNS, TEXT_COLUMNS
+
+INPUTS = (".csv", ".tsv", ".jsonl", ".txt")
+OUTPUTS = (".csv", ".jsonl")
+CHUNK_ROWS = 2048  # rows read, classified and written at a time
+SEPARATORS = {"\t": "$'\\t' (a tab), or name the file .tsv", ";": "';'", "|": "'|'"}  # a header holding one: a hint
+
+
+def predict(config: Config, texts, adapter: Path | str | None = None) -> list[tuple[str, float]]:
+    """(label, probability) for each text from a saved adapter (default: config's), served by serving_model."""
+    texts = list(texts)
+    if not texts:
+        raise DataError("no texts to classify: give them as arguments, or in a file with one text per line")
+    blank = [i + 1 for i, text in enumerate(texts) if not str(text).strip()]
+    if blank:
+        raise DataError(f"text(s) number {listed(blank)} are blank: give texts with words in them")
+    model, tokenizer, trained, labels = serving_model(config, adapter)
+    probs = probabilities(model, tokenizer, trained, texts, config.eval_batch_size)
+    return [(labels[i], float(p[i])) for p, i in zip(probs, probs.argmax(-1))]
+
+
+def serving_model(config: Config, adapter: Path | str | None = None):
+    """(model, tokenizer, its settings, labels) from a saved adapter (default: config's), merged into the base, and in
+    bf16 where the hardware computes it unless config.precision is fp32 or fp16: ~3x the examples/s of the unmerged
+    fp32 model here, same predictions on 2,000 validation tweets (benchmarks/throughput.py)."""
+    folder = Path(adapter) if adapter is not None else config.paths.adapter
+    trained, labels = saved_adapter(folder)
+    tokenizer = load_tokenizer(str(folder), trust_remote_code=trained.trust_remote_code)
+    model = load_adapter(folder, trained, labels, merge=True)
+    bf16 = config.precision in ("auto", "bf16") and training.bf16_native()
+    if bf16 and not trained.quantize_4bit:  # a 4-bit base keeps its own compute dtype
+        model = model.to(torch.bfloat16)
+    return model, tokenizer, trained, labels
+
+
+def probabilities(model, tokenizer, trained: Config, texts: list[str], batch_size: int) -> np.ndarray:
+    """Class probabilities of texts (rows) under the tokenization the model was trained with."""
+    inputs = data.tokenize(Dataset.from_dict({"text": texts}), tokenizer, trained.max_length, trained.truncation)
+    logits = training.predict_logits(model, tokenizer, inputs, batch_size)
+    return torch.from_numpy(logits).float().softmax(-1).numpy()
+
+
+def predict_file(config: Config, source: Path, target: Path, adapter: Path | str | None = None,
+                 text_column: str | None = None, delimiter: str | None = None, encoding: str | None = None,
+                 chunk_rows: int = CHUNK_ROWS, progress: bool = True, log=print) -> dict:
+    """Write target (csv or jsonl): every row of source with its predicted label and prob_<class> added, in order.
+
+    A row without text (blank, missing or null) gets an empty prediction, and is counted. When source has the
+    adapter's label column (its label_column, else the usual names), the prediction goes into a column "predicted"
+    beside it, and the rows with a text and a label are scored: the results record "scored-<source's stem>" (split
+    "file") in results/scored/. delimiter and encoding read a csv or tsv (default: by suffix; UTF-8). Every check,
+    labels included, comes before anything is written. Returns {"rows", "blank", "output"}, and "record" (its path)
+    and "metrics" for a scored file.
+    """
+    source, target = Path(source), Path(target)
+    _check_files(source, target)
+    folder = Path(adapter) if adapter is not None else config.paths.adapter
+    trained, labels = saved_adapter(folder, output_root=config.output_root, eval_batch_size=config.eval_batch_size)
+    encoding = encoding or "utf-8"
+    chunks = _chunks(source, chunk_rows, delimiter, encoding)
+    first = next(chunks, None)
+    if first is None or first.empty:
+        raise DataError(f"{source.name} has no rows: give a file with at least one text to classify")
+    columns = list(first.columns)
+    text = "text" if source.suffix.lower() == ".txt" else _text_column(columns, text_column, source, delimiter)
+    label = next((c for c in (trained.label_column, *LABEL_COLUMNS) if c in columns and c != text), None)
+    added = ["predicted" if label else "label"] + [f"prob_{name}" for name in labels]
+    clash = [c for c in added if c in columns]
+    if clash:
+        raise DataError(f"{source.name} already has column(s) {clash}, which the predictions add: "
+                        "rename them in the input")
+    if label is not None:  # every label of the file checked before the first row is written
+        _check_labels(_chunks(source, chunk_rows, delimiter, encoding), text, label, labels, source)
+    model, tokenizer, _, _ = serving_model(config, folder)
+    rows = blank = 0
+    references, predictions = [], []
+    with atomic_file(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out, \
+            tqdm(unit=" rows", desc="predict", file=sys.stderr, disable=not progress) as bar:
+        for chunk in itertools.chain([first], chunks):
+            if list(chunk.columns) != columns and target.suffix.lower() == ".csv":  # one header for all rows
+                chunk = _same_columns(chunk, columns, source, rows)
+            texts = _cells(chunk, text)
+            present = (texts != "").to_numpy()
+            predicted = pd.DataFrame(index=chunk.index, columns=added, dtype=object)
+            ids = np.full(len(chunk), -1)
+            if present.any():
+                probs = probabilities(model, tokenizer, trained, texts[present].tolist(), config.eval_batch_size)
+                ids[present] = probs.argmax(-1)
+                predicted.loc[present, added[0]] = [labels[i] for i in ids[present]]
+                predicted.loc[present, added[1:]] = probs.round(6)
+            if label is not None:
+                gold = _cells(chunk, label)
+                scored = present & (gold != "").to_numpy()
+                references += [labels.index(g) for g in gold[scored]]
+                predictions += ids[scored].tolist()
+            _write(pd.concat([chunk, predicted], axis=1), out, target.suffix.lower(), header=rows == 0)
+            rows += len(chunk)
+            blank += int((~present).sum())
+            bar.update(len(chunk))
+    summary = {"rows": rows, "blank": blank, "output": str(target)}
+    log(f"{rows:,} rows classified -> {target}")
+    if blank:
+        log(f"warning: {blank:,} rows have no text; their {added[0]} and probabilities are empty")
+    if label is not None:
+        record = _scored_record(trained, folder, labels, source, references, predictions, model)
+        path = results.write(record, config.paths.results / "scored")
+        metrics = record["metrics"]
+        unlabelled = rows - blank - len(references)
+        log(f"{record['run']}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} on "
+            f"{len(references):,} labelled rows of {source.name} -> {path}"
+            + (f" ({unlabelled:,} rows without a label not scored)" if unlabelled else ""))
+        summary.update(record=str(path), metrics=metrics)
+    return summary
+
+
+def export(config: Config, adapter: Path | str | None = None, output: Path | str | None = None, log=print) -> Path:
+    """Merge a saved adapter (default: config's) into its base and save a plain transformers model with its tokenizer
+    and model card (default: model/lora-merged/), which transformers.pipeline("text-classification") serves."""
+    folder = Path(adapter) if adapter is not None else config.paths.adapter
+    target = Path(output) if output is not None else config.paths.merged
+    trained, labels = saved_adapter(folder, output_root=config.output_root)
+    if trained.quantize_4bit:
+        raise ConfigError(f"the adapter at {folder} sits on a 4-bit base, which cannot be merged into full weights: "
+                          "train without quantize_4bit to export a merged model")
+    _check_export_target(target, folder)
+    tokenizer = load_tokenizer(str(folder), trust_remote_code=trained.trust_remote_code)
+    model = load_adapter(folder, trained, labels, merge=True)
+
+    def build(tmp: Path):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        limit_tokenizer(tmp, trained.max_length)
+        card.write(card.for_adapter(trained, labels, folder, merged=True), tmp)
+
+    on_main_process(replace_dir_atomic, build, target)
+    on_main_process(log, f"merged model saved in {target} ({folder_mb(target)} MB)")
+    return target
+
+
+def _check_files(source: Path, target: Path) -> None:
+    if source.suffix.lower() not in INPUTS:
+        raise DataError(f"cannot read {source.name}: give a {', '.join(INPUTS)} file")
+    if target.suffix.lower() not in OUTPUTS:
+        raise DataError(f"cannot write {target.name}: name the output file *.csv or *.jsonl")
+    if not source.is_file():
+        raise DataError(f"input file {source} does not exist: check the path")
+    if target.is_dir():
+        raise DataError(f"the output {target} is a folder: name a *.csv or *.jsonl file to write")
+    if source.resolve() == target.resolve():
+        raise DataError(f"the output {target} is the input: write the predictions to another file")
+
+
+def _text_column(columns: list, wanted: str | None, source: Path, delimiter: str | None) -> str:
+    """The column holding the texts: the one named, else the first usual name (sources.TEXT_COLUMNS) present."""
+    found = next((c for c in TEXT_COLUMNS if c in columns), None) if wanted is None else wanted
+    if found in columns:
+        return found
+    hint = _separator_hint("".join(map(str, columns)), _separator(source, delimiter))
+    if hint:
+        raise DataError(f"no text column in {source.name}{hint}")
+    what = f"no column {wanted!r}" if wanted else f"no column with a usual text name {list(TEXT_COLUMNS)}"
+    raise DataError(f"{what} in {source.name} (its columns: {listed(columns)}): pass --text-column with the column "
+                    "that holds the texts")
+
+
+def _check_labels(chunks, text: str, label: str, labels: list[str], source: Path) -> None:
+    """Refuse a file whose label column holds classes the adapter does not know, or no label beside a text."""
+    unknown, scorable = set(), 0
+    for chunk in chunks:
+        gold, texts = _cells(chunk, label), _cells(chunk, text)
+        unknown.update(set(gold[gold != ""]) - set(labels))
+        scorable += int(((gold != "") & (texts != "")).sum())
+    if unknown:
+        raise DataError(f"column {label!r} of {source.name} holds labels the adapter does not know: "
+                        f"{listed(sorted(unknown))} (it knows {listed(labels)}): write them as the adapter's class "
+                        f"names, or rename the column if it holds no labels (then the file is only classified)")
+    if not scorable:
+        raise DataError(f"no row of {source.name} has both a text and a label in column {label!r}: fill in the "
+                        "labels to score the file, or rename the column to only classify it")
+
+
+def _scored_record(trained: Config, folder: Path, labels: list[str], source: Path, references, predictions,
+                   model) -> dict:
+    """The results record of a scored file: the adapter's settings and, from its own training record where that is
+    beside it, its parameter counts, training and resources."""
+    own = card.own_record(trained, folder)
+    if own is not None:
+        params, train, resources = own["params"], own["train"], own.get("resources")
+    else:  # an adapter without its record (copied, or its results/ elsewhere): how it trained is not known here
+        params, train, resources = count_params(model), dict.fromkeys(results.REQUIRED_TRAIN), None
+        train["history"] = []
+    scored = build_record(f"scored-{source.stem}", "lora", trained, labels, "file", np.array(references),
+                          np.array(predictions), params, train, resources)
+    scored["dataset"] = str(source)  # what was scored; its "config" stays the adapter's, data set included
+    return scored
+
+
+def _check_export_target(target: Path, adapter: Path) -> None:
+    """Refuse to replace anything but an earlier export: a file, the adapter, or a folder of other files."""
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"the export target {target} is a file: give --output a folder to write the merged model "
+                          "into (a new one, or an earlier export, which is replaced)")
+    if target.resolve() == adapter.resolve() or target.resolve() in adapter.resolve().parents:
+        raise ConfigError(f"exporting into {target} would replace the adapter in {adapter}: give --output another "
+                          "folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / "config.json").is_file():
+        raise ConfigError(f"{target} holds files that are not a merged model (it has no config.json), and the export "
+                          "would replace them: give --output a new folder, or one an earlier export wrote")
+
+
+def _separator(source: Path, delimiter: str | None) -> str:
+    return delimiter or ("\t" if source.suffix.lower() == ".tsv" else ",")
+
+
+def _separator_hint(header: str, separator: str) -> str:
+    """"" or, where a header holds another separator than the one read with (a tab-separated file named .csv), the
+    end of a message naming it: ", which looks tab-separated ...: pass delimiter=..."."""
+    found = next((s for s in SEPARATORS if s in header and s != separator), None)
+    if found is None:
+        return ""
+    name = "tab" if found == "\t" else repr(found)
+    return f", which looks {name}-separated (its header holds {found!r}): pass delimiter={SEPARATORS[found]}"
+
+
+def _cells(chunk: pd.DataFrame, column: str) -> pd.Series:
+    """A column's cells as stripped text; "" where there is none (a missing key, null, NaN: t != t)."""
+    if column not in chunk:
+        return pd.Series("", index=chunk.index, dtype=object)
+    return chunk[column].map(lambda t: "" if t is None or t != t else str(t).strip())
+
+
+def _chunks(source: Path, chunk_rows: int, delimiter: str | None = None, encoding: str = "utf-8"):
+    """The rows of source, chunk_rows at a time, as frames; csv and tsv cells stay text exactly as written."""
+    suffix = source.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            sep = _separator(source, delimiter)
+            header = pd.read_csv(source, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False,
+                                 encoding=encoding).iloc[0].tolist()
+            twice = sorted({name for name in header if header.count(name) > 1})
+            if twice:  # pandas would rename the second "text" to "text.1" and classify the first
+                raise DataError(f"{source.name} names column(s) {listed(twice)} more than once in its header: rename "
+                                "them so that each column has its own name")
+            with pd.read_csv(source, sep=sep, dtype=str, keep_default_na=False, chunksize=chunk_rows,
+                             encoding=encoding) as reader:
+                yield from reader
+            return
+        with open(source, encoding=encoding) as lines:
+            records = []
+            for number, line in enumerate(lines, 1):
+                if suffix == ".txt":
+                    records.append({"text": line.rstrip("\r\n")})
+                elif line.strip():
+                    records.append(_record(line, number, source))
+                if len(records) == chunk_rows:
+                    yield pd.DataFrame.from_records(records)
+                    records = []
+            if records:
+                yield pd.DataFrame.from_records(records)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{source.name} is empty: give a file with a header row and at least one row") from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"{source.name} is not {encoding} text ({error.reason} at byte {error.start}): save it as "
+                        "UTF-8, or pass its encoding (e.g. encoding=latin-1)") from None
+    except pd.errors.ParserError as error:
+        with open(source, encoding=encoding, errors="replace") as lines:
+            hint = _separator_hint(lines.readline(), _separator(source, delimiter))
+        reason = " ".join(str(error).split())
+        raise DataError(f"cannot parse {source.name}{hint}" if hint else f"cannot parse {source.name} ({reason}): "
+                        "check the file, or pass its delimiter") from None
+
+
+def _record(line: str, number: int, source: Path) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{source.name} line {number} is not JSON ({error.msg}): give one object per line") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{source.name} line {number} is not a JSON object: give one object per line")
+    return record
+
+
+def _same_columns(chunk: pd.DataFrame, columns: list[str], source: Path, before: int) -> pd.DataFrame:
+    """A later jsonl chunk in the csv output's columns (keys it lacks are empty); a key they lack is an error."""
+    extra = [c for c in chunk.columns if c not in columns]
+    if extra:
+        raise DataError(f"{source.name}: records after row {before:,} have keys {extra} that the first "
+                        f"{before:,} rows lack: give every record the same keys, or write a .jsonl file")
+    return chunk.reindex(columns=columns)
+
+
+def _write(frame: pd.DataFrame, out, suffix: str, header: bool) -> None:
+    if suffix == ".csv":
+        frame.to_csv(out, header=header, index=False, lineterminator="\r\n")  # quotes a text's own \r or \n
+    else:  # one object per line; empty predictions are null
+        frame = frame.astype(object).where(frame.notna(), None)
+        for row in frame.to_dict("records"):
+            out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
