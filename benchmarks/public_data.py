@@ -17,21 +17,19 @@ import sys
 from pathlib import Path
 
 from lora_ft import Config, pipeline
-from lora_ft.config import ROOT
+from lora_ft.config import ROOT, TARGET_SETS
 from lora_ft.io import write_json_atomic
-
-ALL_LINEAR = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 
 # Settings per benchmark; everything else is the project's default recipe (MiniLM-L6, fp32, CPU).
 BENCHMARKS = {
     "emotion": dict(  # 16k / 2k / 2k tweets-like sentences, six classes in the hub's id order
         dataset="emotion", labels=("sadness", "joy", "love", "anger", "fear", "surprise"),
-        target_modules=ALL_LINEAR, epochs=3.0),
+        target_modules=TARGET_SETS["all-linear"], epochs=3.0),
     "sst2": dict(  # movie-review phrases; evaluated on the 872-sentence dev split (test labels are hidden)
-        dataset="sst2", labels=("0", "1"), target_modules=ALL_LINEAR, epochs=3.0),
+        dataset="sst2", labels=("0", "1"), target_modules=TARGET_SETS["all-linear"], epochs=3.0),
     "imdb": dict(  # 2k / 2k full reviews, median ~230 tokens: the first and last tokens are kept (see README)
-        dataset="imdb", labels=("0", "1"), max_length=256, truncation="head+tail", target_modules=ALL_LINEAR,
-        epochs=3.0, batch_size=16),
+        dataset="imdb", labels=("0", "1"), max_length=256, truncation="head+tail",
+        target_modules=TARGET_SETS["all-linear"], epochs=3.0, batch_size=16),
 }
 PUBLISHED = {  # the reference figures in ../shared/datasets/README.md: full fine-tuning unless said otherwise
     "emotion": ("test accuracy", 0.931, "distilbert-base-uncased, full fine-tuning"),
@@ -44,7 +42,7 @@ TARGETS = {"emotion": 0.92, "sst2": 0.89, "imdb": 0.85}
 def run(name: str, shared: Path) -> dict:
     settings = dict(BENCHMARKS[name], dataset=str(shared / BENCHMARKS[name]["dataset"]))
     config = Config(smoke=False, output_root=str(ROOT / "runs" / "public" / name), **settings)
-    record = pipeline.train(config)
+    record = pipeline.train(config)[0]
     record["data"] = json.loads((config.paths.data / "report.json").read_text())  # what cleaning kept, split sizes
     write_json_atomic(ROOT / "results" / "public" / f"{name}.json", record)
     return record

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lora_ft import Config, curves, pipeline
+from lora_ft import Config, curves, experiments, pipeline
 from lora_ft.config import DEFAULT_SEED, ROOT
 
 LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")  # the hub's id order
@@ -32,7 +32,7 @@ RESULTS = ROOT / "results" / "public" / "setfit-emotion"
 
 def setfit_sample(split, n: int, seed: int):
     """The published draw: setfit.data.create_samples with random_state seed - 42 (SetFit's seeds 0..9)."""
-    from setfit.data import create_samples
+    from setfit.data import create_samples  # optional dependency, needed only for this draw
 
     frame = split.select_columns(["label"]).to_pandas().assign(row=range(len(split)))
     return split.select(sorted(create_samples(frame, n, seed - DEFAULT_SEED)["row"].tolist()))
@@ -54,8 +54,8 @@ def main(argv=None) -> int:
                     output_root=str(ROOT / "runs" / "public" / "setfit-emotion"))
     pipeline.prepare(config)
     per_class = tuple(int(n) for n in args.per_class.split(","))
-    summaries = curves.run(config, tuple(args.methods.split(",")), per_class, args.draws, results_dir=RESULTS,
-                           sample=setfit_sample)
+    summaries = experiments.learning_curves(config, tuple(args.methods.split(",")), per_class, args.draws,
+                                            results_dir=RESULTS, sample=setfit_sample)
     print(curves.table(summaries).to_markdown(index=False))
     for n, (mean, std) in PUBLISHED.items():
         summary = summaries.get(curves.run_name("setfit", n))

@@ -19,7 +19,7 @@ Every recipe trains the same model on the same tweets with the same Trainer for 
                         sdpa and eager pick the attention implementation (attention=..., default "auto": eager
                         when training in bf16 on a CPU)
 All LoRA recipes use the project's adapter settings (r 8 on every linear layer, no adapter dropout unless named).
---which NAME,... (or all) also times notebook 08's recipes (lora_ft.recipes.RECIPES) the same way and writes their
+--which NAME,... (or all) also times notebook 08's recipes (lora_ft.experiments.RECIPES) the same way and writes their
 examples/s and peak memory on this machine to results/recipes/speed.json, which notebook 08 reads: its accuracy
 grid may run elsewhere (on a GPU), its speeds are this CPU's. With --recipes "" only those are timed, and each
 run updates its recipes' entries (same steps and repeats), so a process per recipe measures each one's own peak
@@ -53,8 +53,7 @@ import torch
 from transformers import TrainerCallback, default_data_collator
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from lora_ft import Config, data, results, training
-from lora_ft import recipes as lora_recipes
+from lora_ft import Config, data, experiments, results, training
 from lora_ft.io import write_json_atomic
 from lora_ft.measure import measure
 from lora_ft.modeling import add_lora, load_tokenizer, model_for_training
@@ -123,7 +122,7 @@ def recipe_precision(name: str, config: Config) -> str:
 def recipe_config(name: str, config: Config) -> tuple[str, Config]:
     """The recipe without its knobs, and config with the knobs' settings."""
     if name.startswith("which:"):  # notebook 08's recipe: its settings on the project's batching and precision
-        return "project", lora_recipes.settings(name.removeprefix("which:"), config)
+        return "project", experiments.recipe(name.removeprefix("which:"), config.seed).settings(config)
     recipe, *knobs = name.split("+")
     if recipe == "previous-default":
         recipe, config = "project", config.replace(**PREVIOUS_DEFAULT)
@@ -267,10 +266,10 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown recipe(s) {unknown}: choose from {RECIPES}, or project/full-finetune with "
                      f"+knobs of {list(KNOBS)}")
-    which = list(lora_recipes.RECIPES) if args.which == "all" else [n for n in args.which.split(",") if n]
-    unknown = [name for name in which if name not in lora_recipes.RECIPES]
+    which = list(experiments.RECIPES) if args.which == "all" else [n for n in args.which.split(",") if n]
+    unknown = [name for name in which if name not in experiments.RECIPES]
     if unknown:
-        parser.error(f"unknown --which recipe(s) {unknown}: choose from {', '.join(lora_recipes.RECIPES)}")
+        parser.error(f"unknown --which recipe(s) {unknown}: choose from {', '.join(experiments.RECIPES)}")
 
     config = Config(smoke=False)
     splits = data.prepare(config)
@@ -296,7 +295,7 @@ def main(argv=None) -> int:
             timed[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             print(f"{name}: {timed[name]['examples_per_second']:.1f} examples/s, peak "
                   f"{timed[name]['peak_memory_mb']:,.0f} MB")
-        path = lora_recipes.folder(config) / "speed.json"
+        path = experiments.recipe_folder(config) / "speed.json"
         speed = {"recipes": timed, "steps": args.steps, "repeats": args.repeats, "batch_size": config.batch_size,
                  "meta": results.meta(config)}
         earlier = json.loads(path.read_text()) if path.exists() else None

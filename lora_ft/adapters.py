@@ -13,7 +13,7 @@ from peft.utils import ModulesToSaveWrapper
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import Config
+from .config import FINGERPRINT, Config
 from .errors import ConfigError, listed
 from .io import replace_dir_atomic, restore_backup, write_json_atomic
 from .modeling import limit_tokenizer, load_model, public_name
@@ -24,7 +24,6 @@ ADAPTER_MARKERS = ("lora_", "vera_lambda", "ia3_l", "modules_to_save")
 
 # What save_adapter writes and load_adapter needs; weights load from safetensors only (pickle can run code)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "labels.json", "lora_ft_config.json")
-FINGERPRINT = "lora_ft_fingerprint.json"  # what made an adapter or a checkpoint: settings, labels, data (provenance)
 
 
 def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Path, fingerprint: dict | None = None):
@@ -47,7 +46,7 @@ def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Pa
         write_json_atomic(tmp / "adapter_config.json", adapter_config)
         tokenizer.save_pretrained(tmp)
         limit_tokenizer(tmp, config.max_length)
-        config.save(tmp / "lora_ft_config.json")
+        write_json_atomic(tmp / "lora_ft_config.json", config.as_json())
         write_json_atomic(tmp / "labels.json", list(labels))
         if fingerprint is not None:
             write_json_atomic(tmp / FINGERPRINT, fingerprint)

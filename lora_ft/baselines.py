@@ -16,10 +16,11 @@ from sklearn.metrics import accuracy_score, f1_score
 from . import data, training
 from .config import FULL_FINETUNE_LEARNING_RATE, Config
 from .errors import ConfigError
-from .io import on_main_process, replace_dir_atomic, write_json_atomic
+from .io import replace_dir_atomic, write_json_atomic
 from .measure import folder_mb, measure
 from .modeling import count_params, load_model, load_tokenizer
 from .run import record, train_and_score
+from .training import on_main_process
 
 C_GRID = (0.5, 1.0, 2.0, 4.0)  # inverse L2 strength of the logistic regressions, chosen on validation macro-F1
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from . import curves, experiments
+from . import curves, experiments, pipeline, serving
 from .config import DATA_FIELDS, SEEDS, TARGET_SETS, Config
 from .errors import ConfigError, DataError, LoraFtError, listed
 from .experiments import EXTRA_POINT, SWEEP
@@ -74,12 +74,17 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The step and its arguments; options and key=value words may come in any order (e.g. `train r=4 --resume`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    texts = []
+    if "--" in argv:  # everything after it is text, even a word that looks like key=value
+        argv, texts = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     top = parser()
     if argv and argv[0] in STEPS:  # argparse mixes options and positionals only without subparsers: parse the step's
         args = top.step_parsers[argv[0]].parse_intermixed_args(argv[1:])
         args.step = argv[0]
-        return args
-    return top.parse_args(argv)
+    else:
+        args = top.parse_args(argv)
+    args.texts = texts
+    return args
 
 
 def interrupted(args, interrupt: KeyboardInterrupt) -> str:
@@ -98,11 +103,13 @@ def interrupted(args, interrupt: KeyboardInterrupt) -> str:
 
 def _run(args) -> None:
     words, texts = args.settings, []
-    if args.step == "predict":  # a word naming a setting is a setting; the others are texts
-        texts = [w for w in words if not _is_setting(w)]
+    if args.step == "predict":  # a word naming a setting is a setting; the others, and all after --, are texts
+        texts = [w for w in words if not _is_setting(w)] + args.texts
         words = [w for w in words if _is_setting(w)]
+    elif args.texts:
+        raise ConfigError(f"{args.step} takes no texts, and {shlex.join(args.texts)!r} follows --: only predict "
+                          "reads texts; write settings as key=value before any --")
     config = make_config(args.step, args.config, parse_overrides(words))
-    from . import pipeline, serving  # only now: torch and transformers take seconds that --help need not wait
 
     sweep_options = {name: getattr(args, name) for name in SWEEP_OPTIONS if hasattr(args, name)}
     if args.step == "prepare":
@@ -121,7 +128,8 @@ def _run(args) -> None:
         names = [n for group in (args.groups or ()) for n in experiments.GROUPS[group]] + list(args.names or ())
         experiments.recipes(names or tuple(experiments.RECIPES), args.seeds, config, jobs=args.jobs)
     elif args.step == "curves":
-        curves.run(config, args.methods or curves.METHODS, args.per_class or curves.PER_CLASS, args.draws)
+        experiments.learning_curves(config, args.methods or curves.METHODS, args.per_class or curves.PER_CLASS,
+                                    args.draws)
     elif args.step == "all":
         pipeline.prepare(config)
         pipeline.baseline(config, full_finetune=args.full_finetune)

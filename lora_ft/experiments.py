@@ -1,13 +1,8 @@
-"""Experiments as data, one runner: the sweep (notebook 06), the recipes (notebook 08), extra seeds (notebooks 04 to
-06) and the learning curves (notebook 07, lora_ft.curves).
-
-Each grid is a list of Experiment: a name (the record's run), the settings it changes from the grid's Config, and a
-seed (or draw). `run` owns the rest: it skips an experiment whose record exists with the same settings (so an
-interrupted grid continues where it stopped), trains the others with the grid's trainer, writes one record each
-(results.path_of: <folder>/<name>.json for seed 42, <folder>/seeds/<name>.seed<k>.json for the others), logs one
-line per run, and summarises each name over its seeds in <folder>/summaries/<name>.json. Every LoRA training goes
-through run.train_and_score. Adding a recipe is adding a line to RECIPES.
-"""
+"""Experiments as data, one runner: the sweep (notebook 06), the recipes (08), extra seeds (04 to 06) and the learning
+curves (07, with lora_ft.curves). Each grid is a list of Experiment: a name (the record's run), the settings it changes
+from the grid's Config, a seed (or draw). `run` skips an experiment whose record exists with the same settings, trains
+the others (every LoRA run through run.train_and_score), writes one record each (results.path_of), logs one line per
+run and summarises each name over its seeds in <folder>/summaries/. Adding a recipe is adding data."""
 
 from __future__ import annotations
 
@@ -20,12 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import baselines, data, pipeline, results
+from datasets import DatasetDict
+
+from . import baselines, curves, data, results, stats
 from .config import DEFAULT_SEED, LEARNING_RATE, NOT_TRAINED, SEEDS, TARGET_SETS, Config
 from .errors import ConfigError
-from .io import on_main_process, write_json_atomic
+from .io import write_json_atomic
+from .modeling import lora_targets, model_skeleton
 from .run import NO_VALIDATION, ONCE_PER_EPOCH, SAME_BUDGET, train_and_score
-from .stats import spread
+from .training import on_main_process
 
 METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")  # summarised over the seeds
 COSTS = (("train", "seconds"), ("train", "examples_per_second"), ("resources", "peak_memory_mb"))
@@ -33,9 +31,8 @@ COSTS = (("train", "seconds"), ("train", "examples_per_second"), ("resources", "
 
 @dataclass(frozen=True)
 class Experiment:
-    """One run of a grid: the record's name, the settings it changes from the grid's Config, and its seed (a learning
-    curve's draw); recipe holds settings outside Config that a record keeps (SetFit's), method and per_class a
-    learning curve's point."""
+    """One run of a grid: the record's name, the settings it changes from the grid's Config, its seed (or draw);
+    recipe: settings outside Config a record keeps (SetFit's); method and per_class: a learning curve's point."""
 
     name: str
     changes: dict = field(default_factory=dict)
@@ -54,23 +51,18 @@ class Experiment:
 
 
 def plan(grid, config: Config, folder: Path) -> tuple[list[Experiment], list[dict]]:
-    """(the experiments still to run, the finished records): no training, only the records in folder are read."""
+    """(the experiments still to run, the finished records), from the records in folder alone."""
     todo, done = [], []
     for experiment in grid:
         found = results.finished(results.path_of(folder, experiment.name, experiment.seed), experiment.wanted(config))
-        if found is None:
-            todo.append(experiment)
-        else:
-            done.append(found)
+        (todo if found is None else done).append(experiment if found is None else found)
     return todo, done
 
 
 def run(grid, config: Config, folder: Path, train, log=print, jobs: int = 1) -> dict[str, dict]:
-    """Train each unfinished experiment of grid with train(experiment, settings) -> record, write its record to
-    folder, then summarise every name of grid over its seeds; summaries by name.
-
-    jobs > 1 runs that many at once, for trainers that start a process of their own (the recipes, on a GPU that one
-    small run leaves mostly idle; on a CPU parallel runs only share its cores and their timings mean nothing)."""
+    """Train each unfinished experiment with train(experiment, settings) -> record, write it to folder, summarise
+    each name over its seeds; summaries by name. jobs > 1 runs that many at once, for trainers with a process each
+    (the recipes on a GPU, which one small run leaves mostly idle; on a CPU they only share its cores)."""
     todo, done = plan(grid, config, folder)
     if done:
         log(f"{len(done)} already done, skipped")
@@ -83,10 +75,9 @@ def run(grid, config: Config, folder: Path, train, log=print, jobs: int = 1) -> 
             failed.append(str(error))
             return
         on_main_process(results.write, record, folder)
-        metrics, reused = record["metrics"], record.get("reused_from")
-        log(f"{experiment.name} seed {experiment.seed}: accuracy {metrics['accuracy']:.4f}, macro-F1 "
-            f"{metrics['f1_macro']:.4f}, " + (f"reused {reused}" if reused else f"{record['train']['seconds']:.0f} s"
-                                                 if "train" in record else "nothing trained"))
+        cost = record.get("reused_from") or f"{record['train']['seconds']:.0f} s" if "train" in record else "untrained"
+        log(f"{experiment.name} seed {experiment.seed}: accuracy {record['metrics']['accuracy']:.4f}, macro-F1 "
+            f"{record['metrics']['f1_macro']:.4f}, " + (f"reused {cost}" if "reused_from" in record else cost))
 
     if jobs > 1:
         with ThreadPoolExecutor(jobs) as pool:
@@ -124,22 +115,21 @@ def summarize(folder: Path, name: str) -> dict:
     """Mean, standard deviation (n - 1), min and max over name's seeds, written to <folder>/summaries/<name>.json."""
     found = records(folder, name)
     summary = {"run": name, "kind": found[0]["kind"], "n": len(found), "seeds": [r["meta"]["seed"] for r in found],
-               "metrics": {metric: spread([r["metrics"][metric] for r in found]) for metric in METRICS}}
+               "metrics": {metric: stats.spread([r["metrics"][metric] for r in found]) for metric in METRICS}}
     for section, cost in COSTS:
         values = [r[section][cost] for r in found if cost in r.get(section, {})]
         if len(values) == len(found):
-            summary.setdefault(section, {})[cost] = spread(values)
+            summary.setdefault(section, {})[cost] = stats.spread(values)
     on_main_process(write_json_atomic, Path(folder) / "summaries" / f"{name}.json", summary)
     return summary
 
 
-def rerun_command(folder: Path, name: str) -> str:
-    """The command that adds seeds to name's records in folder: the recipes and the curves have their own steps."""
+def rerun_command(folder: Path, name: str) -> str:  # the command that adds seeds to name's records in folder
     step = {"recipes": f"recipes --names {name}", "curves": "curves"}.get(Path(folder).name, f"seeds --runs {name}")
     return f"python -m lora_ft {step}"
 
 
-def _reference(folder: Path, name: str) -> dict:
+def _reference(folder: Path, name: str) -> dict:  # a run's seed-42 record
     path = results.path_of(folder, name)
     if not path.exists():
         raise ConfigError(f"no record {path} to take the settings from: run the notebook or CLI step that writes "
@@ -163,8 +153,7 @@ EXTRA_POINT = (8, 2)  # (r, alpha / r) of the extra target sets
 def sweep_grid(ranks=SWEEP["ranks"], alpha_ratios=SWEEP["alpha_ratios"], targets=SWEEP["targets"],
                extra_targets=SWEEP["extra_targets"], train_size: int | None = SWEEP["train_size"],
                epochs: float = SWEEP["epochs"], seed: int = DEFAULT_SEED) -> list[Experiment]:
-    """Every rank x alpha/r on each target set, then each extra target set at EXTRA_POINT; a fixed budget (no early
-    stopping) of epochs over train_size examples (None: the whole split)."""
+    """Every rank x alpha/r per target set, then each extra set at EXTRA_POINT: epochs over train_size examples."""
     points = [(r, ratio, t) for t in targets for r, ratio in itertools.product(ranks, alpha_ratios)]
     points += [p for p in ((*EXTRA_POINT, t) for t in extra_targets) if p not in points]
     return [Experiment(sweep_name(t, r, ratio), dict(
@@ -172,18 +161,21 @@ def sweep_grid(ranks=SWEEP["ranks"], alpha_ratios=SWEEP["alpha_ratios"], targets
         train_size=train_size, epochs=float(epochs)), seed) for r, ratio, t in points]
 
 
-def sweep_name(targets: str, r: int, ratio: float) -> str:
-    """The run name of a sweep point: target set, rank and alpha (= ratio x r)."""
+def sweep_name(targets: str, r: int, ratio: float) -> str:  # alpha = ratio x r
     return f"sweep-{targets}-r{r}-alpha{r * ratio:g}"
 
 
 def sweep(config: Config, ranks=SWEEP["ranks"], alpha_ratios=SWEEP["alpha_ratios"], targets=SWEEP["targets"],
           extra_targets=SWEEP["extra_targets"], train_size: int | None = SWEEP["train_size"],
           epochs: float = SWEEP["epochs"], log=print) -> dict[str, dict]:
-    """Train and test notebook 06's grid (SWEEP by default) on a stratified training subsample, each point's record
-    with every test example's prediction and confidence (the error analysis); summaries by run."""
-    pipeline.check("sweep", config, targets=(*targets, *extra_targets))
-    splits = pipeline.prepare(config, log=lambda _: None)
+    """Notebook 06's grid on a stratified training subsample, each record with every test prediction and confidence
+    (the error analysis); summaries by run."""
+    skeleton = model_skeleton(config.model, config.trust_remote_code)
+    for name in (*targets, *extra_targets):  # before anything is trained or written
+        if name not in TARGET_SETS:
+            raise ConfigError(f"unknown target set {name!r}: choose from {sorted(TARGET_SETS)}")
+        lora_targets(skeleton, TARGET_SETS[name])
+    splits = data.prepare(config)
     splits["train"] = data.subsample(splits["train"], train_size, config.split_seed)
     grid = sweep_grid(ranks, alpha_ratios, targets, extra_targets, len(splits["train"]), epochs)
     log(f"{len(grid)} configurations, {len(splits['train']):,} training examples each")
@@ -215,7 +207,7 @@ RECIPES = {  # name: settings that differ from RECIPE_BASE; the groups are noteb
     # IA3's own paper trains its scales faster than LoRA's learning rate (T-Few: 3e-3); 1e-2 to see where that ends
     **{f"all-linear-ia3-lr{lr:g}": {"method": "ia3", "learning_rate": lr} for lr in (3e-3, 1e-2)},
     "all-linear-loraplus16": {"loraplus_lr_ratio": 16.0},
-    # LoRA+ at 1e-3 puts B at 1.6e-2, where it diverged: the same ratio on a fifth of the learning rate
+    # LoRA+ at the default rate puts B 16x higher (1.6e-2), where it diverged: the same ratio on a fifth of the rate
     "all-linear-loraplus16-lr0.0002": {"loraplus_lr_ratio": 16.0, "learning_rate": LEARNING_RATE / 5},
     # speed knobs: the pretrained model's own dropout off (torch.compile loses on CPU: benchmarks/throughput.py)
     "all-linear-dropout0": {"base_dropout": 0.0},
@@ -256,15 +248,9 @@ def recipe(name: str, seed: int = DEFAULT_SEED) -> Experiment:
     return Experiment(name, {**RECIPE_BASE, **RECIPE_BUDGET, **RECIPES[name]}, seed)
 
 
-def recipe_settings(name: str, config: Config) -> Config:
-    """config on the budget with recipe name's settings."""
-    return recipe(name, config.seed).settings(config)
-
-
 def recipes(names=tuple(RECIPES), seeds=SEEDS, config: Config | None = None, log=print,
             jobs: int = 1) -> dict[str, dict]:
-    """Train and test each recipe with each seed, each run in a fresh process (so peak memory compares), jobs at
-    once; records in results/recipes/, summaries by recipe."""
+    """Each recipe with each seed, each run in a fresh process (so peak memory compares); summaries by recipe."""
     config = config or data.load_prepared()[1]
     grid = [recipe(name, seed) for name in dict.fromkeys(names) for seed in seeds]  # groups overlap: each once
     return run(grid, config, recipe_folder(config), lambda e, _: _recipe_in_a_process(e, config), log, jobs)
@@ -288,25 +274,13 @@ def recipe_in_this_process(name: str, seed: int, output_root: str, target: str) 
     write_json_atomic(Path(target), record)
 
 
-def recipe_records(config: Config | None = None) -> dict[str, list[dict]]:
-    """Every finished recipe's records over its seeds, by recipe."""
+def recipe_records(config: Config | None = None) -> dict[str, list[dict]]:  # finished recipes' records, by recipe
     where = recipe_folder(config)
     return {name: records(where, name) for name in RECIPES if results.path_of(where, name).exists()}
 
 
-def recipe_folder(config: Config | None = None) -> Path:
-    """results/recipes/ of config's output root (default: this mode's)."""
+def recipe_folder(config: Config | None = None) -> Path:  # results/recipes/ (default: this mode's)
     return (config or Config()).paths.results / "recipes"
-
-
-def recipe_speeds(config: Config | None = None) -> dict[str, dict]:
-    """Each recipe's training speed and peak memory on the machine that ran `python benchmarks/throughput.py --which`
-    (results/recipes/speed.json; empty where it has not run), by recipe, each with that machine as "device"."""
-    path = recipe_folder(config) / "speed.json"
-    if not path.exists():
-        return {}
-    measured = json.loads(path.read_text())
-    return {name: {**timed, "device": measured["meta"]["device"]} for name, timed in measured["recipes"].items()}
 
 
 # ---- extra seeds: a recorded run (results/<run>.json) again with its settings and only the seed changed
@@ -315,8 +289,7 @@ SEEDED = (*baselines.RUNS, "lora", *SAME_BUDGET)  # besides the sweep's runs
 
 
 def seed_grid(runs, seeds, results_dir: Path) -> tuple[Config, list[Experiment]]:
-    """The Config the records of runs were made in, and each run x seed (but the record's own) as an Experiment
-    changing every trained setting to the record's."""
+    """The Config runs' records were made in, and each run x other seed, changing every setting to the record's."""
     grid, mode = [], set()
     for name in runs:
         if name not in SEEDED and not name.startswith("sweep-"):
@@ -341,13 +314,19 @@ def seeds(runs=None, seeds=SEEDS[1:], results_dir: Path | None = None, log=print
     return {name: summaries.get(name) or summarize(results_dir, name) for name in runs}
 
 
+def _prepared(config: Config, what: str):
+    """The prepared splits, refused when made with other data settings than config's (train_size aside)."""
+    splits, prepared = data.load_prepared(config.paths)
+    differ = [k for k, v in prepared.data_settings().items() if k != "train_size" and v != config.data_settings()[k]]
+    if differ:
+        raise ConfigError(f"the prepared data in {config.paths.data} differs from {what} (in {differ}): prepare the "
+                          "data again with them (notebook 01)")
+    return splits
+
+
 def _rerun(experiment: Experiment, settings: Config) -> dict:
     name = experiment.name
-    splits, prepared = data.load_prepared(settings.paths)
-    differ = [k for k, v in prepared.data_settings().items() if k != "train_size" and v != settings.data_settings()[k]]
-    if differ:  # a record's training subsample (sweep, same budget) is drawn from the prepared train split below
-        raise ConfigError(f"the prepared data in {settings.paths.data} differs from the data {name!r} was recorded on "
-                          f"(in {differ}): prepare that data again (notebook 01) or re-run {name!r} itself first")
+    splits = _prepared(settings, f"the data {name!r} was recorded on")
     splits["train"] = data.subsample(splits["train"], settings.train_size, settings.split_seed)
     if name in baselines.RUNS:
         return baselines.RUNS[name](splits, settings)
@@ -357,3 +336,63 @@ def _rerun(experiment: Experiment, settings: Config) -> dict:
     if name == "lora":
         return train_and_score(settings, splits, name, save_to=settings.paths.adapter, quiet=True)[0]
     return train_and_score(settings, splits, name, schedule=NO_VALIDATION, per_example=True, quiet=True)[0]
+
+
+# ---- the learning curves (notebook 07): method x examples per class x draw, settings in lora_ft.curves
+
+def curve_grid(config: Config, methods=curves.METHODS, per_class=curves.PER_CLASS, draws: int | None = None, *,
+               classes: int, train_examples: int, log=print) -> list[Experiment]:
+    """Every method x n x draw with its settings (curves.changes), but those above a cap (curves.above_cap)."""
+    points = []
+    for method, n in ((m, n) for m in methods for n in per_class):
+        if curves.above_cap(method, n, log):
+            continue
+        recipe = curves.setfit_recipe(config) if method == "setfit" else None
+        points += [Experiment(curves.run_name(method, n), curves.changes(config, method, n, classes, train_examples),
+                              seed, recipe, method, n) for seed in curves.draw_seeds(n, draws)]
+    return points
+
+
+def learning_curves(config: Config, methods=curves.METHODS, per_class=curves.PER_CLASS, draws: int | None = None,
+                    log=print, results_dir: Path | None = None, sample=data.sample_per_class) -> dict[str, dict]:
+    """Train and test every method x n x draw on config's prepared data, into results_dir (default results/curves/);
+    summaries by run. draws None: curves.draw_count; sample(split, n, seed) draws the training examples."""
+    curves.check_methods(methods)
+    splits = _prepared(config, "these settings")
+    points = curve_grid(config, methods, per_class, draws, classes=len(data.labels_of(splits)),
+                  train_examples=len(splits["train"]), log=log)
+    folder = Path(results_dir) if results_dir is not None else config.paths.results / "curves"
+
+    def train(point: Experiment, settings: Config) -> dict:
+        headline = results.path_of(config.paths.results, point.method, point.seed)  # reused at "all" if the same
+        made = results.finished(headline, point.wanted(settings)) if point.per_class is None and \
+            point.method in curves.HEADLINE else None
+        if made is not None:
+            made = {**made, "reused_from": str(headline.relative_to(config.paths.results.parent))}
+        else:
+            drawn = DatasetDict({**splits, "train": sample(splits["train"], point.per_class, point.seed)})
+            made = _train_point(point.method, drawn, settings)
+        made.update(run=point.name, curve={"method": point.method, "per_class": point.per_class, "seed": point.seed,
+                                           "train_examples": settings.train_size or len(splits["train"])})
+        return made
+
+    return run(points, config, folder, train, log)
+
+
+def _train_point(method: str, drawn, config: Config) -> dict:
+    """method trained on drawn["train"] and tested; what it saves goes to a temporary folder, the record is kept."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = config.replace(output_root=tmp)
+        if method == "lora":
+            made = train_and_score(scratch, drawn, "lora", quiet=True)[0]
+        elif method in curves.FIXED_STEPS:
+            made = train_and_score(scratch, drawn, "lora", schedule=NO_VALIDATION, probe_head=method == "lora-lpft",
+                                   quiet=True)[0]
+        elif method == "setfit":
+            made = curves.train_setfit(drawn, scratch)
+        else:
+            made = baselines.RUNS[method](drawn, scratch)
+    made["config"]["output_root"] = config.output_root
+    return made
+
+

@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -129,22 +130,17 @@ def _running(pid: int) -> bool:
     return True
 
 
-def processes():
-    """The processes the Trainer will use (accelerate's PartialState).
-
-    On CPU, `accelerate launch --cpu` sets ACCELERATE_USE_CPU, which TrainingArguments reads and PartialState
-    does not: without it a torchrun CPU process would think it ran alone.
-    """
-    # imported here: accelerate loads torch, which reading a record or `--help` (config imports io) need not wait for
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-
-
-def on_main_process(write, *args) -> None:
-    """Run a write on the main process only, then hold every process until it is on disk."""
-    state = processes()
-    if state.is_main_process:
-        write(*args)
-    state.wait_for_everyone()
+def check_writable(folder: Path) -> None:
+    """A ConfigError now, before any work, if folder (or the first existing folder above it) cannot be written."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{existing} is a file, not a folder, so {folder} cannot be made: move the file, or write "
+                          "elsewhere (output_root=..., or export --output)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ConfigError(f"cannot write in {existing} ({error.strerror}), where {folder} goes: make it writable "
+                          f"(chmod u+w {existing}), or write elsewhere (output_root=..., or export --output)"
+                          ) from None

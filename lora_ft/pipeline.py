@@ -12,7 +12,6 @@ launch with `accelerate launch --cpu`, or set ACCELERATE_USE_CPU=1 for torchrun,
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +21,11 @@ from . import baselines, card, data, provenance, results, serving, training
 from .adapters import load_adapter
 from .config import TARGET_SETS, Config
 from .errors import ConfigError
-from .io import on_main_process, processes
+from .io import check_writable
 from .measure import folder_mb
 from .modeling import head_modules, load_tokenizer, lora_targets, model_skeleton, quantization_config
 from .run import ONCE_PER_EPOCH, SAME_BUDGET, record, train_and_score
+from .training import on_main_process, processes
 
 STEPS_THAT_TRAIN = ("baseline", "train", "all", "sweep", "seeds", "recipes", "curves")
 
@@ -65,7 +65,7 @@ def check(step: str, config: Config, resume: bool = False, targets=()) -> Path |
         lora_targets(skeleton, TARGET_SETS[name])
     paths = config.paths
     for folder in (paths.data, *((paths.model, paths.results) if step in STEPS_THAT_TRAIN else ())):
-        _check_writable(folder)
+        check_writable(folder)
     return provenance.resumable_checkpoint(config) if step == "train" and resume else None
 
 
@@ -150,7 +150,7 @@ def evaluate(config: Config, log=print) -> dict:
     folder = config.paths.adapter
     trained, labels = provenance.saved_adapter(folder, output_root=config.output_root,
                                                eval_batch_size=config.eval_batch_size)
-    _check_writable(trained.paths.results)
+    check_writable(trained.paths.results)
     path = provenance.record_path("lora", trained)
     trained_run = results.read(path) if path.exists() else None
     if trained_run is None or not provenance.same_training(trained_run["config"], trained.as_json()):
@@ -172,21 +172,6 @@ def _splits(config: Config):
     # The main process prepares (or checks) the data first; the others then find it ready and only read it.
     with processes().main_process_first():
         return data.prepare(config)
-
-
-def _check_writable(folder: Path) -> None:
-    """A ConfigError now, before any work, if folder (or the first existing folder above it) cannot be written."""
-    folder = Path(folder)
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"{existing} is a file, not a folder, so {folder} cannot be made: set output_root to a "
-                          "folder")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        raise ConfigError(f"cannot write in {existing} ({error.strerror}), where {folder} goes: make it writable "
-                          f"(chmod u+w {existing}) or set output_root to a writable folder") from None
 
 
 def _write_record(scored: dict, config: Config, log) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -11,6 +12,7 @@ import seaborn as sns
 
 from .config import TARGET_SETS
 from .io import atomic_file
+from .stats import mean_std, spread
 
 RUN_ORDER = {"majority": 0, "pretrained-baseline": 1, "tfidf-logreg": 2, "linear-probe": 3, "full-finetune": 4,
              "lora": 5}  # by kind: the cheapest reference first, LoRA last
@@ -51,7 +53,7 @@ def token_lengths(lengths, max_length: int) -> plt.Figure:
 
 
 def over_seeds(records: dict[str, dict], seeds: dict[str, list[dict]] | None = None) -> dict[str, list[dict]]:
-    """Each run's records over its seeds (lora_ft.seeds.records), or its one record where seeds has none."""
+    """Each run's records over its seeds (lora_ft.experiments.records), or its one record where seeds has none."""
     seeds = seeds or {}
     return {run: seeds.get(run) or [record] for run, record in records.items()}
 
@@ -197,7 +199,7 @@ def spread_text(values: list[float]):
     values = list(values)
     if len(values) == 1:
         return round(values[0], 4)
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+    return mean_std(spread(values))
 
 
 def sweep_frame(records: dict[str, dict], seeds=None) -> pd.DataFrame:
@@ -302,6 +304,17 @@ def learning_curves(points: pd.DataFrame, metrics=("accuracy", "f1_macro")) -> p
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def recipe_speeds(folder: Path) -> dict[str, dict]:
+    """Each recipe's training speed and peak memory on the machine that ran `python benchmarks/throughput.py --which`
+    (folder/speed.json, folder being results/recipes/; empty where it has not run), by recipe, each with that machine
+    as "device"."""
+    path = Path(folder) / "speed.json"
+    if not path.exists():
+        return {}
+    measured = json.loads(path.read_text())
+    return {name: {**timed, "device": measured["meta"]["device"]} for name, timed in measured["recipes"].items()}
 
 
 def recipe_speed(found: list[dict], timed: dict | None = None) -> dict:

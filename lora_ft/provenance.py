@@ -16,10 +16,9 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import data, results
-from .adapters import FINGERPRINT
-from .config import DATA_FIELDS, NOT_TRAINED, Config
+from .config import DATA_FIELDS, FINGERPRINT, NOT_TRAINED, Config
 from .errors import ConfigError, listed
-from .io import restore_backup, write_json_atomic
+from .io import follow_umask, restore_backup, write_json_atomic
 
 
 def fingerprint(config: Config, labels: list[str], splits: DatasetDict) -> dict:
@@ -75,6 +74,7 @@ class WriteFingerprint(TrainerCallback):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             write_json_atomic(folder / FINGERPRINT, self.made)
+            follow_umask(folder)  # the Trainer writes its weights as private 0600 files
 
 
 def saved_adapter(folder: Path, **changes) -> tuple[Config, list[str]]:

@@ -21,7 +21,7 @@ from . import data, results, training
 from .adapters import save_adapter
 from .config import Config
 from .errors import ConfigError
-from .io import on_main_process, replace_dir_atomic
+from .io import replace_dir_atomic, write_json_atomic
 from .measure import folder_mb, measure
 from .modeling import (
     add_lora,
@@ -32,6 +32,7 @@ from .modeling import (
     quiet_transformers,
 )
 from .provenance import WriteFingerprint
+from .training import on_main_process
 
 PACKAGES = ("torch", "transformers", "peft", "datasets", "evaluate")  # their versions go into every record
 
@@ -98,7 +99,7 @@ def _save_full(model, tokenizer, config: Config, folder: Path) -> None:
     with quiet_transformers():  # no "Writing model shards" progress widget in the notebook
         model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    config.save(folder / "lora_ft_config.json")
+    write_json_atomic(folder / "lora_ft_config.json", config.as_json())
 
 
 def init_head_from_probe(model, tokenizer, train, seed: int, C: float = 1.0) -> None:

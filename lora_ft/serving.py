@@ -23,12 +23,13 @@ from . import card, data, results, training
 from .adapters import load_adapter
 from .config import Config
 from .errors import ConfigError, DataError, listed
-from .io import atomic_file, on_main_process, replace_dir_atomic
+from .io import atomic_file, check_writable, replace_dir_atomic
 from .measure import folder_mb
 from .modeling import count_params, limit_tokenizer, load_tokenizer
 from .provenance import saved_adapter
 from .run import record as build_record
 from .sources import LABEL_COLUMNS, TEXT_COLUMNS
+from .training import on_main_process
 
 INPUTS = (".csv", ".tsv", ".jsonl", ".txt")
 OUTPUTS = (".csv", ".jsonl")
@@ -153,6 +154,7 @@ def export(config: Config, adapter: Path | str | None = None, output: Path | str
         raise ConfigError(f"the adapter at {folder} sits on a 4-bit base, which cannot be merged into full weights: "
                           "train without quantize_4bit to export a merged model")
     _check_export_target(target, folder)
+    check_writable(target.parent)
     tokenizer = load_tokenizer(str(folder), trust_remote_code=trained.trust_remote_code)
     model = load_adapter(folder, trained, labels, merge=True)
 

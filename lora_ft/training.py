@@ -12,7 +12,8 @@ import evaluate
 import numpy as np
 import torch
 import transformers
-from accelerate.utils import extract_model_from_parallel
+from accelerate import PartialState
+from accelerate.utils import extract_model_from_parallel, parse_flag_from_env
 from peft.optimizers import create_loraplus_optimizer
 from transformers import (
     DataCollatorWithPadding,
@@ -369,3 +370,20 @@ def _plain_logits(model, tokenizer, dataset, batch_size: int) -> np.ndarray:
             batch = collate([inputs[i] for i in range(start, min(start + batch_size, len(inputs)))])
             batches.append(model(**batch.to(device)).logits.float().cpu().numpy())
     return np.concatenate(batches)
+
+
+def processes():
+    """The processes the Trainer will use (accelerate's PartialState).
+
+    On CPU, `accelerate launch --cpu` sets ACCELERATE_USE_CPU, which TrainingArguments reads and PartialState
+    does not: without it a torchrun CPU process would think it ran alone.
+    """
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def on_main_process(write, *args) -> None:
+    """Run a write on the main process only, then hold every process until it is on disk."""
+    state = processes()
+    if state.is_main_process:
+        write(*args)
+    state.wait_for_everyone()

@@ -2,6 +2,7 @@ import pytest
 
 from lora_ft import Config, ConfigError
 from lora_ft.config import SMOKE_LIMITS, smoke_from_env
+from lora_ft.io import write_json_atomic
 
 
 @pytest.mark.parametrize(
@@ -58,7 +59,7 @@ def test_smoke_switch_reads_the_environment(monkeypatch):
 
 def test_saved_config_round_trips(tmp_path):
     config = Config(smoke=False, labels=("negative", "positive"), target_modules=("query",), r=4)
-    config.save(tmp_path / "config.json")
+    write_json_atomic(tmp_path / "config.json", config.as_json())
     assert Config.load(tmp_path / "config.json", smoke=False) == config
     with pytest.raises(ConfigError, match="no saved configuration"):
         Config.load(tmp_path / "missing.json")

@@ -10,9 +10,10 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
 
-from lora_ft import Config, baselines, cli, curves, data, experiments, pipeline, results, run
+from lora_ft import Config, baselines, cli, curves, data, experiments, pipeline, results
 from lora_ft.config import ROOT, TARGET_SETS
 from lora_ft.errors import ConfigError, DataError
+from lora_ft.run import init_head_from_probe
 
 DOC = ROOT / "docs" / "data-efficiency.md"
 
@@ -53,7 +54,8 @@ def config(tmp_path_factory):
 def test_a_curve_writes_one_record_per_draw_and_summaries_then_skips_them(config, monkeypatch):
     monkeypatch.setattr(curves, "SETFIT_SMOKE_STEPS", 2)
     lines = []
-    summaries = curves.run(config, methods=("tfidf-logreg", "setfit"), per_class=(4,), draws=2, log=lines.append)
+    summaries = experiments.learning_curves(config, methods=("tfidf-logreg", "setfit"), per_class=(4,), draws=2,
+                                            log=lines.append)
     folder = config.paths.results / "curves"
     assert set(summaries) == {"curve-tfidf-logreg-n4", "curve-setfit-n4"}
     for run, summary in summaries.items():
@@ -71,7 +73,7 @@ def test_a_curve_writes_one_record_per_draw_and_summaries_then_skips_them(config
     assert setfit["kind"] == "setfit" and setfit["train"]["steps"] == 2 and setfit["recipe"]["max_steps"] == 2
     stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("curve-*.json") if "summaries" not in p.parts}
     lines.clear()
-    curves.run(config, methods=("tfidf-logreg", "setfit"), per_class=(4,), draws=2, log=lines.append)
+    experiments.learning_curves(config, methods=("tfidf-logreg", "setfit"), per_class=(4,), draws=2, log=lines.append)
     assert lines == ["4 already done, skipped"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     table = curves.table(curves.load_summaries(config))
@@ -81,8 +83,8 @@ def test_a_curve_writes_one_record_per_draw_and_summaries_then_skips_them(config
 def test_a_method_above_its_cap_is_skipped_with_the_reason(config, monkeypatch, tmp_path):
     monkeypatch.setitem(curves.MAX_PER_CLASS, "tfidf-logreg", (3, "a test's cap"))
     lines = []
-    summaries = curves.run(config, methods=("tfidf-logreg",), per_class=(3, 4, None), draws=1, log=lines.append,
-                           results_dir=tmp_path)
+    summaries = experiments.learning_curves(config, methods=("tfidf-logreg",), per_class=(3, 4, None), draws=1,
+                                            log=lines.append, results_dir=tmp_path)
     assert set(summaries) == {"curve-tfidf-logreg-n3"}
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["curve-tfidf-logreg-n3.json"]
     for n in ("4", "all"):
@@ -95,7 +97,7 @@ def test_all_reuses_the_headline_record_with_the_same_settings(config):
     headline = baselines.tfidf_logreg(splits, prepared)
     results.write(headline, config.paths.results)
     lines = []
-    curves.run(config, methods=("tfidf-logreg",), per_class=(None,), draws=1, log=lines.append)
+    experiments.learning_curves(config, methods=("tfidf-logreg",), per_class=(None,), draws=1, log=lines.append)
     assert any(line.startswith("curve-tfidf-logreg-nall seed 42: accuracy") and
                line.endswith("reused results/tfidf-logreg.json") for line in lines)
     record = results.read(config.paths.results / "curves" / "curve-tfidf-logreg-nall.json")
@@ -106,7 +108,7 @@ def test_setfit_missing_is_a_clear_error(config, monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "setfit" else real(name, *a))
     with pytest.raises(ConfigError, match=r"needs the setfit package.*pip install 'setfit>=1.1'"):
-        curves.run(config, methods=("setfit",), per_class=(4,))
+        experiments.learning_curves(config, methods=("setfit",), per_class=(4,))
     assert cli.main(["curves", "--methods", "tfidf-logreg,setfit", f"output_root={config.output_root}",
                      "smoke=true"]) == 2
     assert "error: method 'setfit' needs the setfit package" in capsys.readouterr().err
@@ -144,13 +146,14 @@ def test_takeaways_are_paired_by_draw():
 
 
 def test_the_docs_paired_figures_are_what_the_committed_records_give():
-    """docs/data-efficiency.md quotes curves.paired_table() between its markers: regenerate it from the records."""
+    """docs/data-efficiency.md quotes curves.paired_table(experiments.records) between its markers."""
     text = DOC.read_text()
-    generated = curves.paired_table()
-    assert len(curves.paired_rows()) == len(curves.QUOTED)  # every quoted comparison has its records
+    generated = curves.paired_table(experiments.records)
+    assert len(curves.paired_rows(experiments.records)) == len(curves.QUOTED)  # each quoted comparison is there
     assert curves.render_doc(text, generated) == text, (
         "docs/data-efficiency.md's paired table differs from the records: regenerate it with python -c "
-        "\"from lora_ft import curves; print(curves.paired_table())\" and update the prose's verdicts")
+        "\"from lora_ft import curves, experiments; print(curves.paired_table(experiments.records))\" and update "
+        "the prose's verdicts")
 
 
 def test_every_committed_curve_record_is_finished():
@@ -158,14 +161,14 @@ def test_every_committed_curve_record_is_finished():
     every record finished: the grid's data still describes what was run."""
     folder = ROOT / "results" / "curves"
     train_examples = results.read(folder / "curve-lora-small-nall.json")["curve"]["train_examples"]
-    grid = curves.grid(Config(smoke=False), classes=3, train_examples=train_examples, log=lambda _: None)
+    grid = experiments.curve_grid(Config(smoke=False), classes=3, train_examples=train_examples, log=lambda _: None)
     todo, done = experiments.plan(grid, Config(smoke=False), folder)
     assert todo == [] and len(done) == len(list(folder.glob("*.json"))) + len(list((folder / "seeds").glob("*.json")))
     emotion = ROOT / "results" / "public" / "setfit-emotion"
     config = Config(smoke=False, dataset=str(ROOT.parent / "shared" / "datasets" / "emotion"), max_length=256,
                     labels=("sadness", "joy", "love", "anger", "fear", "surprise"),
                     output_root=str(ROOT / "runs" / "public" / "setfit-emotion"))
-    grid = curves.grid(config, ("setfit", "lora-small", "lora"), (8, 64), 10, classes=6, train_examples=0)
+    grid = experiments.curve_grid(config, ("setfit", "lora-small", "lora"), (8, 64), 10, classes=6, train_examples=0)
     todo, done = experiments.plan(grid, config, emotion)
     assert todo == [] and len(done) == 60
 
@@ -181,7 +184,7 @@ def test_lpft_starts_the_head_from_a_linear_probe_on_the_pooler_output(config):
     model = model_for_training(config, labels).eval()
     before = model.classifier.weight.detach().clone()
     tokenizer = load_tokenizer(config.model)
-    run.init_head_from_probe(model, tokenizer, train, seed=42)
+    init_head_from_probe(model, tokenizer, train, seed=42)
     assert not torch.equal(model.classifier.weight, before)
     batch = tokenizer.pad(train.select_columns(["input_ids", "attention_mask"])[:], return_tensors="pt")
     with torch.inference_mode():
@@ -193,13 +196,13 @@ def test_lpft_starts_the_head_from_a_linear_probe_on_the_pooler_output(config):
 
     model.bert.pooler = None  # a head that does not read the pooler output
     with pytest.raises(ConfigError, match="lora-lpft starts the head from a linear probe.*use lora-small"):
-        run.init_head_from_probe(model, tokenizer, train, seed=42)
+        init_head_from_probe(model, tokenizer, train, seed=42)
 
 
 def test_lpft_trains_a_fixed_number_of_steps_like_lora_small(config):
     splits, _ = data.load_prepared(config.paths)
     full = config.replace(smoke=False)  # small mode caps every run at one epoch
-    small, lpft = (p.settings(full) for p in curves.grid(full, ("lora-small", "lora-lpft"), (4,), 1, classes=3,
-                                                          train_examples=len(splits["train"])))
+    small, lpft = (p.settings(full) for p in experiments.curve_grid(full, ("lora-small", "lora-lpft"), (4,), 1,
+                                                                    classes=3, train_examples=len(splits["train"])))
     assert small.epochs == lpft.epochs and small.epochs * 12 / small.batch_size >= curves.LORA_SMALL_STEPS
     assert lpft.target_modules == TARGET_SETS["all-linear"] and lpft.early_stopping_patience == 0

@@ -1,16 +1,13 @@
 """Committed records match the code: every full-run record in results/ (and results/seeds/) holds the settings that
 the code's defaults and its notebook's `parameters` cell produce today, so a changed default or an edited parameter
 cannot be committed without re-running the notebook that writes the record.
-
-NOTE for the lead: expected to fail until the notebooks are re-executed with the final code (the committed records
-of notebooks 02 and 06 were made with adapter dropout 0.1, the default is now 0).
 """
 
 import json
 
 import pytest
 
-from lora_ft import Config, results, sweep
+from lora_ft import Config, experiments, results
 from lora_ft.config import FULL_FINETUNE_LEARNING_RATE, ROOT
 
 RESULTS = ROOT / "results"
@@ -55,18 +52,15 @@ def expected(run: str) -> Config:
             return config.replace(learning_rate=values["full_finetune_learning_rate"])
         return config
     if notebook == "03_lora_training":
-        return config.replace(**values)
+        return config.replace(**values["overrides"])
     if notebook == "05_lora_from_scratch":
         return config.replace(**values, early_stopping_patience=0)
-    # 06: the notebook's grid through pipeline.sweep
-    config = config.replace(learning_rate=values["learning_rate"], train_size=values["train_size"],
-                            epochs=float(values["epochs"]))
-    points = {sweep.run_name(p): p for p in sweep.grid(values["ranks"], values["alpha_ratios"],
-                                                         extra_targets=values["extra_targets"])}
+    # 06: the notebook's grid (experiments.SWEEP with the notebook's changes) through experiments.sweep
+    points = {p.name: p for p in experiments.sweep_grid(**{**experiments.SWEEP, **values["grid"]})}
     if run not in points:
         pytest.fail(f"{run!r} is not a point of notebook 06's grid ({sorted(points)}): delete its record, or add "
-                    "the point to the grid (sweep.GRID and notebook 06's parameters)")
-    return sweep.point_settings(config, points[run])
+                    "the point to the grid (experiments.SWEEP)")
+    return points[run].settings(config)
 
 
 def committed() -> list:
@@ -78,7 +72,7 @@ def committed() -> list:
 def test_a_committed_record_holds_the_settings_its_notebook_gives_today(path):
     record = results.read(path)
     assert not record["meta"]["smoke"], f"{path} is a small-mode record: small runs go to smoke/, not results/"
-    today = results.settings({"config": results.build_config(expected(record["run"])), "meta": {"smoke": False}})
+    today = results.settings({"config": expected(record["run"]).as_json(), "meta": {"smoke": False}})
     made = results.settings(record)
     differ = [f"{name}: recorded {made[name]!r}, today {value!r}" for name, value in today.items()
               if made[name] != value]
@@ -90,11 +84,6 @@ def test_a_committed_record_holds_the_settings_its_notebook_gives_today(path):
 
 def test_the_command_line_runs_the_notebooks_settings():
     """`python -m lora_ft sweep`, `train` and `baseline` write the records notebooks 06, 03 and 02 write."""
-    grid = parameters("06_lora_sweep")
-    assert {name: grid[name] for name in ("ranks", "alpha_ratios", "extra_targets", "train_size", "epochs")} == {
-        name: list(value) if isinstance(value, tuple) else value for name, value in sweep.GRID.items()
-        if name != "targets"} and sweep.GRID["targets"] == ("query-value",)
-    defaults = Config(smoke=False)
-    assert grid["learning_rate"] == defaults.learning_rate
-    assert {name: getattr(defaults, name) for name in parameters("03_lora_training")} == parameters("03_lora_training")
+    assert parameters("06_lora_sweep")["grid"] == {}  # notebook 06 runs experiments.SWEEP, as the CLI does
+    assert parameters("03_lora_training")["overrides"] == {}  # notebook 03 trains Config's defaults, as train does
     assert parameters("02_baseline_evaluation")["full_finetune_learning_rate"] == FULL_FINETUNE_LEARNING_RATE

@@ -182,3 +182,23 @@ def test_malformed_config_files_read_or_fail_with_one_line(tmp_path_factory, tex
         Config(**cli.read_config_file(path))
     except LoraFtError as error:
         assert_one_line(error)
+
+
+NUMERIC = ("r", "alpha", "learning_rate", "epochs", "batch_size", "max_length", "seed", "split_seed", "dropout",
+           "warmup", "weight_decay", "evaluations_per_epoch", "validation_fraction", "base_dropout")
+extreme = st.one_of(st.sampled_from([float("nan"), float("inf"), float("-inf"), -1, 0, -1e-9, 1e20, 10**20, 2**31,
+                                     True]), st.floats(allow_nan=True, allow_infinity=True), st.integers())
+
+
+@fast(300)
+@given(name=st.sampled_from(NUMERIC), value=extreme)
+def test_numeric_settings_are_finite_and_bounded_or_refused_with_one_line(name, value):
+    """nan, inf, negative and huge values: refused when the Config is built, never saved or trained with."""
+    try:
+        config = Config(**{name: value})
+    except LoraFtError as error:
+        assert str(error).count(":") >= 1 and "\n" not in str(error)
+        return
+    made = getattr(config, name)
+    assert isinstance(made, (int, float)) and made == made and abs(made) != float("inf")
+    assert config.r <= 4096 and config.max_length >= 8 and 0 <= config.seed < 2**32 and config.epochs <= 1000

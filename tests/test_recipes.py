@@ -16,14 +16,14 @@ FOLDER = ROOT / "results" / "recipes"
 def test_every_recipe_gets_the_budget_unless_it_is_the_budget_question():
     config = Config(smoke=False, output_root="unused")
     for name in experiments.RECIPES:
-        settings = experiments.recipe_settings(name, config)
+        settings = experiments.recipe(name).settings(config)
         assert settings.train_size is None and settings.early_stopping_patience == 0
         assert settings.epochs == (3.0 if name.endswith("-3epochs") else experiments.RECIPE_BUDGET["epochs"]), name
-    assert experiments.recipe_settings("query-value", config).target_modules == TARGET_SETS["query-value"]
-    lr = experiments.recipe_settings("all-linear-lr0.0003-ratio1", config)
+    assert experiments.recipe("query-value").settings(config).target_modules == TARGET_SETS["query-value"]
+    lr = experiments.recipe("all-linear-lr0.0003-ratio1").settings(config)
     assert (lr.learning_rate, lr.alpha / lr.r) == (3e-4, 1.0)
     with pytest.raises(ConfigError, match="unknown recipe 'qv': choose from query-value, "):
-        experiments.recipe_settings("qv", config)
+        experiments.recipe("qv")
 
 
 def test_every_committed_recipe_record_is_finished():
@@ -54,12 +54,12 @@ def test_every_recipe_of_a_group_is_compared_with_a_recipe_of_that_group():
 
 def test_speeds_come_back_with_the_machine_that_measured_them(tmp_path):
     config = Config(output_root=str(tmp_path))
-    assert experiments.recipe_speeds(config) == {}
+    assert plots.recipe_speeds(experiments.recipe_folder(config)) == {}
     experiments.recipe_folder(config).mkdir(parents=True)
     (experiments.recipe_folder(config) / "speed.json").write_text(json.dumps({
         "recipes": {"all-linear": {"examples_per_second": 150.0, "peak_memory_mb": 900.0}},
         "meta": {"device": "cpu (2 threads)"}}))
-    assert experiments.recipe_speeds(config) == {
+    assert plots.recipe_speeds(experiments.recipe_folder(config)) == {
         "all-linear": {"examples_per_second": 150.0, "peak_memory_mb": 900.0, "device": "cpu (2 threads)"}}
 
 
@@ -68,7 +68,7 @@ def test_recipes_do_not_follow_the_defaults_so_their_records_stay_valid():
     config = Config(smoke=False, output_root="unused")
     moved = config.replace(base_dropout=0.0, target_modules=("query", "value"), learning_rate=5e-4, alpha=8.0)
     for name in experiments.RECIPES:
-        assert experiments.recipe_settings(name, moved) == experiments.recipe_settings(name, config), name
+        assert experiments.recipe(name).settings(moved) == experiments.recipe(name).settings(config), name
 
 
 def test_the_cost_figure_names_every_recipe_once_with_a_style_of_its_own():

@@ -28,8 +28,8 @@ def root(tmp_path_factory):
 def test_seeds_rerun_with_the_same_settings_and_splits(root):
     prepared = (root / "data" / "prepared" / "config.json").read_text()
     lines = []
-    summaries = experiments.seeds(["majority", "pretrained-baseline", "lora"], seeds=(43,), results_dir=root / "results",
-                          log=lines.append)
+    summaries = experiments.seeds(["majority", "pretrained-baseline", "lora"], seeds=(43,),
+                                  results_dir=root / "results", log=lines.append)
     assert (root / "data" / "prepared" / "config.json").read_text() == prepared  # seed 43 is no new default
     for run in ("majority", "pretrained-baseline", "lora"):
         first, other = (results.read(results.path_of(root / "results", run, seed)) for seed in (42, 43))
@@ -68,7 +68,8 @@ def test_records_made_with_other_settings_are_refused_then_redone(root):
     with pytest.raises(ConfigError, match=r"'majority' with seeds \[44\] were made with other settings .*"
                                           r"differ in \['learning_rate'\].*`python -m lora_ft seeds --runs majority`"):
         experiments.summarize(root / "results", "majority")
-    summary = experiments.seeds(["majority"], seeds=(44,), results_dir=root / "results", log=lambda _: None)["majority"]
+    summary = experiments.seeds(["majority"], seeds=(44,), results_dir=root / "results",
+                                log=lambda _: None)["majority"]
     assert 44 in summary["seeds"]
     assert results.read(path)["config"]["learning_rate"] == Config().learning_rate
 

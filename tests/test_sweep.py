@@ -49,7 +49,7 @@ def test_sweep_writes_one_record_per_point_and_skips_finished_ones(tmp_path, mon
     features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
     split = Dataset.from_dict({"text": [t for t, _ in TEXTS], "label": [y for _, y in TEXTS]}, features=features)
     splits = data.tokenize(DatasetDict(train=split, validation=split, test=split), tokenizer, config.max_length)
-    monkeypatch.setattr(experiments.pipeline, "prepare", lambda config, log: DatasetDict(splits))
+    monkeypatch.setattr(experiments.data, "prepare", lambda config: DatasetDict(splits))
     said = []
     summaries = experiments.sweep(config, (1, 2), (2,), extra_targets=(), train_size=None, log=said.append)
     names = ["sweep-query-value-r1-alpha2", "sweep-query-value-r2-alpha4"]
