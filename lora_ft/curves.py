@@ -1,6 +1,6 @@
 """Learning curves (notebook 07): test scores against training examples per class, for LoRA and the methods it
-competes with. The grid and its runs are lora_ft.experiments' (experiments.learning_curves); here are the methods' settings,
-the draws, SetFit's training, and the tables and takeaways read from the records.
+competes with. The grid and its runs are lora_ft.experiments' (experiments.learning_curves); here are the methods'
+settings, the draws, SetFit's training, and the tables and takeaways read from the records.
 
 A point is (method, n examples per class, draw). A draw samples exactly n examples of each class from notebook 01's
 train split with its seed (data.sample_per_class) and trains with that same seed; validation and test stay the fixed

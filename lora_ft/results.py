@@ -53,7 +53,7 @@ def validate(result: dict) -> None:
 
 def path_of(results_dir: Path, run: str, seed: int = DEFAULT_SEED) -> Path:
     """Where a run's record lives: results/<run>.json for the notebooks' seed, results/seeds/<run>.seed<k>.json
-    for the others (lora_ft.seeds)."""
+    for the others (lora_ft.experiments.seeds)."""
     if seed == DEFAULT_SEED:
         return Path(results_dir) / f"{run}.json"
     return Path(results_dir) / "seeds" / f"{run}.seed{seed}.json"
