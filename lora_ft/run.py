@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peft import PeftModel
+from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 
 from . import data, results, training
@@ -79,8 +81,11 @@ def train_and_score(config: Config, splits, run: str = "lora", *, kind: str = "l
             trainer.add_callback(WriteFingerprint(fingerprint))
         info = training.train(trainer, None if resume_from is None else str(resume_from))
         target = Path(save_to) if save_to is not None else Path(scratch) / "saved"
-        if adapters is not None:
+        if isinstance(model, PeftModel):
             on_main_process(save_adapter, model, tokenizer, config, labels, target, fingerprint)
+        elif adapters is not None:  # lora.py's adapters: what trained (adapters and head), as one safetensors file
+            trained = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+            on_main_process(replace_dir_atomic, lambda tmp: save_file(trained, tmp / "adapter.safetensors"), target)
         else:
             on_main_process(replace_dir_atomic, lambda tmp: _save_full(model, tokenizer, config, tmp), target)
         resources["saved_mb"] = folder_mb(target)
