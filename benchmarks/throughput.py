@@ -53,10 +53,11 @@ import torch
 from transformers import TrainerCallback, default_data_collator
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from lora_ft import Config, data, experiments, results, training
+from lora_ft import Config, data, experiments, training
 from lora_ft.io import write_json_atomic
 from lora_ft.measure import measure
 from lora_ft.modeling import add_lora, load_tokenizer, model_for_training
+from lora_ft.run import meta
 
 # Speed knobs a recipe name may add after "+": Config settings, the same for LoRA and full fine-tuning
 KNOBS = {"dropout0": dict(base_dropout=0.0), "compile": dict(compile=True, pad_to_multiple_of=8),
@@ -297,7 +298,7 @@ def main(argv=None) -> int:
                   f"{timed[name]['peak_memory_mb']:,.0f} MB")
         path = experiments.recipe_folder(config) / "speed.json"
         speed = {"recipes": timed, "steps": args.steps, "repeats": args.repeats, "batch_size": config.batch_size,
-                 "meta": results.meta(config)}
+                 "meta": meta(config)}
         earlier = json.loads(path.read_text()) if path.exists() else None
         if earlier and all(earlier.get(key) == speed[key] for key in ("steps", "repeats", "batch_size")):
             speed["recipes"] = {**earlier["recipes"], **timed}  # the other recipes' entries stay

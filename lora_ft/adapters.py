@@ -28,13 +28,8 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "labels.jso
 
 def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Path, fingerprint: dict | None = None):
     """Adapter weights (safetensors), tokenizer, class names, the config and fingerprint that made them, swapped in
-    atomically.
-
-    The adapter names its base by public_name (peft would write this machine's path), and peft's empty model card
-    template is left out: the train step writes the real one (card.py) once the test scores are known.
-
-    PiSSA and OLoRA adapters are saved as the plain LoRA adapter they amount to on the unchanged base model.
-    """
+    atomically; PiSSA and OLoRA as the plain LoRA they amount to on the unchanged base. The base is named by
+    public_name (peft writes this machine's path); peft's empty card is dropped (the train step writes card.py's)."""
 
     def build(tmp: Path):
         model.save_pretrained(tmp)
@@ -57,9 +52,8 @@ def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Pa
 def _as_plain_lora(model, folder: Path) -> None:
     """Rewrite the PiSSA or OLoRA adapter saved in folder as a plain LoRA adapter on the unchanged base weights W.
 
-    They train B A on W_res = W - s B0 A0 (s = alpha / r), so what they learned is W_res + s B A - W = s (B A - B0 A0)
-    = s [B, -B0] [A; A0]: a LoRA of rank 2r with the same scale. peft's save_pretrained(...,
-    path_initial_model_for_weight_conversion=) computes the same, but (peft 0.21.2) drops the trained head's weights.
+    They train B A on W_res = W - s B0 A0 (s = alpha / r), so they learned W_res + s B A - W = s [B, -B0] [A; A0]:
+    a LoRA of rank 2r, same scale. (peft 0.21.2's path_initial_model_for_weight_conversion drops the head's weights.)
     """
     weights = folder / "adapter_model.safetensors"
     state = load_file(str(weights))
@@ -91,11 +85,9 @@ def load_adapter(path: Path, config: Config, labels: list[str], merge: bool = Fa
 
 
 def merge_and_unload(model):
-    """The adapters folded into the base weights and the trained head put in place: a plain transformers model.
-
-    The head goes in first: peft's VeRA and IA3 unloading (0.21.2) fails on a saved module without a weight of its
-    own, such as BERT's pooler (huggingface/peft#3213).
-    """
+    """The adapters folded into the base weights and the trained head put in place: a plain transformers model. The
+    head goes first: peft 0.21.2's VeRA and IA3 unloading fails on a saved module with no weight of its own, such as
+    BERT's pooler (huggingface/peft#3213)."""
     for name, module in list(model.named_modules()):
         if isinstance(module, ModulesToSaveWrapper):
             parent, _, child = name.rpartition(".")
@@ -152,8 +144,7 @@ def _read_adapter_json(file: Path):
 
 
 def frozen_snapshot(model) -> dict[str, torch.Tensor]:
-    """Copies of the pretrained weights that LoRA must leave untouched, kept on the CPU (training may move the model
-    to a GPU)."""
+    """CPU copies (training may move the model) of the pretrained weights that LoRA must leave untouched."""
     return {name: p.detach().to("cpu", copy=True) for name, p in _base_parameters(model)}
 
 

@@ -31,7 +31,7 @@ def majority(splits, config: Config) -> dict:
         predictions = np.full_like(references, np.bincount(np.array(splits["train"]["label"])).argmax())
     resources["saved_mb"] = 0.0
     return record("majority", "majority", config, data.labels_of(splits), "test", references, predictions,
-                         params={"trainable": 0, "total": 0}, resources=resources)
+                  params={"trainable": 0, "total": 0}, resources=resources)
 
 
 def pretrained_baseline(splits, config: Config) -> dict:
@@ -44,7 +44,7 @@ def pretrained_baseline(splits, config: Config) -> dict:
         predictions = training.predict_logits(model, tokenizer, test, config.eval_batch_size).argmax(-1)
     resources["saved_mb"] = 0.0
     return record("pretrained-baseline", "pretrained-baseline", config, labels, "test", np.array(test["label"]),
-                         predictions, params=count_params(model), resources=resources)
+                  predictions, params=count_params(model), resources=resources)
 
 
 def tfidf_logreg(splits, config: Config) -> dict:
@@ -70,8 +70,8 @@ def tfidf_logreg(splits, config: Config) -> dict:
 
 
 def linear_probe(splits, config: Config, batch_size: int = 64) -> dict:
-    """Logistic regression on the frozen encoder's mean-pooled embeddings; only its weights are saved
-    (under model/linear-probe/): the encoder is the unchanged pretrained model."""
+    """Logistic regression on the frozen encoder's mean-pooled embeddings; only its weights go in model/linear-probe/
+    (the encoder is the unchanged pretrained model)."""
     labels = data.labels_of(splits)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     with measure() as resources:
@@ -100,10 +100,8 @@ def linear_probe(splits, config: Config, batch_size: int = 64) -> dict:
 
 
 def full_finetune(splits, config: Config, learning_rate: float = FULL_FINETUNE_LEARNING_RATE) -> dict:
-    """Every weight trained, with the LoRA run's Trainer set-up and no adapters; the whole model saved (safetensors)
-    under model/full-finetune/. Its step size is 1/20 of LoRA's (config.FULL_FINETUNE_LEARNING_RATE): LoRA's would
-    wreck the encoder. The speed settings (base_dropout, compile, pad_to_multiple_of, precision) are the LoRA run's,
-    for a fair comparison; the adapter settings (method, LoRA+) do not apply."""
+    """Every weight trained with the LoRA run's settings, at 1/20 of its step size (LoRA's would wreck the encoder),
+    and saved under model/full-finetune/; the adapter settings (method, LoRA+) do not apply."""
     if config.quantize_4bit:
         raise ConfigError("full fine-tuning trains every weight, which a 4-bit quantized base cannot: "
                           "set quantize_4bit=False")
@@ -113,8 +111,8 @@ def full_finetune(splits, config: Config, learning_rate: float = FULL_FINETUNE_L
 
 
 def _select_logreg(features: dict, splits, seed: int):
-    """The logistic regression on features["train"] with the best validation macro-F1 over C_GRID (the smaller C
-    on a tie), and the selection for the train section: the chosen C, its score, and the scores of every C."""
+    """The logistic regression on features["train"] with the best validation macro-F1 over C_GRID (the smaller C on
+    a tie), and the train section's selection: the chosen C, its score, every C's scores."""
     y_train, y_validation = (np.asarray(splits[name]["label"]) for name in ("train", "validation"))
     best, history = None, []
     for c in C_GRID:
@@ -143,16 +141,10 @@ def _record(kind: str, splits, config: Config, predictions, params: dict, info: 
     target = config.paths.model / kind
     on_main_process(replace_dir_atomic, build, target)
     resources["saved_mb"] = folder_mb(target)
-    test = splits["test"]
-    return record(kind, kind, config, data.labels_of(splits), "test", np.array(test["label"]),
-                         np.asarray(predictions), params, info, resources)
+    return record(kind, kind, config, data.labels_of(splits), "test", np.array(splits["test"]["label"]),
+                  np.asarray(predictions), params, info, resources)
 
 
 # notebook 02's reference runs, by run name: each takes the splits and a Config and returns its test record
-RUNS = {
-    "majority": majority,
-    "pretrained-baseline": pretrained_baseline,
-    "tfidf-logreg": tfidf_logreg,
-    "linear-probe": linear_probe,
-    "full-finetune": full_finetune,
-}
+RUNS = {"majority": majority, "pretrained-baseline": pretrained_baseline, "tfidf-logreg": tfidf_logreg,
+        "linear-probe": linear_probe, "full-finetune": full_finetune}

@@ -20,45 +20,27 @@ PROJECT = "lora-ft"
 
 def build(settings: Config, labels: list[str], record: dict | None = None, baselines: dict[str, dict] | None = None,
           sizes: dict[str, int] | None = None, lora: dict | None = None, merged: bool = False) -> ModelCard:
-    """The card for the adapter (merged=False, loaded with peft) or the merged model (loaded with transformers).
-
-    record is the run's results record ("lora"), baselines the records of BASELINES on the same test split, sizes
-    the split sizes and lora the adapter's adapter_config.json; each is left out of the card when None.
-    """
+    """The card for the adapter (merged=False, loaded with peft) or the merged model (with transformers); record is the
+    run's results record, baselines BASELINES' on its test split, lora its adapter_config.json; None is left out."""
     base = public_name(settings.model)
     name = f"{base.rstrip('/').rsplit('/', 1)[-1]}-lora-{Path(_dataset(settings)).stem.rsplit('/', 1)[-1]}"
-    metadata = ModelCardData(
-        model_name=name,
-        base_model=base,
-        library_name="transformers" if merged else "peft",
-        pipeline_tag="text-classification",
-        license=LICENSES.get(settings.model),
-        tags=["lora", "text-classification", PROJECT],
-        eval_results=_eval_results(record, settings) if record else None,
-    )
-    sections = [
-        _summary(name, base, settings, labels, merged),
-        _data(settings, labels, sizes),
-        _results(record, baselines or {}) if record else "## Results\n\nNo test record was found for this adapter.",
-        _training(settings, record, lora),
-        _usage(settings, labels),
-        _limitations(settings),
-    ]
+    metadata = ModelCardData(model_name=name, base_model=base, library_name="transformers" if merged else "peft",
+                             pipeline_tag="text-classification", license=LICENSES.get(settings.model),
+                             tags=["lora", "text-classification", PROJECT],
+                             eval_results=_eval_results(record, settings) if record else None)
+    table = _results(record, baselines or {}) if record else "## Results\n\nNo test record was found for this adapter."
+    sections = [_summary(name, base, settings, labels, merged), _data(settings, labels, sizes), table,
+                _training(settings, record, lora), _usage(settings, labels), _limitations(settings)]
     return ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
 
 
 def for_adapter(config: Config, labels: list[str], adapter: Path, record: dict | None = None,
                 merged: bool = False) -> ModelCard:
-    """The card of the adapter in adapter (or of its merged export) from what the run left under config's paths: its
-    record (default: results/lora.json when it is this adapter's), the baselines' records on the same test split,
-    the split sizes."""
+    """The card of the adapter in adapter (or of its merged export) from what the run left under config's paths."""
     adapter = Path(adapter)
     record = record or own_record(config, adapter)
-    others = {}
-    for run in BASELINES:
-        other = read(record_path(run, config))
-        if record and other and other["labels"] == record["labels"] and other["n_examples"] == record["n_examples"]:
-            others[run] = other
+    others = {run: other for run in BASELINES if (other := read(record_path(run, config))) and record
+              and other["labels"] == record["labels"] and other["n_examples"] == record["n_examples"]}
     report = read(config.paths.data / "report.json")
     sizes = report.get("splits") if report and report.get("labels") == list(labels) else None
     return build(config, labels, record, others, sizes, read(adapter / "adapter_config.json"), merged)
@@ -89,8 +71,9 @@ def _eval_results(record: dict, settings: Config) -> list[EvalResult]:
 def _summary(name: str, base: str, settings: Config, labels: list[str], merged: bool) -> str:
     what = ("the LoRA update merged into the base weights: a plain transformers model, served without peft"
             if merged else "LoRA adapters and a classification head (a few MB) on top of the base model, for peft")
+    link = base if Path(base).expanduser().exists() else f"https://huggingface.co/{base}"
     return (f"# {name}\n\nClassifies a text into one of {len(labels)} classes ({', '.join(labels)}). "
-            f"Fine-tuned from [{base}]({_link(base)}) with LoRA by the {PROJECT} project; this folder holds {what}.")
+            f"Fine-tuned from [{base}]({link}) with LoRA by the {PROJECT} project; this folder holds {what}.")
 
 
 def _data(settings: Config, labels: list[str], sizes: dict[str, int] | None) -> str:
@@ -115,25 +98,20 @@ def _results(record: dict, baselines: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _budget(settings: Config) -> str:
-    if settings.early_stopping_patience:
-        return (f"up to {settings.epochs:g} epochs with early stopping on validation macro-F1 (patience "
-                f"{settings.early_stopping_patience}), the best checkpoint kept")
-    return f"{settings.epochs:g} epochs, the final weights kept"
-
-
 def _training(settings: Config, record: dict | None, lora: dict | None) -> str:
     targets = lora.get("target_modules") if lora else settings.target_modules
-    if isinstance(targets, list):
-        targets = sorted(targets)
+    targets = sorted(targets) if isinstance(targets, list) else targets
     saved = [m for m in lora.get("modules_to_save") or [] if m != "score"] if lora else settings.modules_to_save
+    budget = (f"up to {settings.epochs:g} epochs with early stopping on validation macro-F1 (patience "
+              f"{settings.early_stopping_patience}), the best checkpoint kept" if settings.early_stopping_patience
+              else f"{settings.epochs:g} epochs, the final weights kept")
     lines = ["## Training", "",
              f"- LoRA: rank r = {settings.r}, alpha = {settings.alpha:g} (update scale alpha / r = "
              f"{settings.alpha / settings.r:g}), dropout {settings.dropout:g}, on `{targets or 'peft default'}`; "
              f"trained in full: `{saved or 'classifier'}`",
              f"- optimiser: AdamW, learning rate {settings.learning_rate:g}, batch {settings.batch_size}, "
              f"weight decay {settings.weight_decay:g}, warmup {settings.warmup:g} of the steps, "
-             f"{_budget(settings)}; texts cut to {settings.max_length} tokens "
+             f"{budget}; texts cut to {settings.max_length} tokens "
              f"({settings.truncation}); seed {settings.seed}; precision {settings.precision}"]
     if record:
         params, train, meta = record["params"], record.get("train", {}), record["meta"]
@@ -150,13 +128,16 @@ def _training(settings: Config, record: dict | None, lora: dict | None) -> str:
 
 
 def _usage(settings: Config, labels: list[str]) -> str:
-    id2label = {i: label for i, label in enumerate(labels)}
+    id2label = dict(enumerate(labels))
     label2id = {label: i for i, label in enumerate(labels)}
-    base = _base_note(settings)
+    base = public_name(settings.model)
+    where = (f"The base model is the local folder `{base}`: copy it along, or change the adapter's base path."
+             if Path(base).expanduser().exists()
+             else f"peft fetches the base model `{base}` from the Hub on first use (then from the cache).")
     return f"""## How to load
 
 The paths are the folders the run wrote, relative to its output folder; after pushing them to the Hub, use their
-repository ids instead. {base}
+repository ids instead. {where}
 
 With peft, from the adapter (the base model's class count is not in the adapter, so name the labels):
 
@@ -184,13 +165,6 @@ print(classifier(["thanks for the quick rebooking!"], truncation=True, top_k=Non
 The saved tokenizers cut at {settings.max_length} tokens with `truncation=True`, as in training."""
 
 
-def _base_note(settings: Config) -> str:
-    base = public_name(settings.model)
-    if Path(base).expanduser().exists():
-        return f"The base model is the local folder `{base}`: copy it along, or change the adapter's base path."
-    return f"peft fetches the base model `{base}` from the Hub on first use (then from the cache)."
-
-
 def _limitations(settings: Config) -> str:
     domain = ("English tweets of 2015 (airlines, brands, news and sports topics, with their @mentions, hashtags and "
               "links)" if settings.dataset == DEFAULT_DATASET
@@ -212,10 +186,6 @@ def _dataset(settings: Config) -> str:
     """The data set by its hub id or name; a local file or folder by its name only (a path means nothing elsewhere)."""
     path = Path(settings.dataset).expanduser()
     return path.name if path.exists() else settings.dataset
-
-
-def _link(base: str) -> str:
-    return base if Path(base).expanduser().exists() else f"https://huggingface.co/{base}"
 
 
 def read(path: Path) -> dict | None:

@@ -23,24 +23,21 @@ from .experiments import EXTRA_POINT, SWEEP
 STEPS = {
     "prepare": "load, clean, split and tokenize the data (notebook 01); writes data/prepared/",
     "baseline": "score the majority class, the untrained pretrained model, TF-IDF + logistic regression, a linear "
-                "probe on the frozen encoder and full fine-tuning on the test split (notebook 02); writes "
-                "results/{majority,pretrained-baseline,tfidf-logreg,linear-probe,full-finetune}.json and "
-                "model/{tfidf-logreg,linear-probe,full-finetune}/",
+                "probe on the frozen encoder and full fine-tuning on the test split (notebook 02); writes results/"
+                "<baseline>.json and model/{tfidf-logreg,linear-probe,full-finetune}/",
     "train": "train LoRA adapters and score them on the test split (notebook 03); writes model/lora-adapter/ and "
              "its merged export model/lora-merged/ (each with a model card), model/checkpoints/ and results/lora.json",
     "evaluate": "reload the saved adapter into a fresh base model and score the test split again; "
                 "writes results/lora-reloaded.json",
     "sweep": "train and score notebook 06's rank x alpha/r x targets grid on a training subsample; "
              "writes results/sweep-*.json, skipping runs already there",
-    "seeds": "re-run recorded runs (results/<run>.json, seed 42) with other seeds, their settings otherwise "
-             "unchanged, and summarise the spread; writes results/seeds/<run>.seed<k>.json and "
-             "results/summaries/<run>.json, skipping seeds already done",
-    "curves": "learning curves (notebook 07): each method trained on n examples per class drawn from the train "
-              "split, several draws per n, scored on the test split; writes results/curves/curve-<method>-n<k>.json "
-              "(seeds/ for the other draws) and results/curves/summaries/, skipping points already done",
-    "recipes": "train named LoRA recipes (targets, learning rate x alpha/r, variants, speed knobs) on one budget "
-               "with each seed and score them on the test split (notebook 08); writes results/recipes/, skipping "
-               "finished runs",
+    "seeds": "re-run recorded runs (results/<run>.json, seed 42) with other seeds, settings otherwise unchanged, and "
+             "summarise the spread; writes results/seeds/ and results/summaries/<run>.json, skipping seeds done",
+    "curves": "learning curves (notebook 07): each method trained on several draws of n examples per class, scored "
+              "on the test split; writes results/curves/curve-<method>-n<k>.json, seeds/ and summaries/ there, "
+              "skipping points already done",
+    "recipes": "train named LoRA recipes (targets, learning rate x alpha/r, variants, speed knobs) on one budget with "
+               "each seed, scored on the test split (notebook 08); writes results/recipes/, skipping finished runs",
     "predict": "classify texts with a saved adapter; prints label, probability and text, one line per text, or "
                "with --input and --output classifies a csv, tsv, jsonl or txt file into a csv or jsonl file",
     "export": "merge a saved adapter into its base model and save a plain transformers model with tokenizer and model "
@@ -48,8 +45,6 @@ STEPS = {
     "all": "prepare, baseline, train, evaluate and sweep, in order",
 }
 ADAPTER_HELP = "adapter folder that train saved (default: model/lora-adapter/ in the output root)"
-FRESH_STEPS = ("prepare", "all")  # the others start from the settings saved with the prepared data
-SWEEP_OPTIONS = tuple(SWEEP)  # options of the sweep and all steps: experiments.sweep's arguments
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 HINTS = typing.get_type_hints(Config)
@@ -111,7 +106,7 @@ def _run(args) -> None:
                           "reads texts; write settings as key=value before any --")
     config = make_config(args.step, args.config, parse_overrides(words))
 
-    sweep_options = {name: getattr(args, name) for name in SWEEP_OPTIONS if hasattr(args, name)}
+    sweep_options = {name: getattr(args, name) for name in SWEEP if hasattr(args, name)}  # the sweep grid's options
     if args.step == "prepare":
         pipeline.prepare(config)
     elif args.step == "baseline":
@@ -158,14 +153,12 @@ def _run(args) -> None:
 
 
 def make_config(step: str, config_file: Path | None, overrides: dict) -> Config:
-    """The step's Config: file settings, then overrides, on top of Config's defaults and, except for prepare and
-    all, the prepared data's own settings (DATA_FIELDS: data set, model, split, tokenization), as notebooks 02 to 08
-    read them; so one chain uses one model and one split, and no step's training settings carry over to the next.
-    """
+    """The step's Config: file settings, then overrides, on top of the defaults and (but for prepare and all) the
+    prepared data's DATA_FIELDS, as notebooks 02 to 08 read them: training settings never carry over between steps."""
     settings = {**(read_config_file(config_file) if config_file else {}), **overrides}
     where = Config(**{name: settings[name] for name in ("output_root", "smoke") if name in settings}).paths
     saved = where.data / "config.json"
-    if step in FRESH_STEPS or not saved.exists():
+    if step in ("prepare", "all") or not saved.exists():
         return Config(**settings)
     prepared = {k: v for k, v in json.loads(saved.read_text()).items() if k in DATA_FIELDS}
     return Config(**{**prepared, **settings})
@@ -309,10 +302,6 @@ def _train_size(text: str) -> int | None:
     return int(text)
 
 
-def _per_class(text: str) -> tuple:
-    return tuple(_train_size(part) for part in text.split(","))
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m lora_ft", description="The notebooks' steps from a terminal. "
                                   "`python -m lora_ft STEP --help` lists the step's options and every setting.")
@@ -328,52 +317,48 @@ def parser() -> argparse.ArgumentParser:
             step.add_argument("settings", nargs="*", metavar="key=value | text",
                               help="settings (a word that starts with a setting's name and =), and texts to classify")
             step.add_argument("--file", type=Path, metavar="PATH", help="UTF-8 file of texts, one per line")
-            step.add_argument("--adapter", type=Path, metavar="DIR", help=ADAPTER_HELP)
             step.add_argument("--json", action="store_true", help="print a JSON list of {text, label, score}")
             batch = step.add_argument_group("a file of texts")
-            batch.add_argument("--input", type=Path, metavar="FILE", help="csv, tsv, jsonl or txt file to classify, "
-                               "read in chunks; each row keeps its columns and gets label and prob_<class> columns. "
-                               "A file with a label column is also scored: the prediction goes into a column "
-                               "predicted beside it, and results/scored/scored-<name>.json gets its metrics. "
-                               "delimiter= and encoding= read the file")
+            batch.add_argument("--input", type=Path, metavar="FILE", help="csv, tsv, jsonl or txt file to classify in "
+                               "chunks: each row gets label and prob_<class> columns; one with labels is also scored "
+                               "(a predicted column, metrics in results/scored/scored-<name>.json); delimiter= and "
+                               "encoding= read it")
             batch.add_argument("--output", type=Path, metavar="FILE", help="csv or jsonl file to write, atomically")
             batch.add_argument("--text-column", metavar="NAME",
                                help="column holding the text (default: found by its name, as prepare finds it)")
         else:
             step.add_argument("settings", nargs="*", metavar="key=value", help="settings that override the file's")
-        if name == "export":
+        if name in ("predict", "export"):
             step.add_argument("--adapter", type=Path, metavar="DIR", help=ADAPTER_HELP)
+        if name == "export":
             step.add_argument("--output", type=Path, metavar="DIR",
                               help="folder to write (default: model/lora-merged/ in the output root)")
         if name == "train":
-            step.add_argument("--resume", action="store_true",
-                              help="continue from the last checkpoint in model/checkpoints/ when there is one; it "
-                                   "must have been made with these settings and data")
+            step.add_argument("--resume", action="store_true", help="continue from the last checkpoint in "
+                              "model/checkpoints/ if any, made with these settings and data")
         if name in ("baseline", "all"):
             step.add_argument("--no-full-finetune", dest="full_finetune", action="store_false",
-                              help="skip the full fine-tuning baseline, which trains every weight and takes longer "
-                                   "than LoRA (default: run it)")
+                              help="skip the full fine-tuning baseline, slower than LoRA (default: run it)")
         if name == "seeds":
-            step.add_argument("--runs", type=lambda text: tuple(text.split(",")), default=None, metavar="RUN,...",
+            step.add_argument("--runs", type=_names, default=None, metavar="RUN,...",
                               help="recorded runs to repeat (default: every one in results/ that can be)")
             step.add_argument("--seeds", type=_numbers(int), default=SEEDS[1:], metavar="SEED,...",
                               help=f"seeds to add (default {','.join(map(str, SEEDS[1:]))}: with the notebooks' "
                                    f"{SEEDS[0]}, {len(SEEDS)} in all)")
         if name == "recipes":
-            step.add_argument("--names", type=lambda text: tuple(text.split(",")), default=None, metavar="NAME,...",
+            step.add_argument("--names", type=_names, default=None, metavar="NAME,...",
                               help="recipes of lora_ft.experiments.RECIPES to run (default: all)")
-            step.add_argument("--groups", type=lambda text: tuple(text.split(",")), default=None, metavar="GROUP,...",
+            step.add_argument("--groups", type=_names, default=None, metavar="GROUP,...",
                               help="groups of recipes: targets, learning-rate, ... (lora_ft.experiments.GROUPS)")
             step.add_argument("--seeds", type=_numbers(int), default=SEEDS, metavar="SEED,...",
                               help=f"seeds (default {','.join(map(str, SEEDS))})")
-            step.add_argument("--jobs", type=int, default=1, metavar="N",
-                              help="runs at once, each its own process (default 1; more only on a GPU, which one "
-                                   "small run leaves mostly idle: on a CPU they share the cores)")
+            step.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at once, each its own process "
+                              "(default 1; more only on a GPU, which one small run leaves idle: CPU runs share cores)")
         if name == "curves":
-            step.add_argument("--methods", type=lambda text: tuple(text.split(",")), default=None,
-                              metavar="NAME,...", help="of lora, lora-small, lora-lpft, setfit, full-finetune, "
-                              "linear-probe, tfidf-logreg (default: all of them)")
-            step.add_argument("--per-class", type=_per_class, default=None, metavar="N,...",
+            step.add_argument("--methods", type=_names, default=None, metavar="NAME,...",
+                              help=f"of {', '.join(curves.METHODS)} (default: all of them)")
+            step.add_argument("--per-class", type=lambda text: tuple(map(_train_size, text.split(","))),
+                              default=None, metavar="N,...",
                               help="training examples per class, all for the whole split (default 8,32,128,512,all)")
             step.add_argument("--draws", type=int, default=None, metavar="K",
                               help="training draws per point (default: 5 up to 32 per class, 3 above)")
@@ -382,8 +367,7 @@ def parser() -> argparse.ArgumentParser:
             sweep.add_argument("--ranks", type=_numbers(int), default=argparse.SUPPRESS, metavar="R,...",
                                help=f"LoRA ranks (default {_show(SWEEP['ranks'])})")
             sweep.add_argument("--alpha-ratios", type=_numbers(float), default=argparse.SUPPRESS, metavar="K,...",
-                               help="alpha / r values; each run gets alpha = K * r "
-                                    f"(default {_show(SWEEP['alpha_ratios'])})")
+                               help=f"alpha / r values: alpha = K * r (default {_show(SWEEP['alpha_ratios'])})")
             sweep.add_argument("--targets", type=_names, default=argparse.SUPPRESS, metavar="NAME,...",
                                help=f"target sets ({', '.join(TARGET_SETS)}) that get every rank x alpha/r "
                                     f"(default {_show(SWEEP['targets'])})")

@@ -35,15 +35,13 @@ TARGET_SETS = {
     "attention": ("query", "key", "value", "attention.output.dense"),
     "all-linear": ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"),
 }
-# Module names of a classification head across architectures: never adapted, trained in full. HEAD_LAYERS score the
-# classes (peft's task SEQ_CLS trains and saves them itself); the others feed them (BERT's pooler, DistilBERT's
-# pre_classifier) and train only through modules_to_save
+# Classification-head modules, never adapted but trained in full: HEAD_LAYERS score the classes (peft's SEQ_CLS trains
+# them itself); the others feed them (BERT's pooler, DistilBERT's pre_classifier) and train through modules_to_save
 HEAD_LAYERS = ("classifier", "score")
 HEAD_MODULES = (*HEAD_LAYERS, "pooler", "pre_classifier")
 
-# Settings that change no trained weight: where a run lives, how it is batched for scoring, where curves are
-# reported, the CI switch (whose limits show in train_size, eval_size, epochs). Fingerprints, resume checks, the
-# model card and the grids' skip-if-finished all leave these out.
+# Settings that change no trained weight (small mode's limits show in train_size, eval_size, epochs): fingerprints,
+# resume checks, the model card and the grids' skip-if-finished leave them out.
 NOT_TRAINED = ("output_root", "eval_batch_size", "report_to", "smoke")
 
 # Upper bounds that protect memory and time from a typo (Config validation)
@@ -125,16 +123,13 @@ class Config:
     text_column: str | None = _setting(None, """column holding the text; None: the data set's own default ("text")""")
     label_column: str | None = _setting(
         None, 'column holding the label; None: the data set\'s own default ("sentiment" for the tweets, else "label")')
-    labels: tuple[str, ...] | None = _setting(
-        None, 'subset of class names in id order, e.g. ("negative", "positive"); None: all')
+    labels: tuple[str, ...] | None = _setting(None, "class names kept, in id order, e.g. negative,positive; None: all")
     encoding: str | None = _setting(
         None, "text encoding of a local file; None: the data set's default (UTF-8, latin-1 for the tweets)")
-    delimiter: str | None = _setting(
-        None, 'separator of a delimited text file (e.g. ";" for text;label lines); None: by suffix')
+    delimiter: str | None = _setting(None, 'separator of a delimited text file (e.g. ";"); None: by suffix')
     validation_fraction: float = _setting(0.1, "share of the cleaned data held out for model selection")
     test_fraction: float = _setting(0.1, "share held out for the final, untouched evaluation")
-    train_size: int | None = _setting(
-        None, "examples kept for training (stratified subsample); None: the whole train split")
+    train_size: int | None = _setting(None, "stratified subsample of training examples; None: the whole train split")
     eval_size: int | None = _setting(None, "cap on validation and test examples; None: the whole splits")
     max_length: int = _setting(64, "tokens per text; 64 keeps >99% of these tweets whole (see notebook 01)")
     truncation: str = _setting(
@@ -146,29 +141,23 @@ class Config:
     # model and LoRA
     model: str = _setting(DEFAULT_MODEL, "hub id or local folder of a pretrained encoder")
     method: str = _setting(
-        "lora", '"lora" (the update is (alpha / r) B A); "dora" (LoRA on the direction, plus a trained magnitude per '
-        'output); "rslora" (scale alpha / sqrt(r)); "pissa" or "olora" (A and B start from the weights\' top singular '
-        'vectors or their QR; saved as a plain LoRA of rank 2r); "vera" (frozen random A and B shared by all layers, '
-        'trained scaling vectors; r is their rank, e.g. 256; alpha unused); "ia3" (a trained scale per output of each '
-        'target; r, alpha and dropout unused)')
+        "lora", '"lora" ((alpha / r) B A); "dora" (LoRA on the direction plus a trained magnitude); "rslora" (scale '
+        'alpha / sqrt(r)); "pissa" or "olora" (A, B start from the weights\' SVD or QR; saved as a LoRA of rank 2r); '
+        '"vera" (shared frozen random A, B, trained scaling vectors; r e.g. 256; alpha unused); "ia3" (a trained '
+        'scale per output; r, alpha and dropout unused)')
     r: int = _setting(8, "LoRA rank: the inner dimension of B A")
     alpha: float = _setting(16.0, "LoRA scale numerator: the update is (alpha / r) * B A")
-    dropout: float = _setting(
-        0.0, "dropout on the adapter's input during training; 0 (peft's default) skips drawing a mask: ~15% faster "
-        "steps on CPU")
+    dropout: float = _setting(0.0, "dropout on the adapter's input in training; 0 (peft's default) draws no masks")
     target_modules: tuple[str, ...] | None = _setting(
-        None, "layers that get adapters; None: every linear layer outside the task head (peft's \"all-linear\"; "
-        "notebook 08), e.g. query,value for the original paper's choice")
+        None, "layers that get adapters, e.g. query,value (the paper's); None: every linear layer outside the head")
     modules_to_save: tuple[str, ...] | None = _setting(
         None, "layers trained in full beside the classifier; None: the pooler if any")
-    trust_remote_code: bool = _setting(
-        False, "run model code shipped with a hub repository; off unless you trust its authors")
+    trust_remote_code: bool = _setting(False, "run a hub repository's own model code: only if you trust its authors")
     loraplus_lr_ratio: float | None = _setting(
         None, "LoRA+: B's learning rate over A's (e.g. 16; peft also gives 1-d weights, biases, B's rate); None: off")
     base_dropout: float | None = _setting(
-        0.0, "dropout inside the pretrained model (hidden states, attention); 0 draws no masks: with attention=auto "
-             "1.4x the training speed of its own 0.1 on this CPU, at the same accuracy (notebook 08); None: the "
-             "model's own. The head keeps its own dropout where the family lets it (BERT, RoBERTa, ELECTRA)")
+        0.0, "dropout inside the pretrained model; 0 draws no masks: faster than its own 0.1, same accuracy (notebook "
+             "08); None: the model's own. The head keeps its own dropout where it can (BERT, RoBERTa, ELECTRA)")
     quantize_4bit: bool = _setting(False, "QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes, CUDA GPUs only)")
 
     # training
@@ -180,41 +169,31 @@ class Config:
     eval_batch_size: int = _setting(64, "examples per forward pass when evaluating")
     weight_decay: float = _setting(0.01, "AdamW decoupled weight decay")
     warmup: float = _setting(0.06, "share of the steps spent warming the learning rate up from 0")
-    evaluations_per_epoch: int = _setting(
-        10, "validations (and checkpoints) per epoch: points of the validation curve, candidates for the best model")
+    evaluations_per_epoch: int = _setting(10, "validations and checkpoints per epoch (candidates for the best model)")
     validation_sample: int | None = _setting(
-        1000, "validation examples scored at each of those validations (a fixed stratified sample: 20 passes over all "
-        "3,719 tweets would add ~45% to training, over 1,000 ~12%); None: the whole validation split")
+        1000, "validation examples (a fixed stratified sample) scored at each validation; None: the whole split")
     early_stopping_patience: int = _setting(
-        0, "validations without a better macro-F1 before stopping, the best checkpoint then restored and tested (10: "
-           "about one epoch); 0: train the whole budget and test the final weights (picking the best of ~20 noisy "
-           "scores on the validation sample cost accuracy and widened the spread over seeds: notebook 08)")
+        0, "validations without a better macro-F1 before stopping and testing the best checkpoint (10: about an "
+           "epoch); 0: test the final weights of the whole budget (picking the best cost accuracy: notebook 08)")
     precision: str = _setting(
-        "auto", '"auto" (bf16 where the GPU or CPU computes it, else fp16 on a GPU, fp32 on CPU), "fp32", "bf16" or '
-        '"fp16"')
+        "auto", '"auto" (bf16 if the hardware computes it, else fp16 on a GPU, fp32 on CPU), "fp32", "bf16", "fp16"')
     attention: str = _setting(
-        "auto", 'attention implementation while training: "auto" ("eager", plain PyTorch, where training runs in bf16 '
-        "on a CPU, whose fused attention kernel is 2.5x slower there: docs/speed.md; the model's own elsewhere), or "
-        'one transformers knows ("sdpa", "eager", "flash_attention_2", ...)')
+        "auto", 'attention implementation in training: "auto" ("eager" for bf16 on a CPU: docs/speed.md; else the '
+        'model\'s own), or one transformers knows ("sdpa", "eager", "flash_attention_2", ...)')
     report_to: str = _setting(
         "none", 'experiment trackers that get the training curves, comma-separated: "none", "tensorboard" '
         '(model/checkpoints/runs/), "mlflow", "trackio", ... (each must be installed)')
     compile: bool = _setting(
-        False, "torch.compile the model for training; its compile time counts in the training time. Pair it with "
-               "pad_to_multiple_of so batch shapes repeat (each new shape may compile again)")
+        False, "torch.compile the model for training (counted in its time); pair it with pad_to_multiple_of")
     pad_to_multiple_of: int | None = _setting(
-        None, "pad each batch to a multiple of this many tokens (e.g. 8: at most max_length / 8 lengths); "
-              "None: to its longest text")
+        None, "pad each batch to a multiple of this many tokens (e.g. 8), so shapes repeat; None: to its longest text")
 
-    smoke: bool = field(
-        default_factory=smoke_from_env, metadata={"help": "small mode for CI; defaults to $LORA_FT_SMOKE"})
+    smoke: bool = field(default_factory=smoke_from_env, metadata={"help": "small mode for CI; default $LORA_FT_SMOKE"})
     output_root: str | None = _setting(
         None, "folder for data/, model/, results/; None: the project (smoke/ in small mode)")
 
     def __post_init__(self):
-        if self.labels is not None:
-            object.__setattr__(self, "labels", tuple(self.labels))
-        for name in ("target_modules", "modules_to_save"):
+        for name in ("labels", "target_modules", "modules_to_save"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.smoke:  # shrink, never grow, what the user asked for (a value that is no number fails validation)
@@ -222,7 +201,7 @@ class Config:
                 value = getattr(self, name)
                 if value is None:
                     object.__setattr__(self, name, limit)
-                elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                elif _number(value):
                     object.__setattr__(self, name, type(limit)(min(value, limit)))
         self._validate()
 
@@ -230,12 +209,12 @@ class Config:
         def fail(problem, fix):
             raise ConfigError(f"{problem}: {fix}")
 
-        def number(value) -> bool:  # a finite int or float, not a bool
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        def integer(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
 
         for name in ("r", "batch_size", "eval_batch_size", "max_length", "evaluations_per_epoch"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not integer(value) or value <= 0:
                 fail(f"{name}={value!r} is invalid", f"set {name} to a positive integer")
         if self.r > MAX_RANK:
             fail(f"r={self.r} is larger than any layer it could adapt", f"set r to at most {MAX_RANK} (e.g. 8)")
@@ -244,30 +223,27 @@ class Config:
                  f"set max_length to at least {MIN_MAX_LENGTH} (64 keeps >99% of the tweets whole)")
         for name in ("split_seed", "seed"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED:
+            if not integer(value) or not 0 <= value <= MAX_SEED:
                 fail(f"{name}={value!r} is invalid", f"set {name} to an integer from 0 to {MAX_SEED}")
         for name in ("alpha", "learning_rate", "epochs"):
             value = getattr(self, name)
-            if not number(value) or value <= 0:
+            if not _number(value) or value <= 0:
                 fail(f"{name}={value!r} is invalid", f"set {name} to a positive finite number")
         if self.epochs > MAX_EPOCHS:
             fail(f"epochs={self.epochs!r} is too many", f"set epochs to at most {MAX_EPOCHS}")
         for name in ("dropout", "weight_decay", "warmup"):
             value = getattr(self, name)
-            if not number(value) or not 0 <= value < 1:
+            if not _number(value) or not 0 <= value < 1:
                 fail(f"{name}={value!r} is out of range", f"set {name} in [0, 1)")
-        if self.base_dropout is not None and not (number(self.base_dropout) and 0 <= self.base_dropout < 1):
+        if self.base_dropout is not None and not (_number(self.base_dropout) and 0 <= self.base_dropout < 1):
             fail(f"base_dropout={self.base_dropout!r} is out of range", "set it in [0, 1), or None (the model's own)")
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
-            if not number(value) or not 0 < value < 1:
+            if not _number(value) or not 0 < value < 1:
                 fail(f"{name}={value!r} is out of range", f"set {name} strictly between 0 and 1")
         if self.validation_fraction + self.test_fraction >= 1:
-            fail(
-                f"validation_fraction + test_fraction = {self.validation_fraction + self.test_fraction:g} leaves no "
-                "training data",
-                "make their sum less than 1 (e.g. 0.1 and 0.1)",
-            )
+            fail(f"validation_fraction + test_fraction = {self.validation_fraction + self.test_fraction:g} leaves no "
+                 "training data", "make their sum less than 1 (e.g. 0.1 and 0.1)")
         for name in ("train_size", "eval_size", "validation_sample"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
@@ -287,7 +263,7 @@ class Config:
         if self.method not in METHODS:
             fail(f"method={self.method!r} is unknown", f"set it to one of {METHODS}")
         if self.loraplus_lr_ratio is not None:
-            if not number(self.loraplus_lr_ratio) or self.loraplus_lr_ratio <= 0:
+            if not _number(self.loraplus_lr_ratio) or self.loraplus_lr_ratio <= 0:
                 fail(f"loraplus_lr_ratio={self.loraplus_lr_ratio!r} is invalid",
                      "set it to a positive number (e.g. 16), or None for off")
             if self.method not in LORA_METHODS:
@@ -296,11 +272,9 @@ class Config:
         if self.method in ("pissa", "olora") and self.quantize_4bit:
             fail(f"method={self.method!r} takes its start out of the base weights, so on a 4-bit base the saved plain "
                  "LoRA adapter would not reload exactly", "set quantize_4bit=False, or method='lora'")
-        if self.pad_to_multiple_of is not None and (
-                not isinstance(self.pad_to_multiple_of, int) or isinstance(self.pad_to_multiple_of, bool)
-                or self.pad_to_multiple_of <= 0):
-            fail(f"pad_to_multiple_of={self.pad_to_multiple_of!r} is invalid", "set it to a positive integer (e.g. 8) "
-                 "or None")
+        pad = self.pad_to_multiple_of
+        if pad is not None and not (integer(pad) and pad > 0):
+            fail(f"pad_to_multiple_of={pad!r} is invalid", "set it to a positive integer (e.g. 8) or None")
         if self.encoding is not None:
             try:
                 codecs.lookup(self.encoding)
@@ -347,6 +321,11 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown setting(s) {sorted(unknown)}: the settings are {sorted(saved)}")
         return cls(**{**saved, **changes})
+
+
+def _number(value) -> bool:
+    """A finite int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _jsonable(value):

@@ -1,18 +1,11 @@
-"""Learning curves (notebook 07): test scores against training examples per class, for LoRA and the methods it
-competes with. The grid and its runs are lora_ft.experiments' (experiments.learning_curves); here are the methods'
-settings, the draws, SetFit's training, and the tables and takeaways read from the records.
-
-A point is (method, n examples per class, draw). A draw samples exactly n examples of each class from notebook 01's
-train split with its seed (data.sample_per_class) and trains with that same seed; validation and test stay the fixed
-splits. Each point is one record in results/curves/ (curve-<method>-n<k>.json for the first draw, seed 42;
-seeds/curve-<method>-n<k>.seed<s>.json for the others) and each (method, n) a summary in results/curves/summaries/.
-Methods are compared draw by draw (stats.paired): every method sees the same draws.
-"""
+"""Learning curves (notebook 07): the methods' settings, the draws, SetFit's training, and the tables and takeaways
+read from the records; the grid and its runs are experiments.learning_curves'. A point (method, n per class, draw)
+trains on exactly n examples of each class drawn with the draw's seed (data.sample_per_class); every method sees the
+same draws, so methods are compared draw by draw (stats.paired)."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import re
 import time
@@ -31,16 +24,14 @@ METHODS = ("lora", "lora-small", "lora-lpft", "setfit", "full-finetune", "linear
 PER_CLASS = (8, 32, 128, 512, None)  # examples per class; None: the whole train split ("all")
 HEADLINE = ("lora", "full-finetune", "linear-probe", "tfidf-logreg")  # at "all", reused from results/<run>.json
 
-# Each method's settings on top of the prepared data's (which hold the project's recipe: "lora" is notebook 03).
-# lora-small: every linear layer adapted (notebook 06's best), a fixed number of steps rather than 2 epochs (2 epochs
-# of 24 examples are 2 steps), no validation-based stopping (see LORA_SMALL_STEPS)
+# Each method's settings on top of the prepared data's ("lora" is notebook 03). lora-small: every linear layer
+# adapted (notebook 06's best), a fixed number of steps (2 epochs of 24 examples are 2 steps), no early stopping
 LORA_SMALL = dict(target_modules=TARGET_SETS["all-linear"], learning_rate=LEARNING_RATE, batch_size=16, warmup=0.1,
                   early_stopping_patience=0)
 SETTINGS = {
     "lora": {},
     "lora-small": LORA_SMALL,
-    # lora-small started from a linear probe (LP-FT): the head begins where a logistic regression on the frozen
-    # model's head features ends (run.init_head_from_probe), so the adapters refine a working classifier
+    # LP-FT: lora-small with the head started from a linear probe (run.init_head_from_probe)
     "lora-lpft": LORA_SMALL,
     "setfit": dict(batch_size=16, epochs=1.0, learning_rate=2e-5),  # the SetFit paper's: pairs of 16, 1 epoch
     "full-finetune": dict(learning_rate=FULL_FINETUNE_LEARNING_RATE),  # notebook 02's
@@ -62,8 +53,7 @@ MAX_PER_CLASS = {
 
 
 def draw_count(n: int | None) -> int:
-    """Training draws per point: 5 up to 32 examples per class, where which examples are drawn moves scores most,
-    3 above (and at "all", where only the seed differs)."""
+    """Training draws per point: 5 up to 32 per class, where the draw moves scores most, 3 above and at "all"."""
     return 5 if n is not None and n <= 32 else 3
 
 
@@ -101,9 +91,7 @@ def above_cap(method: str, n: int | None, log=print) -> bool:
 
 
 def changes(config: Config, method: str, n: int | None, classes: int, train_examples: int) -> dict:
-    """The settings a point changes from config: the method's, train_size = the examples drawn (classes x n; None
-    with the whole split of train_examples), and for the fixed-step recipes max(LORA_SMALL_STEPS, 2 epochs) steps
-    expressed as epochs, so that the record says it."""
+    """The settings a point changes: the method's, train_size, and the fixed-step recipes' steps as epochs."""
     size = train_examples if n is None else n * classes
     found = dict(SETTINGS[method], train_size=None if n is None else size)
     if method in FIXED_STEPS:
@@ -118,9 +106,7 @@ def setfit_recipe(config: Config) -> dict:
 
 
 def train_setfit(splits, config: Config) -> dict:
-    """SetFit (the setfit package) on the same body: contrastive fine-tuning on sentence pairs, then a logistic
-    regression head on the embeddings; SETFIT_RECIPE's pairs and step cap, config's batch size, body learning rate,
-    max_length and seed."""
+    """SetFit on the same body: contrastive fine-tuning on sentence pairs, then a logistic regression head."""
     check_methods(("setfit",))
     from setfit import SetFitModel, Trainer, TrainingArguments  # optional dependency: checked just above
 
@@ -148,20 +134,13 @@ def train_setfit(splits, config: Config) -> dict:
     body = sum(p.numel() for p in model.model_body.parameters())
     head = int(model.model_head.coef_.size + model.model_head.intercept_.size)
     made = record("setfit", "setfit", config, labels, "test", np.array(test["label"]), predictions,
-                           {"trainable": body + head, "total": body + head}, info)
+                  {"trainable": body + head, "total": body + head}, info)
     made["recipe"] = recipe
     return made
 
 
-def load_summaries(config: Config) -> dict[str, dict]:
-    """Every curve point's summary in config's results/curves/summaries/, by run name."""
-    folder = config.paths.results / "curves" / "summaries"
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("curve-*.json"))}
-
-
 def points(found: dict[str, list[dict]]) -> pd.DataFrame:
-    """One row per draw of each curve point (found: its records by run name, experiments.records): method, per_class
-    (None: all), x (training examples per class, on average for "all"), seed, scores and training cost."""
+    """One row per draw of each point (found: records by run): x is training examples per class (a mean at "all")."""
     rows = []
     for run, made_over_draws in found.items():
         method, n = parse(run)
@@ -196,10 +175,8 @@ def _show(n) -> str:
 
 
 def takeaways(drawn: pd.DataFrame, metric: str = "accuracy") -> list[str]:
-    """Sentences computed from each draw's scores (points): who leads at each n, and by how much paired by draw
-    (stats.paired: beyond the spread or noise); how SetFit and the better LoRA recipe compare; from where TF-IDF is
-    within one point of the best; and the recommendation: the leader at the smallest n, kept until another method
-    leads it beyond the spread."""
+    """Sentences from each draw's scores (points): who leads at each n; SetFit against the better LoRA; where TF-IDF
+    is within a point of the best; the recommendation (the leader at the smallest n, until one leads it beyond)."""
     scores = {key: dict(zip(group["seed"], group[metric]))
               for key, group in drawn.groupby(["method", drawn["per_class"].fillna(-1)])}
     scores = {(m, None if n == -1 else int(n)): s for (m, n), s in scores.items()}
@@ -217,16 +194,12 @@ def takeaways(drawn: pd.DataFrame, metric: str = "accuracy") -> list[str]:
             said.add((n, frozenset(here[:2])))
             lines.append(f"n = {_show(n)} per class: {here[0]} leads with {means[(here[0], n)]:.4f}; "
                          f"{paired(here[0], here[1], n)}.")
-    methods = {m for m, _ in means}
     for n in grid:
-        lora = [m for m in ("lora-small", "lora") if (m, n) in means]
-        if "setfit" in methods and ("setfit", n) in means and lora:
-            best = max(lora, key=lambda m: means[(m, n)])
-            if (n, frozenset(("setfit", best))) in said:
-                continue
+        best = max((m for m in ("lora-small", "lora") if (m, n) in means), key=lambda m: means[(m, n)], default=None)
+        if ("setfit", n) in means and best and (n, frozenset(("setfit", best))) not in said:
             lines.append(f"n = {_show(n)} per class, SetFit against the better LoRA recipe: "
                          f"{paired('setfit', best, n)}.")
-    if "tfidf-logreg" in methods:
+    if any(m == "tfidf-logreg" for m, _ in means):
         close = [n for n in grid if ("tfidf-logreg", n) in means and
                  max(means[(m, k)] for m, k in means if k == n) - means[("tfidf-logreg", n)] <= 0.01]
         lines.append(f"TF-IDF + logistic regression is within 1 point of the best at n = "
@@ -247,8 +220,7 @@ def takeaways(drawn: pd.DataFrame, metric: str = "accuracy") -> list[str]:
     return lines
 
 
-# The paired comparisons docs/data-efficiency.md quotes: (folder under results/, n per class, a, b); the doc holds
-# paired_table()'s output between its markers, and tests/test_curves.py checks that it is what the records give
+# The paired comparisons docs/data-efficiency.md quotes between PAIRED_MARKERS: (folder under results/, n, a, b)
 QUOTED = (
     ("curves", 8, "linear-probe", "setfit"), ("curves", 8, "linear-probe", "lora-small"),
     ("curves", 8, "setfit", "lora-small"), ("curves", 32, "setfit", "lora-small"),
@@ -266,8 +238,7 @@ PAIRED_MARKERS = ("<!-- paired: generated by lora_ft.curves.paired_table(experim
 
 
 def paired_rows(records, quoted=QUOTED, results_dir: Path = ROOT / "results", metric: str = "accuracy") -> list:
-    """(folder, n, stats.Paired) of each quoted comparison whose records are in results_dir; records(folder, run)
-    gives a run's records over its draws (experiments.records)."""
+    """(folder, n, stats.Paired) of each quoted comparison with records in results_dir (records: experiments')."""
     rows = []
     for where, n, a, b in quoted:
         folder = Path(results_dir) / where

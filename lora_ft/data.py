@@ -25,12 +25,8 @@ NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a label written
 
 
 def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Drop missing and empty texts and labels, normalise whitespace and line-break tags, and de-duplicate texts.
-
-    A text that appears with two different labels is dropped entirely: neither label can be trusted. Where
-    the source has its own splits, its validation and test splits stay as published (so figures compare with
-    others'), and training texts that also occur in them are dropped (no leakage).
-    """
+    """Drop missing and empty texts and labels, normalise whitespace and <br> tags, de-duplicate texts; drop texts with
+    two labels (neither is trusted) and training texts in the source's own held-out splits (kept as published)."""
     report = {"rows": len(frame)}
     label = frame["label"].map(lambda v: (v.strip() or None) if isinstance(v, str) else v)  # " positive" = "positive"
     frame = frame.assign(label=label).dropna(subset=["text", "label"])
@@ -58,11 +54,8 @@ def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     if frame.empty:
         raise DataError("no usable examples are left after cleaning (all texts or labels are empty or missing): "
                         "check text_column and label_column")
-    spellings = {}
-    for value in frame["label"].unique():
-        if isinstance(value, str):
-            spellings.setdefault(value.lower(), []).append(value)
-    variants = [sorted(group) for group in spellings.values() if len(group) > 1]
+    names = pd.Series([v for v in frame["label"].unique() if isinstance(v, str)], dtype=object)
+    variants = [sorted(group) for _, group in names.groupby(names.str.lower(), sort=False) if len(group) > 1]
     if variants:  # case is the user's call (it may matter), but never silently
         report["labels_differing_only_in_case"] = variants
         logging.getLogger("lora_ft").warning(
@@ -96,20 +89,16 @@ def label_names(frame: pd.DataFrame, declared: dict | None, wanted: tuple[str, .
 def _check_label_kinds(values: pd.Series) -> None:
     """Labels are all class ids or all class names: a 0 beside "negative" would silently be a class of its own."""
     unique = list(values.unique())
-    number = [isinstance(v, (int, float, np.number)) or bool(NUMBER.fullmatch(str(v))) for v in unique]
-    numbers = [v for v, is_number in zip(unique, number) if is_number]
-    names = [v for v, is_number in zip(unique, number) if not is_number]
+    numbers = [v for v in unique if isinstance(v, (int, float, np.number)) or NUMBER.fullmatch(str(v))]
+    names = [v for v in unique if v not in numbers]
     if numbers and names:
         raise DataError(f"the labels mix numbers {listed(numbers, 3)} and names {listed(names, 3)}: write every label "
                         "the same way, as class names (or as class ids) throughout")
 
 
 def to_names(frame: pd.DataFrame, declared: dict | None) -> pd.Series:
-    """The label column as class names, whatever the source stored (ids or names).
-
-    A value that is not one of the declared classes is an error: a label id past the class list, or a
-    typo in a class name, would otherwise silently become a class of its own or vanish.
-    """
+    """The label column as class names, whatever the source stored (ids or names); one outside the declared classes
+    is an error, not silently a class of its own."""
     values = frame["label"]
     if pd.api.types.is_numeric_dtype(values):
         if (values != values.round()).any():
@@ -128,12 +117,8 @@ def to_names(frame: pd.DataFrame, declared: dict | None) -> pd.Series:
 
 
 def split(frame: pd.DataFrame, names: list[str], config: Config) -> DatasetDict:
-    """Train/validation/test splits: the source's own where it has them, else stratified with config.split_seed.
-
-    frame's labels are class names; rows of classes outside names (a chosen subset) are left out. A source
-    with train and one held-out split evaluates on that split (the test labels of e.g. SST-2 are hidden) and
-    carves validation from train; missing splits are carved from train, stratified.
-    """
+    """Train/validation/test splits of the classes in names: the source's own where it has them (a lone held-out split
+    is the test split: SST-2's test labels are hidden), else carved from train, stratified with config.split_seed."""
     frame = frame[frame["label"].isin(names)]
     features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
 
@@ -141,7 +126,6 @@ def split(frame: pd.DataFrame, names: list[str], config: Config) -> DatasetDict:
         return Dataset.from_dict({"text": rows["text"].tolist(), "label": [names.index(v) for v in rows["label"]]},
                                  features=features)
 
-    seed = config.split_seed
     given = {s: frame[frame["split"] == s] for s in SPLITS if "split" in frame and (frame["split"] == s).any()}
     if "validation" in given and "test" not in given:
         given["test"] = given.pop("validation")
@@ -149,16 +133,14 @@ def split(frame: pd.DataFrame, names: list[str], config: Config) -> DatasetDict:
     _check_class_sizes(pool, names, 3 - len(given))
     splits = {"train": dataset(pool)}
     if "test" not in given:
-        splits["train"], splits["test"] = _carve(splits["train"], config.test_fraction, seed, "test")
-    if "validation" not in given:
-        fraction = config.validation_fraction
-        if "test" not in given:
-            fraction /= 1 - config.test_fraction
-        splits["train"], splits["validation"] = _carve(splits["train"], fraction, seed, "validation")
+        splits["train"], splits["test"] = _carve(splits["train"], config.test_fraction, config.split_seed, "test")
+    if "validation" not in given:  # validation_fraction is of the whole, train is what test left
+        fraction = config.validation_fraction / (1 if "test" in given else 1 - config.test_fraction)
+        splits["train"], splits["validation"] = _carve(splits["train"], fraction, config.split_seed, "validation")
     splits.update({s: dataset(rows) for s, rows in given.items() if s != "train"})
     splits = DatasetDict({s: splits[s] for s in SPLITS})
     for name, setting in (("train", "train_size"), ("validation", "eval_size"), ("test", "eval_size")):
-        splits[name] = subsample(splits[name], getattr(config, setting), seed, setting)
+        splits[name] = subsample(splits[name], getattr(config, setting), config.split_seed, setting)
     return splits
 
 
@@ -190,8 +172,7 @@ def _check_class_sizes(rows: pd.DataFrame, names: list[str], parts: int) -> None
 
 
 def subsample(split: Dataset, size: int | None, seed: int, setting: str = "the sample size") -> Dataset:
-    """A stratified subsample of size examples (the whole split when size is None or not smaller); setting names
-    the size in messages."""
+    """A stratified subsample of size examples (the whole split when size is None or not smaller)."""
     if size is None or size >= len(split):
         return split
     classes = len(split.features["label"].names)
@@ -215,10 +196,9 @@ def sample_per_class(split: Dataset, n: int | None, seed: int) -> Dataset:
     if n is None:
         return split
     labels = np.asarray(split["label"])
-    names = split.features["label"].names
     rng = np.random.default_rng(seed)
     chosen = []
-    for label, name in enumerate(names):
+    for label, name in enumerate(split.features["label"].names):
         rows = np.flatnonzero(labels == label)
         if len(rows) < n:
             raise DataError(f"class {name!r} has {len(rows)} training examples, fewer than the {n} per class asked "
@@ -228,12 +208,9 @@ def sample_per_class(split: Dataset, n: int | None, seed: int) -> Dataset:
 
 
 def tokenize(splits: DatasetDict, tokenizer, max_length: int, truncation: str = "head") -> DatasetDict:
-    """Add input_ids and attention_mask; padding is left to the batch collator (dynamic padding).
-
-    A text longer than max_length keeps its first max_length tokens ("head"), or its first quarter and last
-    three quarters ("head+tail": a review's verdict is often at its end; Sun et al. 2019, "How to Fine-Tune
-    BERT for Text Classification?", found head+tail the best of the simple truncations on IMDb).
-    """
+    """Add input_ids and attention_mask (padding is the collator's); a longer text keeps its first max_length tokens
+    ("head") or its first quarter and last three quarters ("head+tail": a review's verdict is often at its end, and
+    Sun et al. 2019 found it the best simple truncation on IMDb)."""
     if truncation == "head":
         return splits.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length), batched=True)
     head = max_length // 4
@@ -266,14 +243,12 @@ def prepare(config: Config, tokenizer=None, force: bool = False) -> DatasetDict:
     names = label_names(frame, declared, config.labels)
     frame = frame.assign(label=to_names(frame, declared))
     splits = tokenize(split(frame, names, config), tokenizer, config.max_length, config.truncation)
-    report["labels"] = names
-    report["splits"] = {name: len(splits[name]) for name in SPLITS}
+    report.update(labels=names, splits={name: len(splits[name]) for name in SPLITS})
 
     def build(tmp: Path):
         splits.save_to_disk(str(tmp / "splits"))
         write_json_atomic(tmp / "report.json", report)
-        # only what made the data: what a later step is told about training is that step's alone
-        write_json_atomic(tmp / "config.json", config.data_settings())
+        write_json_atomic(tmp / "config.json", config.data_settings())  # only these: training settings are each step's
 
     replace_dir_atomic(build, target)
     return load_from_disk(str(target / "splits"))
@@ -290,8 +265,7 @@ def saved_settings(target: Path) -> dict | None:
 
 
 def load_prepared(paths: Paths | None = None) -> tuple[DatasetDict, Config]:
-    """The splits notebook 01 saved (default: this mode's data/), and a Config of the settings that made them with
-    every other setting at its default."""
+    """The splits notebook 01 saved (default: this mode's data/), and a Config of the settings that made them."""
     paths = paths or Config().paths
     settings = saved_settings(paths.data)
     if settings is None:
@@ -309,8 +283,7 @@ def labels_of(splits: DatasetDict) -> list[str]:
 
 
 def digest(splits: DatasetDict) -> str:
-    """A short hash of the examples (texts and labels of every split, in order): what a model was trained and tested
-    on. The token ids follow from the texts and the settings (model, max_length, truncation)."""
+    """A short hash of every split's texts and labels, in order: what a model was trained and tested on."""
     h = hashlib.sha256()
     for name in SPLITS:
         h.update(json.dumps([list(splits[name]["text"]), list(splits[name]["label"])], ensure_ascii=False).encode())

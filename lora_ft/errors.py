@@ -2,8 +2,7 @@
 
 
 class LoraFtError(Exception):
-    """A problem the user can fix; the message says what and how, on one line (line breaks of quoted library errors
-    become spaces)."""
+    """A problem the user can fix; the message says what and how, on one line (line breaks become spaces)."""
 
     def __init__(self, message: str = ""):
         super().__init__(" ".join(str(message).split()))

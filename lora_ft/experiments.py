@@ -1,8 +1,6 @@
 """Experiments as data, one runner: the sweep (notebook 06), the recipes (08), extra seeds (04 to 06) and the learning
-curves (07, with lora_ft.curves). Each grid is a list of Experiment: a name (the record's run), the settings it changes
-from the grid's Config, a seed (or draw). `run` skips an experiment whose record exists with the same settings, trains
-the others (every LoRA run through run.train_and_score), writes one record each (results.path_of), logs one line per
-run and summarises each name over its seeds in <folder>/summaries/. Adding a recipe is adding data."""
+curves (07). A grid is a list of Experiment; `run` skips those whose record exists with the same settings, trains the
+others, writes one record each and summarises each name over its seeds. Adding a recipe is adding data."""
 
 from __future__ import annotations
 
@@ -60,9 +58,7 @@ def plan(grid, config: Config, folder: Path) -> tuple[list[Experiment], list[dic
 
 
 def run(grid, config: Config, folder: Path, train, log=print, jobs: int = 1) -> dict[str, dict]:
-    """Train each unfinished experiment with train(experiment, settings) -> record, write it to folder, summarise
-    each name over its seeds; summaries by name. jobs > 1 runs that many at once, for trainers with a process each
-    (the recipes on a GPU, which one small run leaves mostly idle; on a CPU they only share its cores)."""
+    """Train each unfinished experiment with train(experiment, settings) -> record into folder; summaries by name."""
     todo, done = plan(grid, config, folder)
     if done:
         log(f"{len(done)} already done, skipped")
@@ -79,7 +75,7 @@ def run(grid, config: Config, folder: Path, train, log=print, jobs: int = 1) -> 
         log(f"{experiment.name} seed {experiment.seed}: accuracy {record['metrics']['accuracy']:.4f}, macro-F1 "
             f"{record['metrics']['f1_macro']:.4f}, " + (f"reused {cost}" if "reused_from" in record else cost))
 
-    if jobs > 1:
+    if jobs > 1:  # for trainers with a process each: the recipes on a GPU, which one small run leaves mostly idle
         with ThreadPoolExecutor(jobs) as pool:
             list(pool.map(one, todo))
     else:
@@ -124,7 +120,7 @@ def summarize(folder: Path, name: str) -> dict:
     return summary
 
 
-def rerun_command(folder: Path, name: str) -> str:  # the command that adds seeds to name's records in folder
+def rerun_command(folder: Path, name: str) -> str:  # the command that adds seeds to name's records
     step = {"recipes": f"recipes --names {name}", "curves": "curves"}.get(Path(folder).name, f"seeds --runs {name}")
     return f"python -m lora_ft {step}"
 
@@ -165,19 +161,18 @@ def sweep_name(targets: str, r: int, ratio: float) -> str:  # alpha = ratio x r
     return f"sweep-{targets}-r{r}-alpha{r * ratio:g}"
 
 
-def sweep(config: Config, ranks=SWEEP["ranks"], alpha_ratios=SWEEP["alpha_ratios"], targets=SWEEP["targets"],
-          extra_targets=SWEEP["extra_targets"], train_size: int | None = SWEEP["train_size"],
-          epochs: float = SWEEP["epochs"], log=print) -> dict[str, dict]:
-    """Notebook 06's grid on a stratified training subsample, each record with every test prediction and confidence
+def sweep(config: Config, log=print, **changes) -> dict[str, dict]:
+    """Notebook 06's grid (SWEEP with changes to it: ranks=..., epochs=...), each record with every test prediction
     (the error analysis); summaries by run."""
+    settings = {**SWEEP, **changes}
     skeleton = model_skeleton(config.model, config.trust_remote_code)
-    for name in (*targets, *extra_targets):  # before anything is trained or written
+    for name in (*settings["targets"], *settings["extra_targets"]):  # before anything is trained or written
         if name not in TARGET_SETS:
             raise ConfigError(f"unknown target set {name!r}: choose from {sorted(TARGET_SETS)}")
         lora_targets(skeleton, TARGET_SETS[name])
     splits = data.prepare(config)
-    splits["train"] = data.subsample(splits["train"], train_size, config.split_seed)
-    grid = sweep_grid(ranks, alpha_ratios, targets, extra_targets, len(splits["train"]), epochs)
+    splits["train"] = data.subsample(splits["train"], settings["train_size"], config.split_seed)
+    grid = sweep_grid(**{**settings, "train_size": len(splits["train"])})
     log(f"{len(grid)} configurations, {len(splits['train']):,} training examples each")
 
     def train(experiment, settings):
@@ -224,8 +219,7 @@ GROUPS = {
     "speed": ("query-value", "query-value-dropout0", "all-linear", "all-linear-dropout0"),
     "budget": ("query-value", "query-value-3epochs", "all-linear", "all-linear-3epochs"),
 }
-# each group's recipes are compared with its reference (the previous default for targets, the default elsewhere);
-# PAIRS names the comparisons of groups whose recipes each change one setting of another recipe
+# each group's recipes against its reference (default: all-linear), or PAIRS' comparisons where each changes another
 REFERENCE = {"targets": "query-value", "learning-rate": "all-linear-lr0.001-ratio2"}
 PAIRS = {
     "speed": (("query-value-dropout0", "query-value"), ("all-linear-dropout0", "all-linear"),
@@ -250,7 +244,7 @@ def recipe(name: str, seed: int = DEFAULT_SEED) -> Experiment:
 
 def recipes(names=tuple(RECIPES), seeds=SEEDS, config: Config | None = None, log=print,
             jobs: int = 1) -> dict[str, dict]:
-    """Each recipe with each seed, each run in a fresh process (so peak memory compares); summaries by recipe."""
+    """Each recipe with each seed, each in a fresh process (so peak memory compares); summaries by recipe."""
     config = config or data.load_prepared()[1]
     grid = [recipe(name, seed) for name in dict.fromkeys(names) for seed in seeds]  # groups overlap: each once
     return run(grid, config, recipe_folder(config), lambda e, _: _recipe_in_a_process(e, config), log, jobs)
@@ -267,7 +261,7 @@ def _recipe_in_a_process(experiment: Experiment, config: Config) -> dict:
 
 
 def recipe_in_this_process(name: str, seed: int, output_root: str, target: str) -> None:
-    """Train and test one recipe with one seed on the prepared data under output_root; its record to target."""
+    """One recipe and seed on the prepared data under output_root; its record to target."""
     splits, config = data.load_prepared(Config(output_root=output_root).paths)
     experiment = recipe(name, seed)
     record = train_and_score(experiment.settings(config), splits, name, schedule=NO_VALIDATION, quiet=True)[0]
@@ -304,8 +298,7 @@ def seed_grid(runs, seeds, results_dir: Path) -> tuple[Config, list[Experiment]]
 
 
 def seeds(runs=None, seeds=SEEDS[1:], results_dir: Path | None = None, log=print) -> dict[str, dict]:
-    """Re-run each recorded run (None: every one in results_dir that can be) with each seed; the splits stay fixed
-    (they follow split_seed), head and adapter initialisation and training order change. Summaries by run."""
+    """Re-run each recorded run (None: all in results_dir) with each seed: same splits, new initialisation, order."""
     results_dir = Path(results_dir) if results_dir is not None else Config().paths.results
     if runs is None:
         runs = [r for r in results.load_all(results_dir) if r in SEEDED or r.startswith("sweep-")]
@@ -342,7 +335,7 @@ def _rerun(experiment: Experiment, settings: Config) -> dict:
 
 def curve_grid(config: Config, methods=curves.METHODS, per_class=curves.PER_CLASS, draws: int | None = None, *,
                classes: int, train_examples: int, log=print) -> list[Experiment]:
-    """Every method x n x draw with its settings (curves.changes), but those above a cap (curves.above_cap)."""
+    """Every method x n x draw with its settings (curves.changes), but those above a cap."""
     points = []
     for method, n in ((m, n) for m in methods for n in per_class):
         if curves.above_cap(method, n, log):
@@ -355,12 +348,12 @@ def curve_grid(config: Config, methods=curves.METHODS, per_class=curves.PER_CLAS
 
 def learning_curves(config: Config, methods=curves.METHODS, per_class=curves.PER_CLASS, draws: int | None = None,
                     log=print, results_dir: Path | None = None, sample=data.sample_per_class) -> dict[str, dict]:
-    """Train and test every method x n x draw on config's prepared data, into results_dir (default results/curves/);
-    summaries by run. draws None: curves.draw_count; sample(split, n, seed) draws the training examples."""
+    """Every method x n x draw on config's prepared data, into results_dir (default results/curves/); summaries by
+    run. draws None: curves.draw_count; sample(split, n, seed) draws the training examples."""
     curves.check_methods(methods)
     splits = _prepared(config, "these settings")
     points = curve_grid(config, methods, per_class, draws, classes=len(data.labels_of(splits)),
-                  train_examples=len(splits["train"]), log=log)
+                        train_examples=len(splits["train"]), log=log)
     folder = Path(results_dir) if results_dir is not None else config.paths.results / "curves"
 
     def train(point: Experiment, settings: Config) -> dict:
@@ -380,7 +373,7 @@ def learning_curves(config: Config, methods=curves.METHODS, per_class=curves.PER
 
 
 def _train_point(method: str, drawn, config: Config) -> dict:
-    """method trained on drawn["train"] and tested; what it saves goes to a temporary folder, the record is kept."""
+    """method trained on drawn["train"] and tested; only the record is kept."""
     with tempfile.TemporaryDirectory() as tmp:
         scratch = config.replace(output_root=tmp)
         if method == "lora":

@@ -9,14 +9,12 @@ from urllib.parse import urlparse
 
 from huggingface_hub import constants
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-
 
 def reachable(timeout: float = 3.0) -> bool:
     """Whether the Hub's host accepts a connection within timeout (False in offline mode: caches only)."""
     if constants.HF_HUB_OFFLINE:
         return False
-    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True  # only the proxy knows; let the library try
     url = urlparse(constants.ENDPOINT)
     try:
@@ -27,10 +25,7 @@ def reachable(timeout: float = 3.0) -> bool:
 
 
 def unreachable_reason(name: str, kind: str) -> str | None:
-    """Why name (not a local folder) cannot be fetched now, with the fixes; None when the Hub can be tried.
-
-    In offline mode (HF_HUB_OFFLINE=1) the libraries look in their cache and fail fast on their own.
-    """
+    """Why name cannot be fetched now, with the fixes; None if local, offline (fails fast anyway) or the Hub is up."""
     if constants.HF_HUB_OFFLINE or Path(name).expanduser().exists() or reachable():
         return None
     return (f"{kind} {name!r} is not a local file or folder, and the Hugging Face Hub ({constants.ENDPOINT}) "

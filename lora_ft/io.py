@@ -1,10 +1,5 @@
-"""Atomic writes: a crash never leaves a half-written file where a good one was; under several processes
-(torchrun, accelerate launch) only the main one writes.
-
-Every file or folder the package writes goes through atomic_file or replace_dir_atomic: it is built under a
-temporary name beside its target, `.<name>.<pid>-<random>.tmp`, then renamed onto it. A kill leaves that temporary
-behind; the next write of the same target removes it once the process that made it is gone.
-"""
+"""Atomic writes: each file or folder is built as `.<name>.<pid>-<random>.tmp` beside its target, then renamed onto
+it, so a crash never leaves a half-written file; the next write of the target removes a killed one's temporary."""
 
 from __future__ import annotations
 
@@ -22,18 +17,10 @@ from pathlib import Path
 from .errors import ConfigError
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_file(path: Path):
-    """A new temporary file beside path to write, fsynced and renamed onto path when the block succeeds, else removed.
-
-    Created like any other file (with the user's umask), not as tempfile's private 0600 file.
-    """
+    """A new temporary file beside path to write (with the user's umask, unlike tempfile's private 0600 files),
+    fsynced and renamed onto path when the block succeeds, else removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path)
@@ -55,12 +42,8 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def replace_dir_atomic(build, target: Path) -> None:
-    """Call build(tmp_dir) to fill a fresh folder, then swap it in place of target (a folder, or nothing yet).
-
-    Two renames: target becomes .<name>.old, then the new folder becomes target. A kill between them leaves only
-    the backup, which the next call (or restore_backup) puts back; the backup is deleted only once the new folder
-    is in place.
-    """
+    """Call build(tmp_dir) to fill a fresh folder, then swap it in place of target (a folder, or nothing yet):
+    target becomes .<name>.old, deleted once the new folder is in place (restore_backup puts it back after a kill)."""
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise ConfigError(f"{target} is a file, where a folder is to be written: move the file, or write the folder "
@@ -84,11 +67,9 @@ def replace_dir_atomic(build, target: Path) -> None:
 
 
 def follow_umask(folder: Path) -> None:
-    """Give folder and everything in it the modes the user's umask gives new files and folders.
-
-    Some writers make private ones whatever the umask (safetensors 0600 files, tempfile 0700 folders).
-    """
-    mask = _umask()
+    """Give folder and everything in it the user's umask modes (safetensors and tempfile make private ones)."""
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
     for path in [Path(folder), *Path(folder).rglob("*")]:
         if not path.is_symlink():
             os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)

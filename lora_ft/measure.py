@@ -5,33 +5,24 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import os
 import threading
 from pathlib import Path
 
+import psutil
 import torch
 
 MB = 1e6  # bytes; the README quotes sizes in decimal MB
 
-try:
-    import psutil
 
-    def rss() -> int:
-        """Resident memory of this process, in bytes."""
-        return psutil.Process().memory_info().rss
-except ImportError:
-    def rss() -> int:
-        """Resident memory of this process, in bytes (Linux, without psutil)."""
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def rss() -> int:
+    """Resident memory of this process, in bytes."""
+    return psutil.Process().memory_info().rss
 
 
 @contextlib.contextmanager
 def measure(interval: float = 0.02):
-    """Peak memory of the process while the block runs, above what it held before, in MB.
-
-    Yields a dict that gets "peak_memory_mb" (resident memory, sampled every interval seconds) when the block
-    ends, and "peak_gpu_memory_mb" (torch.cuda.max_memory_allocated) on CUDA.
-    """
+    """Yields a dict that gets, when the block ends, its peak memory above what the process held before, in MB:
+    "peak_memory_mb" (resident, sampled every interval seconds) and on CUDA "peak_gpu_memory_mb"."""
     _release_freed_memory()
     usage, start, peak, done = {}, rss(), [0], threading.Event()
 
@@ -56,8 +47,7 @@ def measure(interval: float = 0.02):
 
 
 def _release_freed_memory() -> None:
-    """Hand memory that earlier steps freed back to the system: glibc keeps it resident and would serve the
-    measured block from it unseen (after a full fine-tune, a 200 MB array then adds nothing to the resident size)."""
+    """Hand freed memory back to the system: glibc keeps it resident, and the measured block would reuse it unseen."""
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)

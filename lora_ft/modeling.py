@@ -28,9 +28,8 @@ LINEAR_LAYERS = (torch.nn.Linear, Conv1D)
 LORA_OPTIONS = {"lora": {}, "dora": {"use_dora": True}, "rslora": {"use_rslora": True},
                 "pissa": {"init_lora_weights": "pissa"}, "olora": {"init_lora_weights": "olora"}}
 
-# Dropout probabilities inside a pretrained model, by the names its family's config gives them: BERT, RoBERTa,
-# ELECTRA, ALBERT, DeBERTa and MPNet use the first two, DistilBERT the next two (Llama, Qwen2 and Mistral
-# attention_dropout), GPT-2 the last three
+# Dropout probabilities inside a pretrained model, as its family's config names them: BERT-likes the first two,
+# DistilBERT the next two (Llama, Qwen2 and Mistral attention_dropout), GPT-2 the last three
 BASE_DROPOUTS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
                  "resid_pdrop", "embd_pdrop", "attn_pdrop")
 
@@ -38,10 +37,8 @@ HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as the Hub spells a repos
 
 
 def resolve_model(name: str) -> str:
-    """A local folder for name: the packaged copy of the default model, a folder as given, else the hub id.
-
-    A hub id that cannot be fetched now fails here, in seconds, rather than after the libraries' retries.
-    """
+    """The packaged copy of the default model, a folder as given, else the hub id, checked reachable now (in seconds,
+    not after the libraries' retries)."""
     packaged = _packaged_default() if name == DEFAULT_MODEL else None
     if packaged is not None:
         return str(packaged)
@@ -141,42 +138,28 @@ def quantization_config(quantize_4bit: bool) -> BitsAndBytesConfig | None:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError("quantize_4bit needs bitsandbytes, which is not installed: pip install bitsandbytes, "
                           "or set quantize_4bit=False")
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_compute_dtype=torch.bfloat16,
-        bnb_4bit_use_double_quant=True,
-        # the head trains in full, so it stays out of 4-bit: peft's classifier/score and head_modules' defaults
-        llm_int8_skip_modules=[rf"(.*\.)?({'|'.join(HEAD_MODULES)})"],
-    )
+    # the head trains in full, so it stays out of 4-bit: peft's classifier/score and head_modules' defaults
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                              bnb_4bit_use_double_quant=True,
+                              llm_int8_skip_modules=[rf"(.*\.)?({'|'.join(HEAD_MODULES)})"])
 
 
 def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool = False, quantize_4bit: bool = False,
                base_dropout: float | None = None):
-    """The pretrained model with a new classification head, initialised from seed; weights from safetensors only.
-
-    base_dropout replaces the dropout probabilities inside the pretrained model (None keeps its own).
-    """
+    """The pretrained model with a new classification head seeded by seed, from safetensors only; base_dropout
+    replaces the dropout probabilities inside the pretrained model (None keeps its own)."""
     quantization = quantization_config(quantize_4bit)  # before loading anything: fail fast on a machine without CUDA
     set_seed(seed)  # the head is random: seed it so the 'before training' model is reproducible
     with quiet_transformers(), _loading(name, "weights"):
-        settings = AutoConfig.from_pretrained(
-            resolve_model(name),
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
-            trust_remote_code=trust_remote_code,
-        )
+        settings = AutoConfig.from_pretrained(resolve_model(name), num_labels=len(labels),
+                                              id2label=dict(enumerate(labels)),
+                                              label2id={name: i for i, name in enumerate(labels)},
+                                              trust_remote_code=trust_remote_code)
         if base_dropout is not None:
             set_base_dropout(settings, base_dropout)
         model = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model(name),
-            config=settings,
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-            quantization_config=quantization,
-            device_map={"": torch.cuda.current_device()} if quantization else None,
-        )
+            resolve_model(name), config=settings, use_safetensors=True, trust_remote_code=trust_remote_code,
+            quantization_config=quantization, device_map={"": torch.cuda.current_device()} if quantization else None)
     if model.config.pad_token_id is None:  # decoder models classify the last non-pad token, so they need one
         model.config.pad_token_id = model.config.eos_token_id
     return model
@@ -189,11 +172,8 @@ def model_for_training(config: Config, labels: list[str]):
 
 
 def set_base_dropout(settings, p: float) -> None:
-    """Set every dropout probability of a model config (before the model is built from it) to p.
-
-    BERT, RoBERTa and ELECTRA heads take the hidden dropout unless classifier_dropout is set: it is pinned to the old
-    value, so that only the pretrained part changes.
-    """
+    """Set every dropout probability of a model config (before the model is built from it) to p; the head's
+    classifier_dropout keeps the old value (BERT-likes' heads take the hidden one when it is unset)."""
     names = [name for name in BASE_DROPOUTS if isinstance(getattr(settings, name, None), (int, float))]
     if not names:
         raise ConfigError(f"base_dropout: model type {settings.model_type!r} has none of the dropout settings "
@@ -205,8 +185,7 @@ def set_base_dropout(settings, p: float) -> None:
 
 
 def model_skeleton(name: str, trust_remote_code: bool = False):
-    """The model with a classification head, its modules on the meta device (no weights loaded): enough to check
-    module names and the code it needs before anything is loaded or written."""
+    """The model with its head on the meta device (no weights loaded): enough to check its module names and code."""
     with _loading(name, "configuration"):
         model_config = AutoConfig.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
     with _loading(name, "architecture"), quiet_transformers(), torch.device("meta"):
@@ -214,9 +193,8 @@ def model_skeleton(name: str, trust_remote_code: bool = False):
 
 
 def lora_targets(model, wanted: tuple[str, ...] | None) -> list[str]:
-    """The module names that get adapters: the requested ones, checked, or by default every linear layer of the
-    pretrained model outside its task head (peft's "all-linear"; notebook 08 found it 1.1 points ahead of query and
-    value alone, beyond the spread over seeds)."""
+    """The module names that get adapters: the requested ones, checked, or by default every linear layer outside the
+    task head (peft's "all-linear", which notebook 08 found ahead of query and value alone)."""
     linear = [name for name, module in model.named_modules() if isinstance(module, LINEAR_LAYERS)]
     present = {name.rsplit(".", 1)[-1] for name in linear}
     if wanted is None:
@@ -229,29 +207,20 @@ def lora_targets(model, wanted: tuple[str, ...] | None) -> list[str]:
 
 
 def all_linear(linear: list[str]) -> list[str]:
-    """Targets for every linear layer in linear (module names) outside the task head, each named by the shortest
-    ending of its name that names no head layer: BERT's attention.output.dense becomes "output.dense", since "dense"
-    alone would also adapt the pooler, which trains in full."""
+    """Targets for the linear layers named in linear outside the task head, by the shortest ending that names no head
+    layer: BERT's attention.output.dense is "output.dense", since "dense" would also match the pooler."""
     head = [name for name in linear if set(HEAD_MODULES) & set(name.split("."))]
-    targets = {}
-    for name in linear:
-        if name in head:
-            continue
-        parts = name.split(".")
-        ending = next(".".join(parts[-k:]) for k in range(1, len(parts) + 1)
-                      if not any(matches(h, ".".join(parts[-k:])) for h in head))
-        targets[ending] = None
+    targets = {}  # ordered, without repeats
+    for parts in (name.split(".") for name in linear if name not in head):
+        endings = (".".join(parts[-k:]) for k in range(1, len(parts) + 1))
+        targets[next(e for e in endings if not any(matches(h, e) for h in head))] = None
     return list(targets)
 
 
 def head_modules(model, wanted: tuple[str, ...] | None) -> list[str]:
-    """Layers besides the classifier that belong to the task head and train in full.
-
-    BERT classifies from its pooler, a dense layer on the [CLS] token. Checkpoints trained for other
-    objectives (all-MiniLM-L6-v2 was tuned with mean pooling) leave it untrained for this use, so by default
-    it learns with the classifier. DistilBERT's pre_classifier is new with the head, so it learns too.
-    peft's task type SEQ_CLS already adds the classifier itself (classifier, or score for decoders).
-    """
+    """Layers besides the classifier (which peft's SEQ_CLS adds) that belong to the task head and train in full: by
+    default BERT's pooler, untrained for this use in checkpoints tuned otherwise (all-MiniLM-L6-v2 with mean
+    pooling), and DistilBERT's pre_classifier, new with the head."""
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     if wanted is None:
         return [name for name in HEAD_MODULES if name not in HEAD_LAYERS and name in present]

@@ -1,14 +1,6 @@
-"""The notebooks' steps as functions of a Config: what `python -m lora_ft <step>` runs, and what notebooks 01 to 03
-call, so a notebook run leaves exactly the files the CLI leaves.
-
-Validate, then act, then save: each step first calls check(), which raises a LoraFtError naming the problem and the
-fix for anything it can know before writing (settings, model, LoRA targets, checkpoint, writable folders), so a
-failing step leaves nothing behind (docs/errors.md). The prepared data keeps only its own settings
-(config.DATA_FIELDS): what one step is told about training never changes what the next step trains.
-
-Under torchrun or accelerate launch every process runs each step, and only the main one writes files (on CPU,
-launch with `accelerate launch --cpu`, or set ACCELERATE_USE_CPU=1 for torchrun, as the Trainer needs).
-"""
+"""The notebooks' steps as functions of a Config: what `python -m lora_ft <step>` runs and notebooks 01 to 03 call,
+so both leave the same files. Each step first calls check(), so that a failing step leaves nothing behind
+(docs/errors.md). Under torchrun or accelerate launch every process runs each step and only the main one writes."""
 
 from __future__ import annotations
 
@@ -19,7 +11,7 @@ from datasets import DatasetDict
 
 from . import baselines, card, data, provenance, results, serving, training
 from .adapters import load_adapter
-from .config import TARGET_SETS, Config
+from .config import Config
 from .errors import ConfigError
 from .io import check_writable
 from .measure import folder_mb
@@ -27,7 +19,7 @@ from .modeling import head_modules, load_tokenizer, lora_targets, model_skeleton
 from .run import ONCE_PER_EPOCH, SAME_BUDGET, record, train_and_score
 from .training import on_main_process, processes
 
-STEPS_THAT_TRAIN = ("baseline", "train", "all", "sweep", "seeds", "recipes", "curves")
+STEPS_THAT_TRAIN = ("baseline", "train")  # the steps that check model/ and results/ too (prepare: data/ alone)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -38,14 +30,9 @@ class Interrupted(KeyboardInterrupt):
         self.checkpoint = checkpoint
 
 
-def check(step: str, config: Config, resume: bool = False, targets=()) -> Path | None:
-    """Everything step needs that can be known before it writes anything; returns the checkpoint to resume from.
-
-    Checked: precision, 4-bit loading, the model (loadable, safetensors, its own code), max_length and r against the
-    model, target_modules and modules_to_save against its module names (read from its configuration, no weights
-    loaded), that the output folders can be written, and for train --resume that the last checkpoint was made by
-    this run's settings.
-    """
+def check(step: str, config: Config, resume: bool = False) -> Path | None:
+    """Check everything step needs that can be known before it writes anything (settings against the model's
+    configuration, no weights loaded; writable folders); returns the checkpoint --resume continues, if this run's."""
     training.resolve_precision(config.precision)
     quantization_config(config.quantize_4bit)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
@@ -59,10 +46,6 @@ def check(step: str, config: Config, resume: bool = False, targets=()) -> Path |
                           f"update B A could not be low-rank: set r to at most {width} (e.g. 8)")
     lora_targets(skeleton, config.target_modules)
     head_modules(skeleton, config.modules_to_save)
-    for name in targets:
-        if name not in TARGET_SETS:
-            raise ConfigError(f"unknown target set {name!r}: choose from {sorted(TARGET_SETS)}")
-        lora_targets(skeleton, TARGET_SETS[name])
     paths = config.paths
     for folder in (paths.data, *((paths.model, paths.results) if step in STEPS_THAT_TRAIN else ())):
         check_writable(folder)
@@ -79,9 +62,7 @@ def prepare(config: Config, log=print) -> DatasetDict:
 
 
 def baseline(config: Config, full_finetune: bool = True, log=print) -> dict[str, dict]:
-    """The reference records on the test split (notebook 02): majority class, the untrained pretrained model,
-    TF-IDF + logistic regression, a linear probe on the frozen encoder and, unless full_finetune is False (it takes
-    longer than LoRA), full fine-tuning. Each is written as soon as it is done."""
+    """baselines.RUNS' test records (notebook 02), each written when done; full_finetune=False skips the slowest."""
     check("baseline", config)
     splits = _splits(config)
     records = {}
@@ -93,11 +74,8 @@ def baseline(config: Config, full_finetune: bool = True, log=print) -> dict[str,
 
 
 def train(config: Config, resume: bool = False, log=print):
-    """Train LoRA adapters (notebook 03), save them to model/lora-adapter/, write the test record "lora", then the
-    adapter's model card and its merged export model/lora-merged/; (record, trained model).
-
-    resume continues from the last checkpoint in model/checkpoints/ when there is one, if this run made it.
-    """
+    """Train LoRA adapters (notebook 03) into model/lora-adapter/ with their card, write the record "lora", export
+    model/lora-merged/; resume continues this run's last checkpoint. (record, trained model)"""
     checkpoint = check("train", config, resume=resume)
     splits = _splits(config)
     labels = data.labels_of(splits)
@@ -126,9 +104,8 @@ def train(config: Config, resume: bool = False, log=print):
 
 
 def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), log=print) -> dict[str, tuple]:
-    """peft's LoRA and this project's from-scratch LoRA (notebook 05) trained alike on a stratified subsample of
-    config.train_size training examples, validated once per epoch, then tested and written: (record, trained model)
-    by run."""
+    """peft's LoRA and lora.py's (notebook 05) trained alike on config.train_size stratified training examples,
+    validated once per epoch, tested and written: (record, trained model) by run."""
     splits = DatasetDict({**splits, "train": data.subsample(splits["train"], config.train_size, config.split_seed)})
     trained = {}
     for run in runs:
@@ -140,13 +117,9 @@ def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), log=print) -> d
 
 
 def evaluate(config: Config, log=print) -> dict:
-    """Reload the saved adapter into a fresh base model and score the test split: the record "lora-reloaded".
-
-    The settings are the adapter's own (config gives only output_root and eval_batch_size); training time,
-    history, parameter counts and resources come from the record "lora" that train wrote with the adapter.
-    The data is the prepared data the adapter was trained on, read and never prepared again: anything else is
-    refused, and results/lora-reloaded.json is the only file written.
-    """
+    """Score the saved adapter, reloaded into a fresh base model, on the test split it was trained with (never
+    prepared again): results/lora-reloaded.json, the only file written. Settings are the adapter's (config gives
+    output_root and eval_batch_size); training, params and resources come from its record "lora"."""
     folder = config.paths.adapter
     trained, labels = provenance.saved_adapter(folder, output_root=config.output_root,
                                                eval_batch_size=config.eval_batch_size)

@@ -58,18 +58,12 @@ def over_seeds(records: dict[str, dict], seeds: dict[str, list[dict]] | None = N
     return {run: seeds.get(run) or [record] for run, record in records.items()}
 
 
-def seed_frame(records: dict[str, dict], seeds: dict[str, list[dict]] | None = None, metrics=("accuracy", "f1_macro"),
-               ) -> pd.DataFrame:
-    """One row per run, seed and metric: the values behind every spread shown."""
-    runs = over_seeds(records, seeds)
-    return pd.DataFrame([(r["run"], found["meta"]["seed"], m, found["metrics"][m])
-                         for r in ordered(records) for found in runs[r["run"]] for m in metrics],
-                        columns=["run", "seed", "metric", "value"])
-
-
 def metric_bars(records: dict[str, dict], metrics=("accuracy", "f1_macro"), seeds=None) -> plt.Figure:
     """Mean test metrics over the seeds (bars), their standard deviation (error bars) and each seed (dots)."""
-    frame = seed_frame(records, seeds, metrics)
+    runs = over_seeds(records, seeds)
+    frame = pd.DataFrame([(r["run"], found["meta"]["seed"], m, found["metrics"][m])
+                          for r in ordered(records) for found in runs[r["run"]] for m in metrics],
+                         columns=["run", "seed", "metric", "value"])
     n = frame.groupby("run")["seed"].nunique()
     fig, ax = plt.subplots(figsize=(max(7, 1.5 * len(records)), 3.5))  # wide enough to label every bar
     sns.barplot(frame, x="metric", y="value", hue="run", errorbar="sd", capsize=0.1, err_kws={"linewidth": 1}, ax=ax)
@@ -108,10 +102,9 @@ def training_curves(record: dict) -> plt.Figure:
     evals = [h for h in history if "eval_loss" in h]
     style = dict(marker="o", markersize=3) if len(evals) > 1 else dict(marker="o")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-    left.plot([h["epoch"] for h in train], [h["loss"] for h in train], label=f"training loss ({len(train)} points)",
-              **style)
-    left.plot([h["epoch"] for h in evals], [h["eval_loss"] for h in evals],
-              label=f"validation loss ({len(evals)} points)", **style)
+    for name, key, points in (("training", "loss", train), ("validation", "eval_loss", evals)):
+        left.plot([h["epoch"] for h in points], [h[key] for h in points], label=f"{name} loss ({len(points)} points)",
+                  **style)
     left.set(title="Loss", xlabel="epoch")
     left.legend()
     for metric in ("eval_accuracy", "eval_f1_macro"):
@@ -141,9 +134,8 @@ def parameter_counts(records: dict[str, dict]) -> plt.Figure:
 
 
 def accuracy_against_cost(records: dict[str, dict], seeds=None) -> plt.Figure:
-    """Test accuracy of each trained run against the weights it trains and the size of what it saves (log scales),
-    with the majority class as the floor; each seed is a dot, the mean +- standard deviation a bar where there are
-    several. A run without a resources section is left out of the right panel."""
+    """Test accuracy of each trained run against its trainable weights and saved size (log scales), the majority
+    class as the floor; each seed a dot, the mean +- standard deviation a bar where there are several."""
     runs = over_seeds(records, seeds)
     trained = [r for r in ordered(records) if "train" in r]
     floor = [r for r in records.values() if r["kind"] == "majority"]
@@ -171,27 +163,24 @@ def accuracy_against_cost(records: dict[str, dict], seeds=None) -> plt.Figure:
 
 
 def summary_table(records: dict[str, dict], seeds=None) -> pd.DataFrame:
-    """Scores (mean +- standard deviation over the seeds where there are several) and costs of each run. Peak memory
-    is left out: measured inside one notebook process, it depends on what ran before (benchmarks/throughput.py
-    measures each recipe alike, in a fresh process)."""
+    """Scores (mean +- standard deviation over the seeds where there are several) and costs of each run; peak
+    memory is left out: measured inside one notebook process, it depends on what ran before."""
     runs = over_seeds(records, seeds)
     rows = []
     for r in ordered(records):
         train, resources = r.get("train") or {}, r.get("resources") or {}
-        total = r["params"]["total"]
-        found = runs[r["run"]]
+        total, found = r["params"]["total"], runs[r["run"]]
         rows.append({
-            "run": r["run"],
-            **{metric: spread_text([f["metrics"][metric] for f in found]) for metric in ("accuracy", "f1_macro")},
-            "seeds": len(found),
+            "run": r["run"], **_scores(found), "seeds": len(found),
             "trainable params": f"{r['params']['trainable']:,}",
             "trainable %": f"{r['params']['trainable'] / total:.2%}" if total else "-",
-            "train time (s)": train.get("seconds", "-"),
-            "train examples/s": train.get("examples_per_second", "-"),
-            "saved (MB)": resources.get("saved_mb", "-"),
-            "test examples": r["n_examples"],
-        })
+            "train time (s)": train.get("seconds", "-"), "train examples/s": train.get("examples_per_second", "-"),
+            "saved (MB)": resources.get("saved_mb", "-"), "test examples": r["n_examples"]})
     return pd.DataFrame(rows)
+
+
+def _scores(found: list[dict]) -> dict:  # accuracy and macro-F1 over a run's records, as the tables show them
+    return {metric: spread_text([f["metrics"][metric] for f in found]) for metric in ("accuracy", "f1_macro")}
 
 
 def spread_text(values: list[float]):
@@ -228,8 +217,7 @@ def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def sweep_lines(frame: pd.DataFrame) -> plt.Figure:
-    """Scores against rank on query/value (mean line, standard deviation band, a dot per seed), and accuracy against
-    trainable weights for every run."""
+    """Scores against rank on query/value (mean, std band, a dot per seed); accuracy against trainable weights."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     grid = frame[frame["targets"] == "query-value"]
     n = frame.groupby("run")["seed"].size()
@@ -282,8 +270,7 @@ def confused_pairs(records: dict[str, dict]) -> pd.DataFrame:
 
 
 def learning_curves(points: pd.DataFrame, metrics=("accuracy", "f1_macro")) -> plt.Figure:
-    """Test scores against training examples per class (log x), one line per method: the mean over the draws, a
-    band of +- one standard deviation, and each draw as a dot (lora_ft.curves.points)."""
+    """Test scores against training examples per class (curves.points), per method: mean, +- 1 std band, draws."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.2), squeeze=False)
     methods = list(dict.fromkeys(points["method"]))
     colours = dict(zip(methods, sns.color_palette("tab10", len(methods))))
@@ -307,9 +294,7 @@ def learning_curves(points: pd.DataFrame, metrics=("accuracy", "f1_macro")) -> p
 
 
 def recipe_speeds(folder: Path) -> dict[str, dict]:
-    """Each recipe's training speed and peak memory on the machine that ran `python benchmarks/throughput.py --which`
-    (folder/speed.json, folder being results/recipes/; empty where it has not run), by recipe, each with that machine
-    as "device"."""
+    """Each recipe's speed and peak memory in folder/speed.json (benchmarks/throughput.py --which), with its device."""
     path = Path(folder) / "speed.json"
     if not path.exists():
         return {}
@@ -318,9 +303,8 @@ def recipe_speeds(folder: Path) -> dict[str, dict]:
 
 
 def recipe_speed(found: list[dict], timed: dict | None = None) -> dict:
-    """A recipe's training cost: examples/s, minutes for its budget and peak memory, from timed (its entry in
-    results/recipes/speed.json, measured on this CPU by benchmarks/throughput.py --which) where given, else from its
-    runs' own records (whatever machine trained them; several runs at once on a GPU make those times meaningless)."""
+    """A recipe's examples/s, minutes for its budget and peak memory: from timed (recipe_speeds) where given, else
+    from its records (whatever trained them; several runs at once on a GPU make those times meaningless)."""
     processed = float(np.mean([f["train"]["examples_per_second"] * f["train"]["seconds"] for f in found]))
     if timed:
         per_second, memory, where = timed["examples_per_second"], timed["peak_memory_mb"], timed["device"]
@@ -332,45 +316,34 @@ def recipe_speed(found: list[dict], timed: dict | None = None) -> dict:
 
 
 def recipe_table(runs: dict[str, list[dict]], speed: dict | None = None) -> pd.DataFrame:
-    """Notebook 08: each recipe's test scores (mean ± std over its seeds) and costs: trainable weights, adapter size
-    and (recipe_speed) training examples/s, minutes for the budget and peak memory."""
+    """Notebook 08: each recipe's test scores (mean ± std over its seeds) and costs (recipe_speed)."""
     rows = []
     for name, found in runs.items():
         cost = recipe_speed(found, (speed or {}).get(name))
         rows.append({
-            "recipe": name,
-            **{metric: spread_text([f["metrics"][metric] for f in found]) for metric in ("accuracy", "f1_macro")},
-            "seeds": len(found),
+            "recipe": name, **_scores(found), "seeds": len(found),
             "trainable params": f"{found[0]['params']['trainable']:,}",
-            "train examples/s": round(cost["examples/s"], 1),
-            "train time (min)": round(cost["minutes"], 1),
+            "train examples/s": round(cost["examples/s"], 1), "train time (min)": round(cost["minutes"], 1),
             "peak memory (MB)": round(cost["peak MB"]),
             "adapter (MB)": round(float(np.mean([f["resources"]["saved_mb"] for f in found])), 2),
-            "accuracy runs on": ", ".join(sorted({f["meta"]["device"] for f in found})),
-            "speed on": cost["speed on"],
-        })
+            "accuracy runs on": ", ".join(sorted({f["meta"]["device"] for f in found})), "speed on": cost["speed on"]})
     return pd.DataFrame(rows)
 
 
 def recipe_costs(runs: dict[str, list[dict]], speed: dict | None = None) -> plt.Figure:
-    """Notebook 08: test accuracy of each recipe against its training time (recipe_speed) and its trainable weights;
-    each seed a dot, the mean ± standard deviation of accuracy a bar where there are several. Each recipe has its
-    own colour and marker, named in the legend (labels beside the points would pile up where recipes cost the same)."""
+    """Notebook 08: test accuracy of each recipe against its training time (recipe_speed) and trainable weights;
+    each seed a dot, mean ± std a bar; a colour and marker per recipe, named in the legend (labels would pile up)."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), sharey=True, layout="constrained")
-    markers = "osD^v"
+    markers, speed = "osD^v", speed or {}
     style = {name: {"color": f"C{i % 10}", "marker": markers[i // 10 % len(markers)]} for i, name in enumerate(runs)}
-
-    def minutes(name, found):
-        return recipe_speed(found, (speed or {}).get(name))["minutes"]
-
-    panels = ((axes[0], "training time (min)", minutes, "linear"),
+    panels = ((axes[0], "training time (min)", lambda name, found: recipe_speed(found, speed.get(name))["minutes"],
+               "linear"),
               (axes[1], "trainable weights", lambda name, found: found[0]["params"]["trainable"], "log"))
     handles = {}
     for ax, xlabel, x, scale in panels:
         for name, found in runs.items():
             where, ys = x(name, found), [f["metrics"]["accuracy"] for f in found]
-            dots = ax.scatter([where] * len(ys), ys, s=12 if len(found) > 1 else 40, alpha=0.6, **style[name])
-            handles[name] = dots
+            handles[name] = ax.scatter([where] * len(ys), ys, s=12 if len(found) > 1 else 40, alpha=0.6, **style[name])
             if len(found) > 1:
                 handles[name] = ax.errorbar(where, np.mean(ys), yerr=np.std(ys, ddof=1), capsize=3, markersize=7,
                                             label=name, **style[name])

@@ -1,10 +1,6 @@
-"""What made a checkpoint, an adapter or a record, and the checks that refuse mixing them up.
-
-A fingerprint is the settings that shape the trained weights, the class names and a digest of the prepared
-examples. train writes it into every checkpoint and into the saved adapter; `train --resume` continues only a
-checkpoint this run's settings made, and evaluate, predict and export read an adapter only with the settings,
-labels and data it was trained with.
-"""
+"""What made a checkpoint, an adapter or a record, and the checks that refuse mixing them up: `train --resume`
+continues only a checkpoint this run's settings made; evaluate, predict and export read an adapter only with the
+settings, labels and data it was trained with."""
 
 from __future__ import annotations
 
@@ -49,8 +45,7 @@ def resumable_checkpoint(config: Config) -> Path | None:
 def last_checkpoint(config: Config) -> Path | None:
     """The last checkpoint in model/checkpoints/ that carries a fingerprint (one without was cut off while saving)."""
     folder = config.paths.checkpoints
-    found = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.rsplit("-", 1)[-1].isdigit()] \
-        if folder.is_dir() else []
+    found = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.rsplit("-", 1)[-1].isdigit()]
     proven = [p for p in found if (p / FINGERPRINT).is_file()]
     if found and not proven:
         raise ConfigError(f"the checkpoints in {folder} carry no fingerprint (saved by an older version, or cut off "
@@ -78,8 +73,7 @@ class WriteFingerprint(TrainerCallback):
 
 
 def saved_adapter(folder: Path, **changes) -> tuple[Config, list[str]]:
-    """The settings an adapter folder was trained with (changes applied) and its class names, checked against the
-    fingerprint that train saved with them."""
+    """An adapter folder's settings (changes applied) and class names, checked against its saved fingerprint."""
     folder = Path(folder)
     settings, labels = folder / "lora_ft_config.json", folder / "labels.json"
     restore_backup(folder)
@@ -116,11 +110,8 @@ def prepared_for(trained: Config, folder: Path) -> DatasetDict:
 
 
 def refuse_mismatch(saved: dict, current: dict, what: str, fix: str) -> None:
-    """A ConfigError naming what differs between a saved fingerprint and the current one (only current's parts).
-
-    "{settings}" in fix becomes the saved values of the differing settings, as key=value words. Settings that
-    change no trained weight (NOT_TRAINED) are not compared, whichever version saved them.
-    """
+    """A ConfigError naming what differs between a saved fingerprint and the current one (only current's parts,
+    NOT_TRAINED settings aside); "{settings}" in fix becomes the differing settings' saved values, as key=value."""
     differ, words = [], []
     if "settings" in current:
         there = {k: v for k, v in (saved.get("settings") or {}).items() if k not in NOT_TRAINED}

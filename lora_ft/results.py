@@ -1,6 +1,5 @@
-"""One self-describing JSON per evaluated run under results/: the contract plots and the README read.
-
-Reading, checking and finding records needs no torch; run.record builds one from a model's predictions."""
+"""One self-describing JSON per evaluated run under results/: the contract plots and the README read (no torch
+needed; run.record builds a record)."""
 
 from __future__ import annotations
 
@@ -52,8 +51,7 @@ def validate(result: dict) -> None:
 
 
 def path_of(results_dir: Path, run: str, seed: int = DEFAULT_SEED) -> Path:
-    """Where a run's record lives: results/<run>.json for the notebooks' seed, results/seeds/<run>.seed<k>.json
-    for the others (lora_ft.experiments.seeds)."""
+    """A run's record: results/<run>.json for the notebooks' seed, else results/seeds/<run>.seed<k>.json."""
     if seed == DEFAULT_SEED:
         return Path(results_dir) / f"{run}.json"
     return Path(results_dir) / "seeds" / f"{run}.seed{seed}.json"
@@ -78,10 +76,8 @@ def load_all(results_dir: Path) -> dict[str, dict]:
 
 
 def settings(record: dict) -> dict:
-    """What made a record, as today's Config would hold it (settings added since are at their defaults), less what
-    changes no prediction (where the run lives, how it is batched for evaluation, where curves are reported) and the
-    training seed; plus the record's "recipe" (settings outside Config, e.g. SetFit's, lora_ft.curves) where it has
-    one."""
+    """What made a record (config_settings of today's Config, new settings at their defaults), plus its "recipe"
+    (settings outside Config, e.g. SetFit's) where it has one."""
     found = config_settings(Config(**{**record["config"], "smoke": record["meta"]["smoke"]}))
     if "recipe" in record:
         found["recipe"] = record["recipe"]
@@ -89,8 +85,8 @@ def settings(record: dict) -> dict:
 
 
 def finished(path: Path, wanted: dict) -> dict | None:
-    """The record at path if it exists and was made with the settings wanted (as results.settings gives them), else
-    None: what the resumable grids (sweep, seeds, recipes, curves) skip."""
+    """The record at path if it was made with the settings wanted (as settings() gives them), else None: what the
+    resumable grids skip."""
     if not Path(path).exists():
         return None
     record = read(path)
@@ -98,6 +94,5 @@ def finished(path: Path, wanted: dict) -> dict | None:
 
 
 def config_settings(config: Config) -> dict:
-    """What results.settings keeps of a Config: the settings that shape the trained weights, less the seed (which
-    names the record's file)."""
+    """What settings() keeps of a Config: those that shape the trained weights, less the seed (named by the file)."""
     return {k: v for k, v in config.trained_settings().items() if k != "seed"}

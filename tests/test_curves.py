@@ -76,7 +76,7 @@ def test_a_curve_writes_one_record_per_draw_and_summaries_then_skips_them(config
     experiments.learning_curves(config, methods=("tfidf-logreg", "setfit"), per_class=(4,), draws=2, log=lines.append)
     assert lines == ["4 already done, skipped"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    table = curves.table(curves.load_summaries(config))
+    table = curves.table(summaries)
     assert table["method"].tolist() == ["setfit", "tfidf-logreg"] and table["draws"].tolist() == [2, 2]
 
 

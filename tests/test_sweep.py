@@ -51,7 +51,8 @@ def test_sweep_writes_one_record_per_point_and_skips_finished_ones(tmp_path, mon
     splits = data.tokenize(DatasetDict(train=split, validation=split, test=split), tokenizer, config.max_length)
     monkeypatch.setattr(experiments.data, "prepare", lambda config: DatasetDict(splits))
     said = []
-    summaries = experiments.sweep(config, (1, 2), (2,), extra_targets=(), train_size=None, log=said.append)
+    summaries = experiments.sweep(config, ranks=(1, 2), alpha_ratios=(2,), extra_targets=(), train_size=None,
+                                  log=said.append)
     names = ["sweep-query-value-r1-alpha2", "sweep-query-value-r2-alpha4"]
     assert sorted(summaries) == names and said[0] == "2 configurations, 9 training examples each"
     assert [line.split(":")[0] for line in said[1:]] == [f"{name} seed 42" for name in names]
@@ -63,7 +64,8 @@ def test_sweep_writes_one_record_per_point_and_skips_finished_ones(tmp_path, mon
         assert (config.paths.results / "summaries" / f"{name}.json").is_file() and summaries[name]["n"] == 1
     stamps = {p.name: p.stat().st_mtime_ns for p in config.paths.results.glob("*.json")}
     said.clear()
-    experiments.sweep(config, (1, 2), (2,), extra_targets=(), train_size=None, log=said.append)
+    experiments.sweep(config, ranks=(1, 2), alpha_ratios=(2,), extra_targets=(), train_size=None,
+                      log=said.append)
     assert said[1:] == ["2 already done, skipped"]  # once per grid, not once per run
     assert {p.name: p.stat().st_mtime_ns for p in config.paths.results.glob("*.json")} == stamps
 

@@ -21,13 +21,9 @@ Returns:
 
 class ClassificationReport(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
-        )
+        ids = datasets.Value("int64")
+        return evaluate.MetricInfo(description=_DESCRIPTION, citation="", inputs_description=_KWARGS,
+                                   features=datasets.Features({"predictions": ids, "references": ids}))
 
     def _compute(self, predictions, references, labels=None):
         predictions, references = np.asarray(predictions, dtype=np.int64), np.asarray(references, dtype=np.int64)
