@@ -9,3 +9,34 @@ ROOT = Path(__file__).resolve().parent
 os.environ["LORA_FT_SMOKE"] = "1"
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the defaults need no network; fail fast rather than hang
+
+
+import contextlib  # noqa: E402  (after the variables above, which lora_ft reads when imported)
+import io  # noqa: E402
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
+
+from lora_ft import cli  # noqa: E402
+
+SMALL_RUN = ["train_size=64", "eval_size=32", "epochs=1"]
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """One small `prepare` then `train --resume` from the command line, shared by the test modules that need a trained
+    adapter: (its root, what train printed). Use copy_of_small_run to change it."""
+    root = tmp_path_factory.mktemp("small-run")
+    assert cli.main(["prepare", f"output_root={root}", *SMALL_RUN]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["train", "--resume", f"output_root={root}"]) == 0
+    return root, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def copy_of_small_run(small_run, tmp_path_factory):
+    """A module's own copy of small_run: (root, what train printed)."""
+    root = tmp_path_factory.mktemp("small-run-copy") / "root"
+    shutil.copytree(small_run[0], root)
+    return root, small_run[1]

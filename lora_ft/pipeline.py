@@ -83,6 +83,8 @@ def train(config: Config, resume: bool = False, log=print):
     if checkpoint is not None:  # its settings matched; now its classes and data, known once the data is prepared
         provenance.refuse_mismatch(provenance.read_fingerprint(checkpoint), made, f"checkpoint {checkpoint}",
                                    provenance.resume_fix(checkpoint))
+    if checkpoint is not None:
+        on_main_process(provenance.follow_move, checkpoint)
     if resume:
         _log(log, f"resuming from {checkpoint}" if checkpoint
              else f"no checkpoint in {config.paths.checkpoints}: training from the start")

@@ -42,6 +42,17 @@ def resumable_checkpoint(config: Config) -> Path | None:
     return checkpoint
 
 
+def follow_move(checkpoint: Path) -> None:
+    """Re-point the Trainer's state at this folder after the output root moved: it names the best checkpoint by
+    absolute path, and a resumed run would otherwise rotate the real one away as not the best."""
+    path = checkpoint / "trainer_state.json"
+    state = json.loads(path.read_text())
+    best = state.get("best_model_checkpoint")
+    if best is not None and Path(best).parent != checkpoint.parent:
+        moved = checkpoint.parent / Path(best).name
+        write_json_atomic(path, {**state, "best_model_checkpoint": str(moved) if moved.is_dir() else None})
+
+
 def last_checkpoint(config: Config) -> Path | None:
     """The last checkpoint in model/checkpoints/ that carries a fingerprint (one without was cut off while saving)."""
     folder = config.paths.checkpoints

@@ -19,12 +19,9 @@ def state(root) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A root with prepared data, a trained adapter, its record and merged export."""
-    root = tmp_path_factory.mktemp("trained")
-    assert cli.main(["prepare", *SMALL, f"output_root={root}"]) == 0
-    assert cli.main(["train", f"output_root={root}"]) == 0
-    return root
+def trained(copy_of_small_run):
+    """A root with prepared data, a trained adapter, its record and merged export (conftest.small_run)."""
+    return copy_of_small_run[0]
 
 
 def refused(capsys, *argv) -> str:

@@ -94,13 +94,10 @@ def test_config_files_json_and_yaml_then_overrides_on_top(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny prepare then train in a temporary output root, and what train printed."""
-    root = tmp_path_factory.mktemp("run")
-    assert run(["prepare", f"output_root={root}", *SMALL])[0] == 0
-    status, out = run(["train", "--resume", f"output_root={root}"])  # the rest of the settings: read back
-    assert status == 0
-    return root, out
+def trained(copy_of_small_run):
+    """A small prepare then `train --resume` (conftest.small_run), in this module's own root, and what train
+    printed."""
+    return copy_of_small_run
 
 
 def test_train_reads_the_prepared_settings_back_and_saves_adapter_and_record(trained):
@@ -184,6 +181,14 @@ def test_resume_continues_from_the_last_checkpoint(trained):
     assert after["train"]["history"] == before["train"]["history"] and after["metrics"] == before["metrics"]
 
 
+def test_a_moved_output_root_resumes_and_keeps_its_checkpoint(trained, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(trained[0], moved)  # the Trainer's state still names the checkpoint in the old root
+    status, out = run(["train", "--resume", f"output_root={moved}"])
+    assert status == 0 and f"resuming from {moved / 'model' / 'checkpoints'}" in out
+    assert [p.name for p in (moved / "model" / "checkpoints").iterdir()] == ["checkpoint-2"]  # not rotated away
+
+
 def test_sweep_writes_its_records(trained):
     root, _ = trained
     assert run(["sweep", "--ranks", "2", "--alpha-ratios", "2", "--extra-targets", "none", "--train-size", "32",
@@ -199,9 +204,7 @@ def test_the_module_runs_as_a_program(trained, tmp_path):
     def program(*argv):
         return subprocess.run([sys.executable, "-m", "lora_ft", *argv], capture_output=True, text=True, cwd=tmp_path)
 
-    done = program("train", "rank=4")  # one process for the error path (the others run in this one)
-    assert done.returncode == 2 and done.stderr.startswith("error: unknown setting") and done.stderr.count("\n") == 1
-    done = program("predict", f"output_root={root}", "The flight to Boston departs at 9am.")
+    done = program("predict", f"output_root={root}", "The flight to Boston departs at 9am.")  # one process
     assert done.returncode == 0, done.stderr
     label, _, text = done.stdout.strip().split("\t")
     assert label in LABELS and text == "The flight to Boston departs at 9am."

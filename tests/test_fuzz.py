@@ -109,7 +109,7 @@ def assert_one_line(error: LoraFtError) -> None:
     assert message and "\n" not in message and len(message) < 600, message
 
 
-@fast(160)
+@fast(100)
 @given(file=data_files(), changes=data_settings)
 def test_malformed_data_files_load_or_fail_with_one_line(prepared_root, tokenizer, tmp_path_factory, file, changes):
     root, before = prepared_root
