@@ -19,7 +19,7 @@ from .config import Config
 from .errors import ConfigError, DataError, listed
 from .io import atomic_file, check_writable, replace_dir_atomic
 from .measure import folder_mb
-from .modeling import count_params, limit_tokenizer, load_tokenizer
+from .modeling import count_params, limit_tokenizer, load_tokenizer, quiet_transformers
 from .provenance import saved_adapter
 from .run import record as build_record
 from .sources import LABEL_COLUMNS, TEXT_COLUMNS
@@ -148,7 +148,8 @@ def export(config: Config, adapter: Path | str | None = None, output: Path | str
     model = load_adapter(folder, trained, labels, merge=True)
 
     def build(tmp: Path):
-        model.save_pretrained(tmp)
+        with quiet_transformers():  # no "Writing model shards" bar (a widget in a notebook)
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         limit_tokenizer(tmp, trained.max_length)
         card.write(card.for_adapter(trained, labels, folder, merged=True), tmp)
