@@ -44,7 +44,6 @@ STEPS = {
               "card, which transformers.pipeline serves (train does this too); writes model/lora-merged/",
     "all": "prepare, baseline, train, evaluate and sweep, in order",
 }
-ADAPTER_HELP = "adapter folder that train saved (default: model/lora-adapter/ in the output root)"
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 HINTS = typing.get_type_hints(Config)
@@ -265,8 +264,9 @@ def read_texts(path: Path) -> list[str]:
 def settings_help() -> str:
     """Every setting with its type, default and description, for the epilog of each step's --help."""
     lines = textwrap.wrap("settings: key=value words, or keys of the --config file; lists are comma-separated, None "
-                          "or null unsets. Steps other than prepare and all start from the settings saved with the "
-                          "prepared data, as notebooks 02 to 06 do.", 100) + [""]
+                          "or null unsets. Steps other than prepare and all start from the defaults below and the "
+                          "prepared data's own settings (data set, model, split, tokenization), as notebooks 02 to 08 "
+                          "do; what one step is given is not kept for the next.", 100) + [""]
     for field in FIELDS.values():
         default = "" if field.default is dataclasses.MISSING else f" = {_show(field.default)}"
         lines.append(f"  {field.name}: {field.type}{default}")
@@ -329,7 +329,8 @@ def parser() -> argparse.ArgumentParser:
         else:
             step.add_argument("settings", nargs="*", metavar="key=value", help="settings that override the file's")
         if name in ("predict", "export"):
-            step.add_argument("--adapter", type=Path, metavar="DIR", help=ADAPTER_HELP)
+            step.add_argument("--adapter", type=Path, metavar="DIR",
+                              help="adapter folder that train saved (default: model/lora-adapter/ in the output root)")
         if name == "export":
             step.add_argument("--output", type=Path, metavar="DIR",
                               help="folder to write (default: model/lora-merged/ in the output root)")

@@ -79,33 +79,16 @@ class Paths:
     seed: int = DEFAULT_SEED
 
     @property
-    def data(self) -> Path:
-        return self.base / "data" / "prepared"
-
-    @property
     def model(self) -> Path:
         """model/ for the notebooks' seed; model/seeds/seed<k>/ for the others, so extra seeds never replace it."""
         return self.base / "model" if self.seed == DEFAULT_SEED else self.base / "model" / "seeds" / f"seed{self.seed}"
 
-    @property
-    def adapter(self) -> Path:
-        return self.model / "lora-adapter"
-
-    @property
-    def merged(self) -> Path:
-        return self.model / "lora-merged"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.model / "checkpoints"
-
-    @property
-    def results(self) -> Path:
-        return self.base / "results"
-
-    @property
-    def figures(self) -> Path:
-        return self.results / "figures"
+    data = property(lambda self: self.base / "data" / "prepared")
+    adapter = property(lambda self: self.model / "lora-adapter")
+    merged = property(lambda self: self.model / "lora-merged")
+    checkpoints = property(lambda self: self.model / "checkpoints")
+    results = property(lambda self: self.base / "results")
+    figures = property(lambda self: self.results / "figures")
 
 
 def _setting(default, help_text: str):
