@@ -94,5 +94,7 @@ def finished(path: Path, wanted: dict) -> dict | None:
 
 
 def config_settings(config: Config) -> dict:
-    """What settings() keeps of a Config: those that shape the trained weights, less the seed (named by the file)."""
-    return {k: v for k, v in config.trained_settings().items() if k != "seed"}
+    """What settings() keeps of a Config: those that shape the trained weights, less the seed (named by the file); a
+    local data set by its name, as a checkout (and the data beside it) can move."""
+    found = {k: v for k, v in config.trained_settings().items() if k != "seed"}
+    return {**found, "dataset": Path(found["dataset"]).name} if Path(found["dataset"]).is_absolute() else found
