@@ -72,7 +72,7 @@ def _as_plain_lora(model, folder: Path) -> None:
 def load_adapter(path: Path, config: Config, labels: list[str], merge: bool = False):
     """A fresh base model with the adapter save_adapter wrote on top (optionally merged into its weights)."""
     path = Path(path)
-    _check_adapter(path, config, labels)
+    check_adapter(path, config, labels)
     base = load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit)
     try:
         model = PeftModel.from_pretrained(base, str(path))
@@ -95,7 +95,7 @@ def merge_and_unload(model):
     return model.merge_and_unload()
 
 
-def _check_adapter(path: Path, config: Config, labels: list[str]) -> None:
+def check_adapter(path: Path, config: Config, labels: list[str]) -> None:
     """Raise a ConfigError naming the problem and the fix unless path holds a whole, readable adapter for config."""
     restore_backup(path)
     if not path.is_dir():

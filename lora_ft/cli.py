@@ -132,23 +132,32 @@ def _run(args) -> None:
         experiments.sweep(config, **sweep_options)
     elif args.step == "export":
         serving.export(config, args.adapter, args.output)
-    elif args.input or args.output:
+    else:
+        _predict(args, config, words, texts)
+
+
+def _predict(args, config: Config, words: list[str], texts: list[str]) -> None:
+    """predict: texts or a file, with one adapter or several task adapters on one base (--adapter NAME=DIR ...)."""
+    split = (a.rpartition("=") for a in args.adapter or [])  # [NAME=]DIR: the task's name (default: the folder's)
+    given = [(name or Path(folder).name, Path(folder)) for name, _, folder in split]
+    names = [name for name, _ in given]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"two adapters are named {listed(sorted({n for n in names if names.count(n) > 1}))}: name "
+                          "each task's adapter apart, --adapter NAME=DIR")
+    adapters = dict(given)
+    several, adapter = len(adapters) > 1, next(iter(adapters.values()), None)
+    if args.input or args.output:
         if not (args.input and args.output) or texts or args.file or args.json:
             raise ConfigError("predict --input FILE needs --output FILE, and takes no texts, --file or --json: "
                               "give both files, or texts alone")
         # the file's own format: only what this command was given, never the prepared data's delimiter or encoding
-        given = {**(read_config_file(args.config) if args.config else {}), **parse_overrides(words)}
-        serving.predict_file(config, args.input, args.output, args.adapter, args.text_column, given.get("delimiter"),
-                             given.get("encoding"), log=lambda line: print(line, file=sys.stderr))
-    else:
-        texts += read_texts(args.file) if args.file else []
-        predictions = serving.predict(config, texts, args.adapter)
-        if args.json:
-            rows = [{"text": t, "label": label, "score": round(s, 4)} for t, (label, s) in zip(texts, predictions)]
-            print(json.dumps(rows, indent=2, ensure_ascii=False))
-        else:
-            for text, (label, score) in zip(texts, predictions):
-                print(f"{label}\t{score:.4f}\t{text}")
+        file = {**(read_config_file(args.config) if args.config else {}), **parse_overrides(words)}
+        classify = serving.predict_file_tasks if several else serving.predict_file
+        classify(config, args.input, args.output, adapters if several else adapter, args.text_column,
+                 file.get("delimiter"), file.get("encoding"), log=lambda line: print(line, file=sys.stderr))
+        return
+    texts += read_texts(args.file) if args.file else []
+    print(serving.predict_text(config, texts, adapters, args.json))
 
 
 def make_config(step: str, config_file: Path | None, overrides: dict) -> Config:
@@ -328,7 +337,12 @@ def parser() -> argparse.ArgumentParser:
                                help="column holding the text (default: found by its name, as prepare finds it)")
         else:
             step.add_argument("settings", nargs="*", metavar="key=value", help="settings that override the file's")
-        if name in ("predict", "export"):
+        if name == "predict":
+            step.add_argument("--adapter", action="append", metavar="[NAME=]DIR",
+                              help="adapter folder that train saved (default: model/lora-adapter/ in the output "
+                                   "root); repeat to classify with several task adapters on one base in one pass, "
+                                   "each task's columns or scores named NAME (default: the folder's name)")
+        if name == "export":
             step.add_argument("--adapter", type=Path, metavar="DIR",
                               help="adapter folder that train saved (default: model/lora-adapter/ in the output root)")
         if name == "export":

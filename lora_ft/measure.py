@@ -23,7 +23,7 @@ def rss() -> int:
 def measure(interval: float = 0.02):
     """Yields a dict that gets, when the block ends, its peak memory above what the process held before, in MB:
     "peak_memory_mb" (resident, sampled every interval seconds) and on CUDA "peak_gpu_memory_mb"."""
-    _release_freed_memory()
+    release_freed_memory()
     usage, start, peak, done = {}, rss(), [0], threading.Event()
 
     def sample():
@@ -46,7 +46,7 @@ def measure(interval: float = 0.02):
             usage["peak_gpu_memory_mb"] = round((torch.cuda.max_memory_allocated() - gpu_start) / MB, 1)
 
 
-def _release_freed_memory() -> None:
+def release_freed_memory() -> None:
     """Hand freed memory back to the system: glibc keeps it resident, and the measured block would reuse it unseen."""
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim

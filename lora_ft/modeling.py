@@ -184,10 +184,11 @@ def set_base_dropout(settings, p: float) -> None:
         setattr(settings, name, p)
 
 
-def model_skeleton(name: str, trust_remote_code: bool = False):
+def model_skeleton(name: str, trust_remote_code: bool = False, num_labels: int = 2):
     """The model with its head on the meta device (no weights loaded): enough to check its module names and code."""
     with _loading(name, "configuration"):
-        model_config = AutoConfig.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
+        model_config = AutoConfig.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code,
+                                                  num_labels=num_labels)
     with _loading(name, "architecture"), quiet_transformers(), torch.device("meta"):
         return AutoModelForSequenceClassification.from_config(model_config, trust_remote_code=trust_remote_code)
 

@@ -20,6 +20,7 @@ from .errors import ConfigError, DataError, listed
 from .io import atomic_file, check_writable, replace_dir_atomic
 from .measure import folder_mb
 from .modeling import count_params, limit_tokenizer, load_tokenizer, quiet_transformers
+from .multitask import Tasks
 from .provenance import saved_adapter
 from .run import record as build_record
 from .sources import LABEL_COLUMNS, TEXT_COLUMNS
@@ -32,15 +33,43 @@ SEPARATORS = {"\t": "$'\\t' (a tab), or name the file .tsv", ";": "';'", "|": "'
 
 def predict(config: Config, texts, adapter: Path | str | None = None) -> list[tuple[str, float]]:
     """(label, probability) for each text from a saved adapter (default: config's), served by serving_model."""
+    texts = _checked_texts(texts)
+    model, tokenizer, trained, labels = serving_model(config, adapter)
+    probs = probabilities(model, tokenizer, trained, texts, config.eval_batch_size)
+    return [(labels[i], float(p[i])) for p, i in zip(probs, probs.argmax(-1))]
+
+
+def predict_text(config: Config, texts, adapters: dict[str, Path | str], as_json: bool = False) -> str:
+    """What predict prints for texts: a line per text, label, probability and text; with several task adapters
+    (one base, multitask.Tasks) task=label probability for each task; as_json: a JSON list of {text, label, score}
+    ({text, task: {label, score}} for several). {"": folder} or {} means one adapter (default: config's)."""
+    if len(adapters) > 1:
+        texts = _checked_texts(texts)
+        tasks = Tasks(adapters, config.precision)
+        probs = {name: tasks.probabilities(texts, name, config.eval_batch_size) for name in tasks.labels}
+        rows = [{name: (tasks.labels[name][int(p[i].argmax())], float(p[i].max())) for name, p in probs.items()}
+                for i in range(len(texts))]
+    else:
+        rows = [{"": answer} for answer in predict(config, texts, next(iter(adapters.values()), None))]
+    if as_json:
+        answers = [{name: {"label": label, "score": round(score, 4)} for name, (label, score) in row.items()}
+                   for row in rows]
+        return json.dumps([{"text": text, **(answer[""] if "" in answer else answer)}
+                           for text, answer in zip(texts, answers)],
+                          indent=2, ensure_ascii=False)
+    lines = ("\t".join(f"{name}={label} {score:.4f}" if len(row) > 1 else f"{label}\t{score:.4f}"
+                       for name, (label, score) in row.items()) for row in rows)
+    return "\n".join(f"{line}\t{text}" for line, text in zip(lines, texts))
+
+
+def _checked_texts(texts) -> list[str]:
     texts = list(texts)
     if not texts:
         raise DataError("no texts to classify: give them as arguments, or in a file with one text per line")
     blank = [i + 1 for i, text in enumerate(texts) if not str(text).strip()]
     if blank:
         raise DataError(f"text(s) number {listed(blank)} are blank: give texts with words in them")
-    model, tokenizer, trained, labels = serving_model(config, adapter)
-    probs = probabilities(model, tokenizer, trained, texts, config.eval_batch_size)
-    return [(labels[i], float(p[i])) for p, i in zip(probs, probs.argmax(-1))]
+    return texts
 
 
 def serving_model(config: Config, adapter: Path | str | None = None):
@@ -74,12 +103,7 @@ def predict_file(config: Config, source: Path, target: Path, adapter: Path | str
     folder = Path(adapter) if adapter is not None else config.paths.adapter
     trained, labels = saved_adapter(folder, output_root=config.output_root, eval_batch_size=config.eval_batch_size)
     encoding = encoding or "utf-8"
-    chunks = _chunks(source, chunk_rows, delimiter, encoding)
-    first = next(chunks, None)
-    if first is None or first.empty:
-        raise DataError(f"{source.name} has no rows: give a file with at least one text to classify")
-    columns = list(first.columns)
-    text = "text" if source.suffix.lower() == ".txt" else _text_column(columns, text_column, source, delimiter)
+    chunks, first, columns, text = _open(source, chunk_rows, delimiter, encoding, text_column)
     label = next((c for c in (trained.label_column, *LABEL_COLUMNS) if c in columns and c != text), None)
     added = ["predicted" if label else "label"] + [f"prob_{name}" for name in labels]
     clash = [c for c in added if c in columns]
@@ -89,34 +113,14 @@ def predict_file(config: Config, source: Path, target: Path, adapter: Path | str
     if label is not None:  # every label of the file checked before the first row is written
         _check_labels(_chunks(source, chunk_rows, delimiter, encoding), text, label, labels, source)
     model, tokenizer, _, _ = serving_model(config, folder)
-    rows, blank, references, predictions = 0, 0, [], []
-    with atomic_file(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out, \
-            tqdm(unit=" rows", desc="predict", file=sys.stderr, disable=not progress) as bar:
-        for chunk in itertools.chain([first], chunks):
-            if list(chunk.columns) != columns and target.suffix.lower() == ".csv":  # one header for all rows
-                extra = [c for c in chunk.columns if c not in columns]
-                if extra:
-                    raise DataError(f"{source.name}: records after row {rows:,} have keys {extra} that the first "
-                                    f"{rows:,} rows lack: give every record the same keys, or write a .jsonl file")
-                chunk = chunk.reindex(columns=columns)  # keys a later jsonl record lacks are empty
-            texts = _cells(chunk, text)
-            present = (texts != "").to_numpy()
-            predicted = pd.DataFrame(index=chunk.index, columns=added, dtype=object)
-            ids = np.full(len(chunk), -1)
-            if present.any():
-                probs = probabilities(model, tokenizer, trained, texts[present].tolist(), config.eval_batch_size)
-                ids[present] = probs.argmax(-1)
-                predicted.loc[present, added[0]] = [labels[i] for i in ids[present]]
-                predicted.loc[present, added[1:]] = probs.round(6)
-            if label is not None:
-                gold = _cells(chunk, label)
-                scored = present & (gold != "").to_numpy()
-                references += [labels.index(g) for g in gold[scored]]
-                predictions += ids[scored].tolist()
-            _write(pd.concat([chunk, predicted], axis=1), out, target.suffix.lower(), header=rows == 0)
-            rows += len(chunk)
-            blank += int((~present).sum())
-            bar.update(len(chunk))
+
+    def classify(texts: list[str]) -> pd.DataFrame:
+        probs = probabilities(model, tokenizer, trained, texts, config.eval_batch_size)
+        predicted = [labels[i] for i in probs.argmax(-1)]
+        return pd.DataFrame({added[0]: predicted, **dict(zip(added[1:], probs.round(6).T))})
+
+    rows, blank, pairs = _stream(source, first, chunks, columns, text, added, classify, target, progress, label)
+    references, predictions = ([labels.index(name) for name in names] for names in zip(*pairs)) if pairs else ([], [])
     summary = {"rows": rows, "blank": blank, "output": str(target)}
     log(f"{rows:,} rows classified -> {target}")
     if blank:
@@ -131,6 +135,79 @@ def predict_file(config: Config, source: Path, target: Path, adapter: Path | str
             + (f" ({unlabelled:,} rows without a label not scored)" if unlabelled else ""))
         summary.update(record=str(path), metrics=metrics)
     return summary
+
+
+def predict_file_tasks(config: Config, source: Path, target: Path, adapters: dict[str, Path | str],
+                       text_column: str | None = None, delimiter: str | None = None, encoding: str | None = None,
+                       chunk_rows: int = CHUNK_ROWS, progress: bool = True, log=print) -> dict:
+    """predict_file with several task adapters on one base model (multitask.Tasks) in one pass over source: every row
+    gets <task>_label and <task>_prob_<class> for each task; nothing is scored. Returns {"rows", "blank", "output"}."""
+    source, target = Path(source), Path(target)
+    _check_files(source, target)
+    tasks = Tasks(adapters, config.precision)  # every adapter checked, and all on one base, before any row is read
+    encoding = encoding or "utf-8"
+    chunks, first, columns, text = _open(source, chunk_rows, delimiter, encoding, text_column)
+    added = [column for name, labels in tasks.labels.items()
+             for column in (f"{name}_label", *(f"{name}_prob_{label}" for label in labels))]
+    clash = [c for c in added if c in columns]
+    if clash:
+        raise DataError(f"{source.name} already has column(s) {clash}, which the predictions add: "
+                        "rename them in the input, or name the tasks otherwise (--adapter NAME=DIR)")
+
+    def classify(texts: list[str]) -> pd.DataFrame:
+        frame = {}
+        for name, labels in tasks.labels.items():
+            probs = tasks.probabilities(texts, name, config.eval_batch_size)
+            frame[f"{name}_label"] = [labels[i] for i in probs.argmax(-1)]
+            frame.update({f"{name}_prob_{label}": column for label, column in zip(labels, probs.round(6).T)})
+        return pd.DataFrame(frame)
+
+    rows, blank, _ = _stream(source, first, chunks, columns, text, added, classify, target, progress)
+    log(f"{rows:,} rows classified for {len(tasks.labels)} tasks ({listed(list(tasks.labels))}) -> {target}")
+    if blank:
+        log(f"warning: {blank:,} rows have no text; their predictions are empty")
+    return {"rows": rows, "blank": blank, "output": str(target)}
+
+
+def _open(source: Path, chunk_rows: int, delimiter: str | None, encoding: str, text_column: str | None):
+    """(the chunks after the first, the first, its columns, the text column) of a file to classify."""
+    chunks = _chunks(source, chunk_rows, delimiter, encoding)
+    first = next(chunks, None)
+    if first is None or first.empty:
+        raise DataError(f"{source.name} has no rows: give a file with at least one text to classify")
+    columns = list(first.columns)
+    text = "text" if source.suffix.lower() == ".txt" else _text_column(columns, text_column, source, delimiter)
+    return chunks, first, columns, text
+
+
+def _stream(source: Path, first: pd.DataFrame, chunks, columns: list, text: str, added: list[str], classify,
+            target: Path, progress: bool, label: str | None = None) -> tuple[int, int, list[tuple[str, str]]]:
+    """Write every row of source (first, then chunks) to target, in order, with the added columns that
+    classify(texts) fills (empty without text), atomically. Returns rows, blank rows, (label, added[0]) per label."""
+    rows, blank, pairs = 0, 0, []
+    with atomic_file(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out, \
+            tqdm(unit=" rows", desc="predict", file=sys.stderr, disable=not progress) as bar:
+        for chunk in itertools.chain([first], chunks):
+            if list(chunk.columns) != columns and target.suffix.lower() == ".csv":  # one header for all rows
+                extra = [c for c in chunk.columns if c not in columns]
+                if extra:
+                    raise DataError(f"{source.name}: records after row {rows:,} have keys {extra} that the first "
+                                    f"{rows:,} rows lack: give every record the same keys, or write a .jsonl file")
+                chunk = chunk.reindex(columns=columns)  # keys a later jsonl record lacks are empty
+            texts = _cells(chunk, text)
+            present = (texts != "").to_numpy()
+            predicted = pd.DataFrame(index=chunk.index, columns=added, dtype=object)
+            if present.any():
+                predicted.loc[present, added] = classify(texts[present].tolist())[added].to_numpy(dtype=object)
+            if label is not None:
+                gold = _cells(chunk, label)
+                scored = present & (gold != "").to_numpy()
+                pairs += zip(gold[scored], predicted.loc[scored, added[0]])
+            _write(pd.concat([chunk, predicted], axis=1), out, target.suffix.lower(), header=rows == 0)
+            rows += len(chunk)
+            blank += int((~present).sum())
+            bar.update(len(chunk))
+    return rows, blank, pairs
 
 
 def export(config: Config, adapter: Path | str | None = None, output: Path | str | None = None, log=print) -> Path:
