@@ -40,3 +40,16 @@ def copy_of_small_run(small_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("small-run-copy") / "root"
     shutil.copytree(small_run[0], root)
     return root, small_run[1]
+
+
+SHARED = ROOT.parent / "shared" / "datasets"
+
+
+def pytest_collection_modifyitems(items):
+    """Notebook 09 trains on dair-ai emotion and SST-2: from ../shared/datasets here, from the hub online."""
+    if not ((SHARED / "emotion").is_dir() and (SHARED / "sst2").is_dir()):
+        skip = pytest.mark.skip(reason=f"notebook 09 needs the emotion and SST-2 copies in {SHARED}, absent here "
+                                "(online it reads them from the hub; CI has no network)")
+        for item in items:
+            if "09_many_tasks" in item.nodeid:
+                item.add_marker(skip)

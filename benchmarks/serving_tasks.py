@@ -7,10 +7,12 @@
     python benchmarks/serving_tasks.py --plan PLAN.json --out RESULTS.json
 
 PLAN.json: {"texts": FILE.jsonl (one {"task", "text"} per line), "tasks": {task: {"adapter": DIR, "merged": DIR,
-"full": DIR}}, "counts": [1, 2, 3]}; the first k tasks make a count of k. Each process reports the memory its models
-add to a process that has imported torch (resident, after loading), its load time, rows/s with each task's rows batched
-apart, and for "adapters" rows/s with the tasks' rows mixed in every batch; and each row's predicted class, which the
-table compares between the ways. All in bf16 where the CPU has it, as `predict` serves. The driver writes RESULTS.json.
+"full": DIR}}, "counts": [1, 2, 3], "precisions": ["bf16", "fp32"]}; the first k tasks make a count of k; precision
+"auto" (the default) is bf16 where the CPU has it, as `predict` serves. Each process reports the memory its models and
+their tokenizer add to a process that has imported torch (resident): held once loaded, and working once every row is
+classified (with a batch's activations, the same for every way); its load time; rows/s with each task's rows batched
+apart, and for "adapters" with the tasks' rows mixed in every batch; and each row's predicted class, which the
+notebook compares between the ways. The driver writes RESULTS.json.
 """
 
 from __future__ import annotations
@@ -35,27 +37,27 @@ from lora_ft.provenance import saved_adapter
 WAYS = ("adapters", "merged", "full")
 
 
-def serve(way: str, folders: dict[str, str], adapters: dict[str, str], texts: list[dict], batch_size: int) -> dict:
+def serve(way: str, folders: dict[str, str], adapters: dict[str, str], texts: list[dict], batch_size: int,
+          precision: str = "auto") -> dict:
     """One way of serving, in this process: what it costs and what it predicts (each row's class index). Texts are
-    tokenized as each task's adapter was trained (its saved settings)."""
-    config = Config()
+    tokenized as each task's adapter was trained (its saved settings); every way loads one tokenizer (one base)."""
+    config = Config(precision=precision)
+    bf16 = config.precision in ("auto", "bf16") and training.bf16_native()
     torch.set_num_threads(torch.get_num_threads())  # the pools start now, not inside the timed load
     release_freed_memory()
     before, start = rss(), time.perf_counter()
     if way == "adapters":
         tasks = Tasks(folders, config.precision)
-    else:
-        models = {}
+    else:  # one base model: one tokenizer, as Tasks loads
+        tokenizer, models = load_tokenizer(next(iter(adapters.values()))), {}
         for name, folder in folders.items():
             with quiet_transformers():
-                model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-            trained = saved_adapter(adapters[name])[0]
-            if config.precision in ("auto", "bf16") and training.bf16_native():
-                model = model.to(torch.bfloat16)
-            models[name] = (model, load_tokenizer(folder), trained)
+                models[name] = AutoModelForSequenceClassification.from_pretrained(
+                    folder, dtype=torch.bfloat16 if bf16 else torch.float32).eval()
     load_seconds = time.perf_counter() - start
     release_freed_memory()
-    added_mb = (rss() - before) / 1e6
+    held = rss() - before  # bf16 weights are copies, so resident once loaded
+    trained = {name: saved_adapter(folder)[0] for name, folder in adapters.items()}
 
     by_task = {}
     for i, row in enumerate(texts):
@@ -67,14 +69,16 @@ def serve(way: str, folders: dict[str, str], adapters: dict[str, str], texts: li
         if way == "adapters":
             probs = tasks.probabilities(batch, name, batch_size)
         else:
-            model, tokenizer, trained = models[name]
-            probs = serving.probabilities(model, tokenizer, trained, batch, batch_size)
+            probs = serving.probabilities(models[name], tokenizer, trained[name], batch, batch_size)
         for i, p in zip(rows, probs.argmax(-1).tolist()):
             predicted[i] = p
     seconds = time.perf_counter() - start
-    report = {"way": way, "tasks": list(folders), "rows": len(texts), "load_seconds": round(load_seconds, 2),
-              "added_memory_mb": round(added_mb, 1), "rows_per_second": round(len(texts) / seconds, 1),
-              "peak_memory_mb": round((rss() - before) / 1e6, 1), "predicted": predicted}
+    release_freed_memory()
+    report = {"way": way, "tasks": list(folders), "precision": "bf16" if bf16 else "fp32", "rows": len(texts),
+              "load_seconds": round(load_seconds, 2),
+              "held_memory_mb": round(held / 1e6, 1), "working_memory_mb": round((rss() - before) / 1e6, 1),
+              "rows_per_second": round(len(texts) / seconds, 1),
+              "predicted": predicted}
     if way == "adapters":  # the same rows, each batch mixing the tasks (rows in a shuffled order)
         order = np.random.default_rng(0).permutation(len(texts))
         start = time.perf_counter()
@@ -84,7 +88,6 @@ def serve(way: str, folders: dict[str, str], adapters: dict[str, str], texts: li
         for i, row in zip(order, logits):
             mixed[i] = int(row.argmax())
         report["mixed_predicted"] = mixed
-        report["peak_memory_mb"] = round((rss() - before) / 1e6, 1)
     return report
 
 
@@ -92,19 +95,20 @@ def drive(plan: dict, batch_size: int) -> list[dict]:
     """Every way at every task count, each in a fresh process of this script."""
     rows = [json.loads(line) for line in Path(plan["texts"]).read_text(encoding="utf-8").splitlines() if line]
     reports = []
-    for count in plan["counts"]:
+    for precision, count in ((p, c) for p in plan.get("precisions", ["auto"]) for c in plan["counts"]):
         names = list(plan["tasks"])[:count]
         for way in WAYS:
             folders = {name: plan["tasks"][name]["adapter" if way == "adapters" else way] for name in names}
             texts = [row for row in rows if row["task"] in names]
             adapters = {name: plan["tasks"][name]["adapter"] for name in names}
             job = json.dumps({"way": way, "folders": folders, "adapters": adapters, "texts": texts,
-                              "batch_size": batch_size})
+                              "batch_size": batch_size, "precision": precision})
             done = subprocess.run([sys.executable, __file__, "--one"], input=job, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{way} with {count} task(s) failed:\n{done.stderr[-3000:]}")
             report = json.loads(done.stdout.splitlines()[-1])
-            print(f"{way:>8} x {count}: +{report['added_memory_mb']:.0f} MB, load {report['load_seconds']:.1f} s, "
+            print(f"{precision} {way:>8} x {count}: +{report['held_memory_mb']:.0f} MB held, "
+                  f"+{report['working_memory_mb']:.0f} MB classifying, load {report['load_seconds']:.1f} s, "
                   f"{report['rows_per_second']:.0f} rows/s", file=sys.stderr)
             reports.append(report)
     return reports
@@ -119,7 +123,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         job = json.loads(sys.stdin.read())
-        print(json.dumps(serve(job["way"], job["folders"], job["adapters"], job["texts"], job["batch_size"])))
+        print(json.dumps(serve(job["way"], job["folders"], job["adapters"], job["texts"], job["batch_size"],
+                               job["precision"])))
         return
     plan = json.loads(args.plan.read_text(encoding="utf-8"))
     reports = drive(plan, args.batch_size)

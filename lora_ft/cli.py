@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
-import json
 import shlex
 import sys
 import textwrap
-import types
-import typing
 from pathlib import Path
 
-import yaml
-
-from . import curves, experiments, pipeline, serving
-from .config import DATA_FIELDS, SEEDS, TARGET_SETS, Config
+from . import curves, experiments, label_errors, pipeline, serving
+from .config import SEEDS, TARGET_SETS, Config
 from .errors import ConfigError, DataError, LoraFtError, listed
 from .experiments import EXTRA_POINT, SWEEP
+from .settings import FIELDS, is_setting, make_config, parse_overrides, read_config_file
 
 STEPS = {
     "prepare": "load, clean, split and tokenize the data (notebook 01); writes data/prepared/",
@@ -42,14 +37,10 @@ STEPS = {
                "with --input and --output classifies a csv, tsv, jsonl or txt file into a csv or jsonl file",
     "export": "merge a saved adapter into its base model and save a plain transformers model with tokenizer and model "
               "card, which transformers.pipeline serves (train does this too); writes model/lora-merged/",
+    "find-label-errors": "flag training examples whose label looks wrong: out-of-sample probabilities by k-fold "
+                         "cross-validation, ranked by cleanlab (notebook 10); writes results/label-errors.csv",
     "all": "prepare, baseline, train, evaluate and sweep, in order",
 }
-
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-HINTS = typing.get_type_hints(Config)
-FORMS = {bool: "true or false", int: "an integer", float: "a number", str: "text",
-         tuple: "a comma-separated list (e.g. query,value)"}
-
 
 def main(argv: list[str] | None = None) -> int:
     """Run one step; a LoraFtError becomes one line on stderr and exit status 2, Ctrl-C one line and status 130."""
@@ -98,8 +89,8 @@ def interrupted(args, interrupt: KeyboardInterrupt) -> str:
 def _run(args) -> None:
     words, texts = args.settings, []
     if args.step == "predict":  # a word naming a setting is a setting; the others, and all after --, are texts
-        texts = [w for w in words if not _is_setting(w)] + args.texts
-        words = [w for w in words if _is_setting(w)]
+        texts = [w for w in words if not is_setting(w)] + args.texts
+        words = [w for w in words if is_setting(w)]
     elif args.texts:
         raise ConfigError(f"{args.step} takes no texts, and {shlex.join(args.texts)!r} follows --: only predict "
                           "reads texts; write settings as key=value before any --")
@@ -130,6 +121,8 @@ def _run(args) -> None:
         pipeline.train(config)
         pipeline.evaluate(config)
         experiments.sweep(config, **sweep_options)
+    elif args.step == "find-label-errors":
+        pipeline.find_label_errors(config, args.method, args.folds, args.output)
     elif args.step == "export":
         serving.export(config, args.adapter, args.output)
     else:
@@ -158,105 +151,6 @@ def _predict(args, config: Config, words: list[str], texts: list[str]) -> None:
         return
     texts += read_texts(args.file) if args.file else []
     print(serving.predict_text(config, texts, adapters, args.json))
-
-
-def make_config(step: str, config_file: Path | None, overrides: dict) -> Config:
-    """The step's Config: file settings, then overrides, on top of the defaults and (but for prepare and all) the
-    prepared data's DATA_FIELDS, as notebooks 02 to 08 read them: training settings never carry over between steps."""
-    settings = {**(read_config_file(config_file) if config_file else {}), **overrides}
-    where = Config(**{name: settings[name] for name in ("output_root", "smoke") if name in settings}).paths
-    saved = where.data / "config.json"
-    if step in ("prepare", "all") or not saved.exists():
-        return Config(**settings)
-    prepared = {k: v for k, v in json.loads(saved.read_text()).items() if k in DATA_FIELDS}
-    return Config(**{**prepared, **settings})
-
-
-def read_config_file(path: Path) -> dict:
-    """The settings in a .json, .yaml or .yml file, as typed values; unknown keys are an error."""
-    path = Path(path)
-    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
-        raise ConfigError(f"config file {path} is not .json, .yaml or .yml: write the settings in one of those")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist: check the path")
-    try:
-        text = path.read_text(encoding="utf-8")
-        settings = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read config file {path} ({error}): fix its syntax") from None
-    if settings is None:  # an empty YAML file
-        return {}
-    if not isinstance(settings, dict):
-        raise ConfigError(f"config file {path} holds a {type(settings).__name__}, not a mapping: "
-                          "write one `setting: value` per line (YAML) or one JSON object")
-    _check_names(settings, f" in {path}")
-    return {name: setting_value(name, value) for name, value in settings.items()}
-
-
-def parse_overrides(words: list[str]) -> dict:
-    """key=value words as typed settings, e.g. ["r=16", "labels=negative,positive"]."""
-    pairs = []
-    for word in words:
-        name, equals, value = word.partition("=")
-        if not equals:
-            raise ConfigError(f"{word!r} is not a setting: write settings as key=value, e.g. r=16")
-        pairs.append((name.strip(), value))
-    _check_names(dict(pairs), "")
-    return {name: setting_value(name, value) for name, value in pairs}
-
-
-def setting_value(name: str, value):
-    """value as setting name's type: text is parsed (None or null for unset), other values are checked."""
-    kind, optional = _kind(name)
-    form = FORMS[kind] + (" or None" if optional else "")
-    if isinstance(value, str):
-        if optional and value in ("None", "null"):
-            return None
-        try:
-            return _parse(kind, value)
-        except ValueError:
-            pass
-    elif value is None and optional:
-        return None
-    elif (kind is bool and type(value) is bool) or (kind is int and type(value) is int):
-        return value
-    elif kind is float and type(value) in (int, float):
-        return float(value)
-    elif kind is tuple and isinstance(value, list) and all(type(v) in (str, int) for v in value):
-        return tuple(str(v).strip() for v in value)  # numeric class names are names too; spaces never matter
-    raise ConfigError(f"{name}={value!r} is not {form}: set {name} to {form}")
-
-
-def _parse(kind, text: str):
-    if kind is bool:
-        if text.lower() not in ("true", "false"):
-            raise ValueError(text)
-        return text.lower() == "true"
-    if kind is tuple:
-        return tuple(part.strip() for part in text.split(",") if part.strip())
-    return kind(text)
-
-
-def _kind(name: str) -> tuple[type, bool]:
-    """A setting's value type (bool, int, float, str or tuple) and whether it may be None."""
-    hint = HINTS[name]
-    optional = isinstance(hint, types.UnionType)
-    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-    return typing.get_origin(base) or base, optional
-
-
-def _check_names(settings: dict, where: str) -> None:
-    unknown = [name for name in settings if name not in FIELDS]
-    if unknown:  # the closest names, not all of them: the message stays one short line
-        close = {m for name in unknown for m in difflib.get_close_matches(str(name), FIELDS, n=3, cutoff=0.6)}
-        hint = f"did you mean {', '.join(sorted(close))}? " if close else ""
-        raise ConfigError(f"unknown setting(s) {listed(unknown)}{where}: {hint}`--help` lists every setting "
-                          "and what it does")
-
-
-def _is_setting(word: str) -> bool:
-    name, equals, _ = word.partition("=")
-    return bool(equals) and name.strip() in FIELDS
 
 
 def read_texts(path: Path) -> list[str]:
@@ -348,6 +242,14 @@ def parser() -> argparse.ArgumentParser:
         if name == "export":
             step.add_argument("--output", type=Path, metavar="DIR",
                               help="folder to write (default: model/lora-merged/ in the output root)")
+        if name == "find-label-errors":
+            step.add_argument("--method", choices=label_errors.METHODS, default="probe",
+                              help="what gives the out-of-sample probabilities (default probe: a linear probe on the "
+                                   "frozen encoder; tfidf is faster, lora trains an adapter per fold)")
+            step.add_argument("--folds", type=int, default=label_errors.FOLDS, metavar="K",
+                              help=f"cross-validation folds (default {label_errors.FOLDS})")
+            step.add_argument("--output", type=Path, metavar="FILE",
+                              help="the suspects' CSV (default results/label-errors.csv in the output root)")
         if name == "train":
             step.add_argument("--resume", action="store_true", help="continue from the last checkpoint in "
                               "model/checkpoints/ if any, made with these settings and data")

@@ -145,9 +145,10 @@ def quantization_config(quantize_4bit: bool) -> BitsAndBytesConfig | None:
 
 
 def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool = False, quantize_4bit: bool = False,
-               base_dropout: float | None = None):
+               base_dropout: float | None = None, dtype: torch.dtype | None = None):
     """The pretrained model with a new classification head seeded by seed, from safetensors only; base_dropout
-    replaces the dropout probabilities inside the pretrained model (None keeps its own)."""
+    replaces the dropout probabilities inside the pretrained model (None keeps its own); dtype: its weights' (None:
+    as saved)."""
     quantization = quantization_config(quantize_4bit)  # before loading anything: fail fast on a machine without CUDA
     set_seed(seed)  # the head is random: seed it so the 'before training' model is reproducible
     with quiet_transformers(), _loading(name, "weights"):
@@ -159,7 +160,8 @@ def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool 
             set_base_dropout(settings, base_dropout)
         model = AutoModelForSequenceClassification.from_pretrained(
             resolve_model(name), config=settings, use_safetensors=True, trust_remote_code=trust_remote_code,
-            quantization_config=quantization, device_map={"": torch.cuda.current_device()} if quantization else None)
+            dtype=dtype, quantization_config=quantization,
+            device_map={"": torch.cuda.current_device()} if quantization else None)
     if model.config.pad_token_id is None:  # decoder models classify the last non-pad token, so they need one
         model.config.pad_token_id = model.config.eos_token_id
     return model

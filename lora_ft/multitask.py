@@ -62,14 +62,16 @@ class Tasks:
         self.settings = {name: trained for name, (trained, _) in saved.items()}
         self.labels = {name: labels for name, (_, labels) in saved.items()}
         self.tokenizer = load_tokenizer(str(next(iter(folders.values()))), trust_remote_code=first.trust_remote_code)
-        base = load_model(first.model, self.labels[next(iter(saved))], first.seed, first.trust_remote_code)
+        bf16 = precision in ("auto", "bf16") and training.bf16_native()  # as serving.serving_model: same speed-up
+        base = load_model(first.model, self.labels[next(iter(saved))], first.seed, first.trust_remote_code,
+                          dtype=torch.bfloat16 if bf16 else None)  # loaded as served: no fp32 copy on the way
         self.model, heads = None, {}
         for name, folder in folders.items():
             heads[name] = self._add(name, folder, base)
         classes = {name: len(labels) for name, labels in self.labels.items()}
         self.heads = _install_heads(self.model, heads, first, classes)
         self.model.eval()
-        if precision in ("auto", "bf16") and training.bf16_native():  # as serving.serving_model: same speed-up
+        if bf16:  # the adapters and heads too
             self.model.to(torch.bfloat16)
 
     def _add(self, name: str, folder: Path, base) -> dict[str, dict[str, torch.Tensor]]:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from datasets import DatasetDict
 
-from . import baselines, card, data, provenance, results, serving, training
+from . import baselines, card, data, label_errors, provenance, results, serving, training
 from .adapters import load_adapter
-from .config import Config
+from .config import FULL_FINETUNE_LEARNING_RATE, Config
 from .errors import ConfigError
 from .io import check_writable
 from .measure import folder_mb
@@ -116,6 +116,41 @@ def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), log=print) -> d
         _write_record(scored, config, log)
         trained[run] = (scored, model)
     return trained
+
+
+def task(name: str, config: Config, results_dir: Path, log=print) -> dict[str, dict]:
+    """One task of notebook 09 in config's output root: LoRA (train) and full fine-tuning, their records written as
+    results_dir/<name>-lora.json and <name>-full-finetune.json; each reused while its record and model match."""
+    full = config.replace(learning_rate=FULL_FINETUNE_LEARNING_RATE, loraplus_lr_ratio=None)  # as full_finetune's
+    found = {}
+    for kind, made, folder in (("lora", config, config.paths.adapter),
+                               ("full-finetune", full, config.paths.model / "full-finetune")):
+        path = results.path_of(results_dir, f"{name}-{kind}")
+        scored = results.finished(path, results.config_settings(made)) if folder.is_dir() else None
+        if scored is None:
+            scored = train(config, log=log)[0] if kind == "lora" else baselines.full_finetune(_splits(config), config)
+            scored = {**scored, "run": f"{name}-{kind}"}
+            on_main_process(results.write, scored, results_dir)
+        found[kind] = scored
+    return found
+
+
+def find_label_errors(config: Config, method: str = "probe", folds: int = label_errors.FOLDS,
+                      output: Path | None = None, log=print):
+    """The training split's suspected label errors, most doubtful first (label_errors: k-fold out-of-sample
+    probabilities by method, then cleanlab), written to output (default results/label-errors.csv)."""
+    label_errors.cleanlab()  # missing: say so before the cross-validation, not after it
+    if method not in label_errors.METHODS:
+        raise ConfigError(f"unknown method {method!r}: choose from {label_errors.METHODS}")
+    splits = _splits(config)
+    train = splits["train"]
+    label_errors.check_folds(train["label"], data.labels_of(splits), folds)
+    probs = label_errors.out_of_sample(train, config, method, folds, log=lambda line: _log(log, line))
+    found = label_errors.suspects(train, probs)
+    target = Path(output) if output is not None else config.paths.results / "label-errors.csv"
+    on_main_process(label_errors.write, found, target)
+    _log(log, f"{len(found):,} of {len(train):,} training labels suspected ({method}, {folds} folds) -> {target}")
+    return found
 
 
 def evaluate(config: Config, log=print) -> dict:

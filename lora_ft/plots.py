@@ -352,3 +352,54 @@ def recipe_costs(runs: dict[str, list[dict]], speed: dict | None = None) -> plt.
     axes[0].set_ylabel("accuracy")
     fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False)
     return fig
+
+
+SERVING = {"adapters": "one base + an adapter per task", "merged": "a merged model per task",
+           "full": "a fully fine-tuned model per task"}  # benchmarks/serving_tasks.py's ways, as figures name them
+
+
+def serving_frame(reports: list[dict]) -> pd.DataFrame:
+    """serving_tasks.py's reports as rows: way, tasks, memory held and while classifying, load time, rows/s."""
+    return pd.DataFrame([{"way": r["way"], "tasks": len(r["tasks"]), "held_mb": r["held_memory_mb"],
+                          "working_mb": r["working_memory_mb"], "load_s": r["load_seconds"],
+                          "rows_per_s": r["rows_per_second"], "mixed_rows_per_s": r.get("mixed_rows_per_second")}
+                         for r in reports])
+
+
+def serving_costs(frame: pd.DataFrame, title: str) -> plt.Figure:
+    """Memory (held, and while classifying: dotted), load time and rows/s against the number of tasks served, a line
+    per way (the adapters' mixed batches dashed)."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    columns = (("held_mb", "memory the models add (MB)"), ("load_s", "load time (s)"),
+               ("rows_per_s", "rows classified per second"))
+    for color, (way, rows) in zip(sns.color_palette("colorblind"), frame.groupby("way", sort=False)):
+        for ax, (column, label) in zip(axes, columns):
+            ax.plot(rows["tasks"], rows[column], marker="o", color=color, label=SERVING[way])
+            ax.set(xlabel="tasks served", ylabel=label, xticks=sorted(frame["tasks"].unique()))
+        axes[0].plot(rows["tasks"], rows["working_mb"], marker=".", ls=":", color=color)
+        if rows["mixed_rows_per_s"].notna().any():
+            axes[2].plot(rows["tasks"], rows["mixed_rows_per_s"], marker="s", ls="--", color=color,
+                         label=SERVING[way] + ", tasks mixed in each batch")
+    for ax in axes:
+        ax.set_ylim(bottom=0)
+    axes[0].set_title("held once loaded (solid); while classifying (dotted)", fontsize=9)
+    axes[2].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def treatments(scores: dict[str, dict], title: str) -> plt.Figure:
+    """Accuracy of each way of training (a row each): a dot per seed, joined across rows by seed, and the mean."""
+    fig, ax = plt.subplots(figsize=(8, 0.6 + 0.55 * len(scores)))
+    names = list(scores)
+    seeds = sorted({seed for by_seed in scores.values() for seed in by_seed})
+    for color, seed in zip(sns.color_palette("colorblind"), seeds):
+        ax.plot([scores[n].get(seed, np.nan) for n in names], range(len(names)), marker="o", ls=":", lw=0.8,
+                color=color, label=f"seed {seed}")
+    ax.scatter([np.mean(list(scores[n].values())) for n in names], range(len(names)), marker="|", s=400,
+               color="black", label="mean", zorder=3)
+    ax.set(yticks=range(len(names)), yticklabels=names, xlabel="test accuracy", title=title)
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="lower right")
+    return fig

@@ -12,7 +12,7 @@ from datasets import ClassLabel, load_dataset
 from huggingface_hub import constants
 
 from . import hub
-from .config import DEFAULT_DATASET, Config
+from .config import DEFAULT_DATASET, ROOT, Config
 from .errors import DataError, listed
 
 SPLIT_PREFIXES = {"train": "train", "val": "validation", "dev": "validation", "test": "test"}  # file name -> split
@@ -62,6 +62,19 @@ PRESETS = {
     "dair-ai/emotion": Preset(("text",), "label", {"train": "train", "validation": "validation", "test": "test"}),
     "stanfordnlp/sst2": Preset(("sentence",), "label", {"train": "train", "test": "validation"}),  # test labels are -1
 }
+
+
+# Offline copies of public benchmarks beside the project (optional; ../shared/datasets/README.md says the formats), by
+# folder: the hub id to read online instead, and the class names of the copy in the hub's id order
+SHARED = ROOT.parent / "shared" / "datasets"
+PUBLIC = {"emotion": ("dair-ai/emotion", ("sadness", "joy", "love", "anger", "fear", "surprise")),
+          "sst2": ("stanfordnlp/sst2", ("0", "1"))}  # SST-2's copy stores 0 (negative) and 1 (positive)
+
+
+def public(name: str) -> dict:
+    """Config settings for public data set name (PUBLIC): its offline copy in SHARED if there, else the hub."""
+    hub_id, labels = PUBLIC[name]
+    return dict(dataset=str(SHARED / name), labels=labels) if (SHARED / name).is_dir() else dict(dataset=hub_id)
 
 
 def tweets_path() -> Path:

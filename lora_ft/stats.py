@@ -63,6 +63,11 @@ class Paired:
         return abs(self.difference) > THRESHOLD * self.standard_error
 
     @property
+    def amount(self) -> str:
+        """The difference with its standard error as text quotes it: "+0.37 ± 0.06" (no ± for one pair)."""
+        return f"{self.difference:+.2f}" + (f" ± {self.standard_error:.2f}" if self.n > 1 else "")
+
+    @property
     def verdict(self) -> str:
         return "one pair: no spread to judge by" if self.n < 2 else "beyond the spread" if self.beyond else "noise"
 
