@@ -12,6 +12,7 @@ import seaborn as sns
 
 from .config import TARGET_SETS
 from .io import atomic_file
+from .report import SERVING_WAYS
 from .stats import mean_std, spread
 
 RUN_ORDER = {"majority": 0, "pretrained-baseline": 1, "tfidf-logreg": 2, "linear-probe": 3, "full-finetune": 4,
@@ -354,18 +355,6 @@ def recipe_costs(runs: dict[str, list[dict]], speed: dict | None = None) -> plt.
     return fig
 
 
-SERVING = {"adapters": "one base + an adapter per task", "merged": "a merged model per task",
-           "full": "a fully fine-tuned model per task"}  # benchmarks/serving_tasks.py's ways, as figures name them
-
-
-def serving_frame(reports: list[dict]) -> pd.DataFrame:
-    """serving_tasks.py's reports as rows: way, tasks, memory held and while classifying, load time, rows/s."""
-    return pd.DataFrame([{"way": r["way"], "tasks": len(r["tasks"]), "held_mb": r["held_memory_mb"],
-                          "working_mb": r["working_memory_mb"], "load_s": r["load_seconds"],
-                          "rows_per_s": r["rows_per_second"], "mixed_rows_per_s": r.get("mixed_rows_per_second")}
-                         for r in reports])
-
-
 def serving_costs(frame: pd.DataFrame, title: str) -> plt.Figure:
     """Memory (held, and while classifying: dotted), load time and rows/s against the number of tasks served, a line
     per way (the adapters' mixed batches dashed)."""
@@ -374,12 +363,12 @@ def serving_costs(frame: pd.DataFrame, title: str) -> plt.Figure:
                ("rows_per_s", "rows classified per second"))
     for color, (way, rows) in zip(sns.color_palette("colorblind"), frame.groupby("way", sort=False)):
         for ax, (column, label) in zip(axes, columns):
-            ax.plot(rows["tasks"], rows[column], marker="o", color=color, label=SERVING[way])
+            ax.plot(rows["tasks"], rows[column], marker="o", color=color, label=SERVING_WAYS[way])
             ax.set(xlabel="tasks served", ylabel=label, xticks=sorted(frame["tasks"].unique()))
         axes[0].plot(rows["tasks"], rows["working_mb"], marker=".", ls=":", color=color)
         if rows["mixed_rows_per_s"].notna().any():
             axes[2].plot(rows["tasks"], rows["mixed_rows_per_s"], marker="s", ls="--", color=color,
-                         label=SERVING[way] + ", tasks mixed in each batch")
+                         label=SERVING_WAYS[way] + ", tasks mixed in each batch")
     for ax in axes:
         ax.set_ylim(bottom=0)
     axes[0].set_title("held once loaded (solid); while classifying (dotted)", fontsize=9)
@@ -401,5 +390,5 @@ def treatments(scores: dict[str, dict], title: str) -> plt.Figure:
                color="black", label="mean", zorder=3)
     ax.set(yticks=range(len(names)), yticklabels=names, xlabel="test accuracy", title=title)
     ax.invert_yaxis()
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig

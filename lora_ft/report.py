@@ -9,11 +9,21 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from .config import ROOT
 from .io import atomic_file
 
 SERVING_WAYS = {"adapters": "one base + an adapter per task", "merged": "a merged model per task",
-                "full": "a fully fine-tuned model per task"}
+                "full": "a fully fine-tuned model per task"}  # benchmarks/serving_tasks.py's ways, as shown
+
+
+def serving_frame(reports: list[dict]) -> pd.DataFrame:
+    """serving_tasks.py's reports as rows: way, tasks, memory held and while classifying, load time, rows/s."""
+    return pd.DataFrame([{"way": r["way"], "tasks": len(r["tasks"]), "held_mb": r["held_memory_mb"],
+                          "working_mb": r["working_memory_mb"], "load_s": r["load_seconds"],
+                          "rows_per_s": r["rows_per_second"], "mixed_rows_per_s": r.get("mixed_rows_per_second")}
+                         for r in reports])
 
 
 def serving_table(results: Path) -> str:

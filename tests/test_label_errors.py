@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from datasets import ClassLabel, Dataset, Features, Value
 
-from lora_ft import Config, ConfigError, DataError, cli, label_errors
+from lora_ft import Config, ConfigError, DataError, cli, label_errors, label_noise
 
 GOOD = ["great", "love", "wonderful", "excellent", "happy", "superb", "delight", "fantastic"]
 BAD = ["awful", "hate", "terrible", "horrible", "sad", "dreadful", "disgust", "miserable"]
@@ -25,12 +25,12 @@ def reviews(n: int = 80, seed: int = 0) -> Dataset:
 def test_planted_flips_are_found_and_ranked_first():
     pytest.importorskip("cleanlab")
     train = reviews()
-    noisy, flipped = label_errors.flip(train["label"], 0.1, seed=1)
+    noisy, flipped = label_noise.flip(train["label"], 0.1, seed=1)
     assert len(flipped) == 8 and (np.asarray(noisy)[flipped] != np.asarray(train["label"])[flipped]).all()
     assert (np.delete(noisy, flipped) == np.delete(train["label"], flipped)).all()
-    probs = label_errors.out_of_sample(label_errors.with_labels(train, noisy), Config(), "tfidf", folds=4)
-    found = label_errors.suspects(label_errors.with_labels(train, noisy), probs)
-    measured = label_errors.detection(found, flipped)
+    probs = label_errors.out_of_sample(label_noise.with_labels(train, noisy), Config(), "tfidf", folds=4)
+    found = label_errors.suspects(label_noise.with_labels(train, noisy), probs)
+    measured = label_noise.detection(found, flipped)
     assert measured["recall"] == 1.0 and measured["precision"] >= 0.8, measured
     assert list(found.columns) == list(label_errors.COLUMNS)
     assert found["quality"].is_monotonic_increasing  # most doubtful first
@@ -40,18 +40,18 @@ def test_planted_flips_are_found_and_ranked_first():
 
 def test_flips_towards_the_confusable_class():
     labels = np.array([0, 1, 2] * 20)
-    noisy, flipped = label_errors.flip(labels, 0.5, seed=0, towards={0: 1, 1: 2, 2: 0})
+    noisy, flipped = label_noise.flip(labels, 0.5, seed=0, towards={0: 1, 1: 2, 2: 0})
     assert len(flipped) == 30 and (noisy[flipped] == (labels[flipped] + 1) % 3).all()
 
 
 def test_removed_and_relabelled_treatments():
     train = reviews(10)
     found = pd.DataFrame({"index": [3, 6], "suggested": ["negative", "positive"]})
-    assert len(label_errors.treated(train, train["label"], found, "removed")) == 8
-    relabelled = label_errors.treated(train, train["label"], found, "relabelled")["label"]
+    assert len(label_noise.treated(train, train["label"], found, "removed")) == 8
+    relabelled = label_noise.treated(train, train["label"], found, "relabelled")["label"]
     assert relabelled[3] == 0 and relabelled[6] == 1 and relabelled[:3] == train["label"][:3]
     with pytest.raises(ConfigError, match="unknown treatment 'dropped'"):
-        label_errors.treated(train, train["label"], found, "dropped")
+        label_noise.treated(train, train["label"], found, "dropped")
 
 
 def test_the_suspects_file_round_trips(tmp_path):
