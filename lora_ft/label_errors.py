@@ -32,11 +32,15 @@ def check_folds(labels, names: list[str], folds: int) -> None:
     if folds < 2:
         raise ConfigError(f"folds={folds}: cross-validation needs at least 2 folds (default {FOLDS})")
     counts = np.bincount(np.asarray(labels), minlength=len(names))
+    single = [names[i] for i in range(len(names)) if counts[i] < 2]
+    if single:
+        raise DataError(f"class(es) {listed(single)} have fewer than 2 training examples: no fold can hold one out "
+                        "and still train on it; label more examples of those classes, or leave them out (labels=)")
     few = [f"{names[i]} ({counts[i]})" for i in range(len(names)) if counts[i] < folds]
     if few:
         raise DataError(f"class(es) {listed(few)} have fewer training examples than the {folds} folds, and every fold "
-                        f"must hold each class out: use folds={max(2, int(counts.min()))} or fewer, or label more "
-                        "examples of those classes")
+                        f"must hold each class out: use --folds {int(counts.min())} or fewer, or label more examples "
+                        "of those classes")
 
 
 def embeddings(train: Dataset, config: Config) -> np.ndarray:

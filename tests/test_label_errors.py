@@ -63,8 +63,10 @@ def test_the_suspects_file_round_trips(tmp_path):
 
 def test_too_few_examples_per_class_for_the_folds_is_refused():
     with pytest.raises(DataError, match=r"class\(es\) \['positive \(3\)'\] have fewer training examples than the 5 "
-                                        r"folds.*use folds=3 or fewer"):
+                                        r"folds.*use --folds 3 or fewer"):
         label_errors.check_folds([0] * 10 + [1] * 3, ["negative", "positive"], 5)
+    with pytest.raises(DataError, match=r"class\(es\) \['positive'\] have fewer than 2 training examples"):
+        label_errors.check_folds([0] * 10 + [1], ["negative", "positive"], 5)
     with pytest.raises(ConfigError, match="at least 2 folds"):
         label_errors.check_folds([0, 1], ["negative", "positive"], 1)
 
