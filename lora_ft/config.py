@@ -41,8 +41,14 @@ HEAD_LAYERS = ("classifier", "score")
 HEAD_MODULES = (*HEAD_LAYERS, "pooler", "pre_classifier")
 
 # Settings that change no trained weight (small mode's limits show in train_size, eval_size, epochs): fingerprints,
-# resume checks, the model card and the grids' skip-if-finished leave them out.
-NOT_TRAINED = ("output_root", "eval_batch_size", "report_to", "smoke")
+# resume checks, the model card and the grids' skip-if-finished leave them out. Padding adds only masked positions,
+# which add nothing to any sum: with the pretrained model's dropout off (the default) the trained weights are the
+# same (a test), with it on only the random masks drawn differ.
+NOT_TRAINED = ("output_root", "eval_batch_size", "report_to", "smoke", "pad_to_multiple_of")
+
+# Batches are padded to a multiple of this many tokens: on a CPU every new batch shape costs oneDNN new kernels and
+# memory that stays (docs/speed.md: a LoRA run's memory grew by 1.2 GB and its steps slowed), so few shapes is faster
+PAD_TO_MULTIPLE_OF = 8
 
 # Upper bounds that protect memory and time from a typo (Config validation)
 MAX_RANK = 4096  # no encoder layer is wider; pipeline.check bounds r by the model's own width
@@ -169,7 +175,8 @@ class Config:
     compile: bool = _setting(
         False, "torch.compile the model for training (counted in its time); pair it with pad_to_multiple_of")
     pad_to_multiple_of: int | None = _setting(
-        None, "pad each batch to a multiple of this many tokens (e.g. 8), so shapes repeat; None: to its longest text")
+        PAD_TO_MULTIPLE_OF, "pad each batch to a multiple of this many tokens, so batch shapes repeat (faster on CPU: "
+        "docs/speed.md); None: to its longest text")
 
     smoke: bool = field(default_factory=smoke_from_env, metadata={"help": "small mode for CI; default $LORA_FT_SMOKE"})
     output_root: str | None = _setting(

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import data, training
 from .adapters import check_adapter
-from .config import HEAD_LAYERS, Config
+from .config import HEAD_LAYERS, PAD_TO_MULTIPLE_OF, Config
 from .errors import ConfigError, DataError, listed
 from .modeling import load_model, load_tokenizer, model_skeleton
 from .provenance import saved_adapter
@@ -117,7 +117,8 @@ class Tasks:
         with torch.inference_mode(), self._routing(one, per_row):
             for first in range(0, len(order), batch_size):
                 rows = order[first:first + batch_size].tolist()
-                batch = self.tokenizer.pad([inputs[i] for i in rows], return_tensors="pt")
+                batch = self.tokenizer.pad([inputs[i] for i in rows], pad_to_multiple_of=PAD_TO_MULTIPLE_OF,
+                                           return_tensors="pt")
                 mixed = {} if one is not None else {"adapter_names": [per_row[i] for i in rows]}
                 for heads in self.heads:
                     heads.rows = mixed.get("adapter_names")

@@ -29,7 +29,7 @@ from transformers.integrations.integration_utils import get_available_reporting_
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.utils import is_torch_bf16_gpu_available
 
-from .config import Config
+from .config import PAD_TO_MULTIPLE_OF, Config
 from .data import subsample
 from .errors import ConfigError
 
@@ -282,7 +282,7 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = 128, by_length: 
             args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, report_to="none",
                                      dataloader_pin_memory=False, disable_tqdm=True)
             trainer = Trainer(model=model, args=args, processing_class=tokenizer,
-                              data_collator=DataCollatorWithPadding(tokenizer))
+                              data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=PAD_TO_MULTIPLE_OF))
             try:
                 logits = trainer.predict(dataset.select(order)).predictions
             finally:
@@ -302,7 +302,8 @@ def embed(encoder, tokenizer, dataset, batch_size: int = 64, pooling: str = "mea
     with torch.inference_mode():
         for first in range(0, len(order), batch_size):
             rows = order[first:first + batch_size]
-            batch = tokenizer.pad(columns[rows.tolist()], return_tensors="pt").to(device)
+            batch = tokenizer.pad(columns[rows.tolist()], pad_to_multiple_of=PAD_TO_MULTIPLE_OF, return_tensors="pt")
+            batch = batch.to(device)
             output = encoder(**batch)
             if pooling == "pooler":
                 embeddings[rows] = output.pooler_output.float().cpu().numpy()
@@ -315,7 +316,7 @@ def embed(encoder, tokenizer, dataset, batch_size: int = 64, pooling: str = "mea
 
 def _plain_logits(model, tokenizer, dataset, batch_size: int) -> np.ndarray:
     """Logits from plain forward passes: a Trainer refuses a quantized model without adapters (QLoRA's baseline)."""
-    collate = DataCollatorWithPadding(tokenizer)
+    collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=PAD_TO_MULTIPLE_OF)
     inputs = dataset.select_columns([c for c in dataset.column_names if c in tokenizer.model_input_names])
     device = next(model.parameters()).device
     model.eval()

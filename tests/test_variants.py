@@ -20,6 +20,7 @@ from lora_ft.modeling import (
     count_params,
     load_model,
     load_tokenizer,
+    model_for_training,
     set_base_dropout,
 )
 from lora_ft.training import build_trainer, predict_logits, train
@@ -244,6 +245,20 @@ def test_pad_to_multiple_of_buckets_the_batch_lengths(base, splits, tmp_path):
     longest = max(len(row["input_ids"]) for row in features)
     width = trainer.data_collator(features)["input_ids"].shape[1]
     assert width % 8 == 0 and longest <= width < longest + 8
+
+
+def test_padding_to_a_multiple_trains_the_same_weights(base, splits, tmp_path):
+    """pad_to_multiple_of is among the settings that change no trained weight (config.NOT_TRAINED): the positions it
+    adds are masked, so with the pretrained model's dropout off (the default) training ends at the same weights."""
+    trained = []
+    for pad in (None, 8):
+        config = tiny_config(base, tmp_path, pad_to_multiple_of=pad, r=R)
+        model = add_lora(model_for_training(config, LABELS), config)
+        train(step_trainer(config, model, splits, tmp_path / f"pad{pad}", steps=4))
+        trained.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert trained[0].keys() == trained[1].keys()
+    for name, weight in trained[0].items():
+        torch.testing.assert_close(trained[1][name], weight, atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_compiled_training_counts_its_graphs_and_predicts_like_the_uncompiled_model(base, splits, tmp_path):
