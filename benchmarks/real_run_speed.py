@@ -8,7 +8,8 @@ computes it, validation 10 times an epoch on the fixed 1,000-tweet sample, a che
 tweets for one epoch, in a fresh process, and reports per window of 50 steps the median step time and the
 process's resident memory; then the whole run's examples/s, the time in steps, in validations and in the rest
 (checkpoints). Last, throughput.py's bench times the same recipes (20 steps drawn from a full epoch), so the real
-run's steps can be compared with the bench's on the same day and machine.
+run's steps can be compared with the bench's on the same day and machine. Writes results/speed/real-run.json, which
+docs/speed.md shows (python -m lora_ft.report).
 
 The finding (docs/speed.md): padding each batch only to its longest text gives up to 64 batch shapes; on a CPU
 every new shape makes oneDNN build and keep new bf16 kernels, so memory grows through the first epoch and steps
@@ -23,15 +24,20 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lora_ft import data, run, training
-from lora_ft.config import FULL_FINETUNE_LEARNING_RATE, Config
+from lora_ft import data, report, run, training
+from lora_ft.config import FULL_FINETUNE_LEARNING_RATE, ROOT, Config
+from lora_ft.io import write_json_atomic
 from lora_ft.measure import rss
 from lora_ft.modeling import add_lora, load_tokenizer
+from lora_ft.run import meta
 
 WINDOW = 50  # steps per reported window
+BENCH = {"lora": "project", "full-finetune": "full-finetune"}  # throughput.py's name for each run
+OUTPUT = ROOT / "results" / "speed" / "real-run.json"  # docs/speed.md's table (lora_ft.report)
 
 
 class StepClock(TrainerCallback):
@@ -78,7 +84,7 @@ def one_run(kind: str, pad: int | None, train_size: int) -> dict:
 
 def bench(recipes: list[str], steps: int) -> dict:
     """throughput.py's figures for recipes (medians of 3 runs of steps steps)."""
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parent))
     import throughput  # a sibling script, not a package
 
     config = Config(smoke=False)
@@ -107,21 +113,10 @@ def main(argv=None) -> int:
                                    str(args.train_size)], capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"{kind} pad {pad}: {rows[-1]}", flush=True)
-    print(f"\n| run | pad to | examples/s (whole run) | examples/s (steps) | s in steps | s in {rows[0]['validations']} "
-          "validations | s else | memory at each 50 steps (MB) | accuracy |\n|---|---|---:|---:|---:|---:|---:|---|---:|")
-    for row in rows:
-        other = row["seconds"] - row["in_steps"] - row["in_validations"]
-        print(f"| {row['kind']} | {row['pad']} | {row['examples_per_second']:.1f} | "
-              f"{row['step_examples_per_second']:.1f} | {row['in_steps']:.1f} | {row['in_validations']:.1f} | "
-              f"{other:.1f} | {', '.join(f'{mb:,}' for mb in row['window_mb'])} | {row['accuracy']:.4f} |")
-    if args.bench_steps:
-        recipes = {"lora": "project", "full-finetune": "full-finetune"}
-        measured = bench([recipes[kind] for kind in args.runs.split(",")], args.bench_steps)
-        print(f"\nthroughput.py, same machine, {args.bench_steps} steps x 3: "
-              + ", ".join(f"{name} {value:.1f} examples/s" for name, value in measured.items()))
-        for row in rows:
-            share = row["step_examples_per_second"] / measured[recipes[row["kind"]]]
-            print(f"  {row['kind']} pad {row['pad']}: the real run's steps at {share:.0%} of the bench's")
+    measured = bench(sorted({BENCH[row["kind"]] for row in rows}), args.bench_steps) if args.bench_steps else {}
+    write_json_atomic(OUTPUT, {"runs": rows, "bench": measured, "bench_steps": args.bench_steps,
+                               "train_size": args.train_size, "meta": meta(Config(smoke=False))})
+    print(f"wrote {OUTPUT.relative_to(ROOT)}\n\n{report.real_run_table(ROOT / 'results')}")
     return 0
 
 

@@ -42,8 +42,8 @@ HEAD_MODULES = (*HEAD_LAYERS, "pooler", "pre_classifier")
 
 # Settings that change no trained weight (small mode's limits show in train_size, eval_size, epochs): fingerprints,
 # resume checks, the model card and the grids' skip-if-finished leave them out. Padding adds only masked positions,
-# which add nothing to any sum: with the pretrained model's dropout off (the default) the trained weights are the
-# same (a test), with it on only the random masks drawn differ.
+# which add nothing to any sum: in fp32, with the pretrained model's dropout off (the default), training ends at the
+# same weights (a test); bf16 products round differently per batch shape, which moves a run within its seeds' spread.
 NOT_TRAINED = ("output_root", "eval_batch_size", "report_to", "smoke", "pad_to_multiple_of")
 
 # Batches are padded to a multiple of this many tokens: on a CPU every new batch shape costs oneDNN new kernels and

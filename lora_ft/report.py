@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import stats
 from .config import ROOT
 from .io import atomic_file
 
@@ -65,7 +66,129 @@ def serving_line(results: Path) -> str:
             "rows/s")
 
 
-BLOCKS = {"serving-table": serving_table, "task-table": task_table, "serving-line": serving_line}
+def _record(results: Path, name: str) -> dict:
+    return json.loads((results / name).read_text(encoding="utf-8"))
+
+
+def real_run_table(results: Path) -> str:
+    """benchmarks/real_run_speed.py's runs (results/speed/real-run.json): the real run's steps against the bench."""
+    made = _record(results, "speed/real-run.json")
+    rows = ["| run | batches padded to | examples/s, whole run | examples/s, steps | bench's examples/s | "
+            "steps / bench | s in steps | s in validations | s else | memory every 50 steps (MB) | accuracy |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    bench = {"lora": made["bench"].get("project"), "full-finetune": made["bench"].get("full-finetune")}
+    for r in made["runs"]:
+        pad = "longest text" if r["pad"] is None else f"multiple of {r['pad']}"
+        other = r["seconds"] - r["in_steps"] - r["in_validations"]
+        versus = bench[r["kind"]]
+        against = ("- | -" if versus is None
+                   else f"{versus:.1f} | {r['step_examples_per_second'] / versus:.0%}")
+        rows.append(f"| {r['kind']} | {pad} | {r['examples_per_second']:.1f} | {r['step_examples_per_second']:.1f} | "
+                    f"{against} | {r['in_steps']:.0f} | {r['in_validations']:.0f} ({r['validations']}) | "
+                    f"{other:.0f} | "
+                    f"{', '.join(f'{mb:,}' for mb in r['window_mb'])} | {r['accuracy']:.4f} |")
+    return "\n".join(rows)
+
+
+def validation_seconds(record: dict) -> float:
+    """The mean time of a run's validations (the Trainer's eval_runtime)."""
+    times = [entry["eval_runtime"] for entry in record["train"]["history"] if "eval_runtime" in entry]
+    return sum(times) / len(times)
+
+
+def default_speed(results: Path) -> str:
+    """The committed full run's speeds (notebooks 02 and 03): LoRA against full fine-tuning, validations included."""
+    lora, full = _record(results, "lora.json"), _record(results, "full-finetune.json")
+    speed = {name: r["train"]["examples_per_second"] for name, r in (("lora", lora), ("full", full))}
+    checks = {name: validation_seconds(r) for name, r in (("lora", lora), ("full", full))}
+    return (f"LoRA trained at {speed['lora']:.1f} examples/s against full fine-tuning's {speed['full']:.1f} "
+            f"({speed['lora'] / speed['full']:.2f}x; {lora['train']['seconds']:.0f} s against "
+            f"{full['train']['seconds']:.0f} s for the same 2 epochs, validations included); a validation on "
+            f"{lora['config']['validation_sample']:,} tweets took {checks['lora']:.1f} s against "
+            f"{checks['full']:.1f} s "
+            f"({checks['lora'] / checks['full']:.2f}x)")
+
+
+def onnx_table(results: Path) -> str:
+    """benchmarks/serving_onnx.py's paths (results/speed/serving-onnx.json): speed, memory, size, accuracy."""
+    made = _record(results, "speed/serving-onnx.json")
+    first = made["paths"][0]
+    rows = [f"| path | load (s) | rows/s | x {first['path']} | peak memory (MB) | model on disk (MB) | "
+            f"test accuracy | change (points) | predictions as {first['path']} |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in made["paths"]:
+        rows.append(f"| {r['path']} | {r['load_seconds']:.1f} | {r['rows_per_second']:,.0f} | "
+                    f"{r['rows_per_second'] / first['rows_per_second']:.2f} | {r['peak_memory_mb']:,.0f} | "
+                    f"{r['model_mb']:.1f} | {r['accuracy']:.4f} | "
+                    f"{100 * (r['accuracy'] - first['accuracy']):+.2f} | "
+                    f"{r['same_predictions']:.2%} |")
+    return "\n".join(rows)
+
+
+SERVING_TOLERANCE = 0.2  # points of test accuracy a faster serving path may cost (issue 27)
+
+
+def fastest_serving(results: Path) -> tuple[dict, dict]:
+    """serving_onnx.py's fastest path within SERVING_TOLERANCE points of the first (predict's), and the fastest."""
+    paths = _record(results, "speed/serving-onnx.json")["paths"]
+    close = [p for p in paths if abs(100 * (p["accuracy"] - paths[0]["accuracy"])) <= SERVING_TOLERANCE]
+    return max(close, key=lambda p: p["rows_per_second"]), max(paths, key=lambda p: p["rows_per_second"])
+
+
+def onnx_verdict(results: Path) -> str:
+    best, fastest = fastest_serving(results)
+    paths = _record(results, "speed/serving-onnx.json")["paths"]
+    change = 100 * (fastest["accuracy"] - paths[0]["accuracy"])
+    return (f"the fastest path within {SERVING_TOLERANCE} points of {paths[0]['path']}'s test accuracy is "
+            f"{best['path']} ({best['rows_per_second']:,.0f} rows/s); the fastest of all, {fastest['path']} "
+            f"({fastest['rows_per_second']:,.0f} rows/s), changes the accuracy by {change:+.2f} points")
+
+
+# The README's headline runs (notebooks 02 and 03, seeds 42-44), as the table names them
+HEADLINE = {"majority": "majority class", "pretrained-baseline": "untrained model",
+            "tfidf-logreg": "TF-IDF + logistic regression", "linear-probe": "linear probe, frozen encoder",
+            "full-finetune": "full fine-tuning", "lora": "LoRA, r = 8, every linear layer"}
+
+
+def over_seeds(results: Path, run: str) -> list[dict]:
+    """run's records: the notebooks' seed (results/run.json), then the others (results/seeds/run.seed*.json)."""
+    extra = sorted((results / "seeds").glob(f"{run}.seed*.json"))
+    return [_record(results, f"{run}.json"), *(json.loads(p.read_text(encoding="utf-8")) for p in extra)]
+
+
+def headline_table(results: Path) -> str:
+    """Accuracy and macro-F1 (mean ± std over the seeds), trained weights, seed 42's training time and size."""
+    rows = ["| run | accuracy | macro-F1 | trainable weights | train time (s) | saved (MB) |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for run, name in HEADLINE.items():
+        found = over_seeds(results, run)
+        first, scores = found[0], {}
+        for metric in ("accuracy", "f1_macro"):
+            scores[metric] = stats.mean_std(stats.spread([r["metrics"][metric] for r in found]))
+        trainable, total = first["params"]["trainable"], first["params"]["total"]
+        weights = (f"({trainable / 1e6:.1f}M)" if run == "pretrained-baseline"  # what a full fine-tune would train
+                   else f"{trainable:,} ({trainable / total:.2%})" if run == "lora" else f"{trainable:,}")
+        seconds = (first.get("train") or {}).get("seconds")
+        rows.append(f"| {name} | {scores['accuracy']} | {scores['f1_macro']} | {weights} | "
+                    f"{'-' if seconds is None else f'{seconds:.0f}'} | {first['resources']['saved_mb']:g} |")
+    return "\n".join(rows)
+
+
+def lora_vs_full(results: Path) -> str:
+    """LoRA against full fine-tuning, paired by seed, in accuracy and macro-F1, with the verdict of stats.paired."""
+    lora, full = over_seeds(results, "lora"), over_seeds(results, "full-finetune")
+    found = {metric: stats.paired(stats.by_seed(lora, metric), stats.by_seed(full, metric), "LoRA",
+                                  "full fine-tuning", metric) for metric in ("accuracy", "f1_macro")}
+    accuracy, f1 = found["accuracy"], found["f1_macro"]
+    seeds = f"{min(accuracy.keys)}-{max(accuracy.keys)}"
+    verdicts = (f"{accuracy.verdict} in both" if accuracy.verdict == f1.verdict
+                else f"{accuracy.verdict} in accuracy, {f1.verdict} in macro-F1")
+    return (f"{accuracy.amount} points of accuracy and {f1.amount} of macro-F1, paired over seeds {seeds} (LoRA ahead "
+            f"on {accuracy.wins} of {accuracy.n} in accuracy): {verdicts} by the project's rule")
+
+BLOCKS = {"serving-table": serving_table, "task-table": task_table, "serving-line": serving_line,
+          "real-run-table": real_run_table, "default-speed": default_speed, "onnx-table": onnx_table,
+          "headline-table": headline_table, "lora-vs-full": lora_vs_full, "onnx-verdict": onnx_verdict}
 MARKED = re.compile(r"(<!-- report:([\w-]+) -->)(.*?)(<!-- /report:\2 -->)", re.S)
 
 

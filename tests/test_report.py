@@ -35,3 +35,10 @@ def test_a_block_is_rendered_from_the_records_and_the_rest_is_kept(tmp_path):
 
 def test_documents_are_the_readme_and_the_docs():
     assert report.documents()[0] == ROOT / "README.md" and len(report.documents()) > 5
+
+
+def test_predict_serves_the_fastest_path_within_the_accuracy_tolerance():
+    """benchmarks/serving_onnx.py's record: no ONNX Runtime path is both faster than predict's bf16 model and within
+    report.SERVING_TOLERANCE points of its accuracy (otherwise predict should offer it, issue 27)."""
+    best, _ = report.fastest_serving(ROOT / "results")
+    assert best["path"] == "bf16"
