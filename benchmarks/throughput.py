@@ -54,6 +54,7 @@ from transformers import TrainerCallback, default_data_collator
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from lora_ft import Config, data, experiments, training
+from lora_ft.config import ROOT
 from lora_ft.io import write_json_atomic
 from lora_ft.measure import measure
 from lora_ft.modeling import add_lora, load_tokenizer, model_for_training
@@ -66,6 +67,7 @@ KNOBBED = tuple(f"{recipe}+{knobs}" for knobs in ("dropout0", "sdpa", "dropout0+
                 for recipe in ("project", "full-finetune"))
 RECIPES = ("fixed-128", "fixed-512", "project-dropout", "project-fp32", "project", "previous-default", "full-finetune",
            *KNOBBED)
+OUTPUT = ROOT / "results" / "speed" / "throughput.json"  # docs/speed.md's share-of-peak table (lora_ft.report)
 PREVIOUS_DEFAULT = dict(target_modules=("query", "value"), base_dropout=None, attention="sdpa")
 FP32 = ("fixed-128", "fixed-512", "project-dropout", "project-fp32")  # the others train in the precision "auto" picks
 
@@ -228,9 +230,25 @@ def inference(model, tokenizer, dataset, batch_size: int, repeats: int) -> dict[
     return rows
 
 
+# Operators by kind, for the shares of a step's time (self CPU time); the rest is "other"
+OPERATORS = {"matrix products": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+             "copies and casts": ("aten::copy_", "aten::_to_copy", "aten::to", "aten::clone", "aten::contiguous"),
+             "adds and scales": ("aten::add", "aten::add_", "aten::mul", "aten::mul_", "aten::sum", "aten::div",
+                                 "aten::div_", "aten::addcmul_", "aten::addcdiv_", "aten::lerp_", "aten::sqrt")}
+
+
+def shares(events) -> dict[str, float]:
+    """Each kind of operator's share of the self CPU time of profiled events (torch.profiler key averages)."""
+    total = sum(event.self_cpu_time_total for event in events)
+    found = {kind: sum(e.self_cpu_time_total for e in events if e.key in names) / total
+             for kind, names in OPERATORS.items()}
+    return {**found, "other": 1 - sum(found.values())}
+
+
 def profile(name: str, splits, tokenizer, config: Config, labels, steps: int = 4, warmup: int = 2,
-            rows: int = 12) -> str:
-    """The operators that take the time of a recipe's training steps (torch.profiler, self CPU time)."""
+            rows: int = 12) -> tuple[str, dict[str, float]]:
+    """The operators that take the time of a recipe's training steps (torch.profiler, self CPU time): a table of the
+    slowest, and the share of each kind (OPERATORS)."""
     train = epoch_batches(name, splits, tokenizer, config, steps + warmup)
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
 
@@ -247,7 +265,8 @@ def profile(name: str, splits, tokenizer, config: Config, labels, steps: int = 4
                               max_steps=steps + warmup, train_sampling_strategy="sequential")
         trainer.add_callback(Window())
         trainer.train()
-    return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    events = profiler.key_averages()
+    return events.table(sort_by="self_cpu_time_total", row_limit=rows), shares(events)
 
 
 def main(argv=None) -> int:
@@ -361,10 +380,17 @@ def main(argv=None) -> int:
     _verdict(f"merged inference {speedup:.2f}x unmerged fp32, accuracy change {change:.2f} pt",
              speedup >= 2.5 and change <= 0.2, ">= 2.5x, <= 0.2 pt")
 
+    profiles = {}
     if args.profile:
         for name in ("project", "full-finetune"):
-            print(f"\nwhere the time of a {name} step goes (4 steps, self CPU time):")
-            print(profile(name, splits, tokenizer, config, labels))
+            table, profiles[name] = profile(name, splits, tokenizer, config, labels)
+            print(f"\nwhere the time of a {name} step goes (4 steps, self CPU time):\n{table}")
+    recipes_run = {name: {**row, "precision": recipe_precision(name.split("+")[0], config),
+                          "share_of_peak": row["gflops"] / peaks[recipe_precision(name.split("+")[0], config)]}
+                   for name, row in rows.items()}
+    write_json_atomic(OUTPUT, {"recipes": recipes_run, "peaks": peaks, "profile": profiles, "steps": args.steps,
+                               "repeats": args.repeats, "meta": meta(config)})
+    print(f"\nwrote {OUTPUT.relative_to(ROOT)}")
     return 0
 
 

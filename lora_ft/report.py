@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -125,6 +126,66 @@ def onnx_table(results: Path) -> str:
     return "\n".join(rows)
 
 
+def notebook_minutes(notebook: Path) -> float | None:
+    """How long a committed notebook's run took: first cell started to last cell answered (nbconvert's timings)."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    timings = [cell.get("metadata", {}).get("execution", {}) for cell in cells if cell["cell_type"] == "code"]
+    starts = [t["iopub.execute_input"] for t in timings if "iopub.execute_input" in t]
+    ends = [t["shell.execute_reply"] for t in timings if "shell.execute_reply" in t]
+    if not starts or not ends:
+        return None
+    start, end = (datetime.fromisoformat(stamp.replace("Z", "+00:00")) for stamp in (min(starts), max(ends)))
+    seconds = (end - start).total_seconds()
+    return seconds / 60
+
+
+def notebook_table(results: Path) -> str:
+    """Minutes of each committed notebook's run, and their sum."""
+    minutes = {p.name[:2]: notebook_minutes(p) for p in sorted((results.parent / "notebooks").glob("[0-9]*.ipynb"))}
+    shown = {name: m for name, m in minutes.items() if m is not None}
+    return "\n".join([f"| notebook | {' | '.join(shown)} | all |", "|---|" + "---:|" * (len(shown) + 1),
+                      f"| minutes | {' | '.join(f'{m:.1f}' for m in shown.values())} | {sum(shown.values()):.1f} |"])
+
+
+def slow_cells(results: Path) -> str:
+    """The README's line on the notebooks' two trainings: their seconds and peak memory."""
+    full, lora = _record(results, "full-finetune.json"), _record(results, "lora.json")
+    peaks = sorted(r["resources"]["peak_memory_mb"] / 1000 for r in (full, lora))
+    return (f"The slow cells are full fine-tuning in 02 ({full['train']['seconds']:.0f} s) and LoRA in 03 "
+            f"({lora['train']['seconds']:.0f} s); training peaks at {peaks[0]:.1f} to {peaks[1]:.1f} GB of memory "
+            "above the loaded libraries")
+
+
+def peak_share_table(results: Path) -> str:
+    """throughput.py's recipes (results/speed/throughput.json): speed, share of the matrix-product peak, and where a
+    profiled step's time goes."""
+    made = _record(results, "speed/throughput.json")
+    kinds = list(next(iter(made["profile"].values()), {}))
+    rows = ["| recipe | precision | examples/s | GFLOP/s | % of peak | " + "".join(f"{k} | " for k in kinds)
+            + "peak MB |", "|---|---|---:|---:|---:|" + "---:|" * len(kinds) + "---:|"]
+    for name, r in made["recipes"].items():
+        profiled = made["profile"].get(name)
+        parts = "".join(f"{profiled[k]:.0%} | " if profiled else "- | " for k in kinds)
+        rows.append(f"| {name} | {r['precision']} | {r['examples_per_second']:.1f} | {r['gflops']:.0f} | "
+                    f"{r['share_of_peak']:.0%} | {parts}{r['peak_memory_mb']:,.0f} |")
+    peaks = ", ".join(f"{dtype} {value:,.0f} GFLOP/s" for dtype, value in made["peaks"].items())
+    return "\n".join(rows) + f"\n\nMatrix-product peak measured in the same run: {peaks}."
+
+
+def peak_share_line(results: Path) -> str:
+    """LoRA's step against full fine-tuning's: share of the peak, and of the step's time in matrix products."""
+    made = _record(results, "speed/throughput.json")
+    lora, full = made["recipes"]["project"], made["recipes"]["full-finetune"]
+    line = (f"LoRA's step ran at {lora['share_of_peak']:.0%} of the {lora['precision']} matrix-product peak, full "
+            f"fine-tuning's at {full['share_of_peak']:.0%} ({lora['examples_per_second']:.1f} against "
+            f"{full['examples_per_second']:.1f} examples/s)")
+    if {"project", "full-finetune"} <= set(made["profile"]):
+        mm = {name: made["profile"][name]["matrix products"] for name in ("project", "full-finetune")}
+        line += (f"; matrix products took {mm['project']:.0%} of a LoRA step's time against {mm['full-finetune']:.0%} "
+                 "of full fine-tuning's")
+    return line
+
+
 SERVING_TOLERANCE = 0.2  # points of test accuracy a faster serving path may cost (issue 27)
 
 
@@ -188,7 +249,9 @@ def lora_vs_full(results: Path) -> str:
 
 BLOCKS = {"serving-table": serving_table, "task-table": task_table, "serving-line": serving_line,
           "real-run-table": real_run_table, "default-speed": default_speed, "onnx-table": onnx_table,
-          "headline-table": headline_table, "lora-vs-full": lora_vs_full, "onnx-verdict": onnx_verdict}
+          "headline-table": headline_table, "lora-vs-full": lora_vs_full, "onnx-verdict": onnx_verdict,
+          "notebook-table": notebook_table, "slow-cells": slow_cells, "peak-share-table": peak_share_table,
+          "peak-share-line": peak_share_line}
 MARKED = re.compile(r"(<!-- report:([\w-]+) -->)(.*?)(<!-- /report:\2 -->)", re.S)
 
 
