@@ -7,7 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .config import DEFAULT_DATASET, DEFAULT_MODEL, Config
+from .config import DEFAULT_DATASET, DEFAULT_MODEL, TARGET_SETS, Config
 from .io import atomic_file
 from .modeling import public_name
 from .provenance import record_path, same_training
@@ -191,3 +191,14 @@ def _dataset(settings: Config) -> str:
 def read(path: Path) -> dict | None:
     """A JSON file's content, or None where there is none."""
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def of_record(results: Path) -> str:
+    """The card of the run behind results/lora.json (docs/model-card.md shows it; its test checks it is current)."""
+    record = read(Path(results) / "lora.json")
+    others = {run: other for run in BASELINES if (other := read(Path(results) / f"{run}.json"))
+              and other["labels"] == record["labels"] and other["n_examples"] == record["n_examples"]}
+    settings = Config(**{**record["config"], "smoke": record["meta"]["smoke"]})
+    lora = {"target_modules": list(settings.target_modules or TARGET_SETS["all-linear"]),  # as add_lora resolves them
+            "modules_to_save": [*(settings.modules_to_save or ("pooler",)), "classifier"]}
+    return str(build(settings, record["labels"], record, others, lora=lora))
