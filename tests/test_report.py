@@ -42,3 +42,27 @@ def test_predict_serves_the_fastest_path_within_the_accuracy_tolerance():
     report.SERVING_TOLERANCE points of its accuracy (otherwise predict should offer it, issue 27)."""
     best, _ = report.fastest_serving(ROOT / "results")
     assert best["path"] == "bf16"
+
+
+def test_notebook_minutes_come_from_the_cells_timings(tmp_path):
+    cells = [{"cell_type": "markdown", "metadata": {}},
+             {"cell_type": "code", "metadata": {"execution": {"iopub.execute_input": "2026-12-06T07:00:00.000Z",
+                                                              "shell.execute_reply": "2026-12-06T07:01:00.000Z"}}},
+             {"cell_type": "code", "metadata": {"execution": {"iopub.execute_input": "2026-12-06T07:01:00.000Z",
+                                                              "shell.execute_reply": "2026-12-06T07:04:30.000Z"}}}]
+    notebook = tmp_path / "01_x.ipynb"
+    notebook.write_text(json.dumps({"cells": cells}))
+    assert report.notebook_minutes(notebook) == pytest.approx(4.5)
+    notebook.write_text(json.dumps({"cells": [{"cell_type": "code", "metadata": {}}]}))
+    assert report.notebook_minutes(notebook) is None  # never executed: no time to show
+
+
+def test_the_fastest_serving_path_within_the_tolerance_is_chosen(tmp_path):
+    (tmp_path / "speed").mkdir()
+    paths = [{"path": "bf16", "rows_per_second": 300.0, "accuracy": 0.8000},
+             {"path": "onnx-int8", "rows_per_second": 500.0, "accuracy": 0.7985},  # -0.15 points: within
+             {"path": "faster-still", "rows_per_second": 900.0, "accuracy": 0.7900}]  # -1.00 points: not
+    (tmp_path / "speed" / "serving-onnx.json").write_text(json.dumps({"paths": paths}))
+    best, fastest = report.fastest_serving(tmp_path)
+    assert (best["path"], fastest["path"]) == ("onnx-int8", "faster-still")
+    assert "changes the accuracy by -1.00 points" in report.onnx_verdict(tmp_path)
