@@ -39,11 +39,16 @@ def for_adapter(config: Config, labels: list[str], adapter: Path, record: dict |
     """The card of the adapter in adapter (or of its merged export) from what the run left under config's paths."""
     adapter = Path(adapter)
     record = record or own_record(config, adapter)
-    others = {run: other for run in BASELINES if (other := read(record_path(run, config))) and record
-              and other["labels"] == record["labels"] and other["n_examples"] == record["n_examples"]}
+    others = _baselines(record, lambda run: read(record_path(run, config))) if record else {}
     report = read(config.paths.data / "report.json")
     sizes = report.get("splits") if report and report.get("labels") == list(labels) else None
     return build(config, labels, record, others, sizes, read(adapter / "adapter_config.json"), merged)
+
+
+def _baselines(record: dict, read_run) -> dict[str, dict]:
+    """BASELINES' records (read_run(name) -> record or None) scored on the same labels and test split as record."""
+    return {run: other for run in BASELINES if (other := read_run(run))
+            and other["labels"] == record["labels"] and other["n_examples"] == record["n_examples"]}
 
 
 def own_record(config: Config, adapter: Path) -> dict | None:
@@ -196,8 +201,7 @@ def read(path: Path) -> dict | None:
 def of_record(results: Path) -> str:
     """The card of the run behind results/lora.json (docs/model-card.md shows it; its test checks it is current)."""
     record = read(Path(results) / "lora.json")
-    others = {run: other for run in BASELINES if (other := read(Path(results) / f"{run}.json"))
-              and other["labels"] == record["labels"] and other["n_examples"] == record["n_examples"]}
+    others = _baselines(record, lambda run: read(Path(results) / f"{run}.json"))
     settings = Config(**{**record["config"], "smoke": record["meta"]["smoke"]})
     lora = {"target_modules": list(settings.target_modules or TARGET_SETS["all-linear"]),  # as add_lora resolves them
             "modules_to_save": [*(settings.modules_to_save or ("pooler",)), "classifier"]}

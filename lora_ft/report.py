@@ -20,6 +20,10 @@ SERVING_WAYS = {"adapters": "one base + an adapter per task", "merged": "a merge
                 "full": "a fully fine-tuned model per task"}  # benchmarks/serving_tasks.py's ways, as shown
 
 
+def _record(results: Path, name: str) -> dict:
+    return json.loads((results / name).read_text(encoding="utf-8"))
+
+
 def serving_frame(reports: list[dict]) -> pd.DataFrame:
     """serving_tasks.py's reports as rows: way, tasks, memory held and while classifying, load time, rows/s."""
     return pd.DataFrame([{"way": r["way"], "tasks": len(r["tasks"]), "held_mb": r["held_memory_mb"],
@@ -30,7 +34,7 @@ def serving_frame(reports: list[dict]) -> pd.DataFrame:
 
 def serving_table(results: Path) -> str:
     """Notebook 09's serving measurements (results/tasks/serving.json) as a table."""
-    reports = json.loads((results / "tasks" / "serving.json").read_text(encoding="utf-8"))["reports"]
+    reports = _record(results, "tasks/serving.json")["reports"]
     rows = ["| set-up | tasks | memory held (MB) | while classifying (MB) | load (s) | rows/s | rows/s, tasks mixed |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(reports, key=lambda r: (list(SERVING_WAYS).index(r["way"]), len(r["tasks"]))):
@@ -45,8 +49,8 @@ def task_table(results: Path) -> str:
     rows = ["| task | classes | train / test examples | LoRA accuracy | full fine-tuning | LoRA train (s) | "
             "full train (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for path in sorted((results / "tasks").glob("*-lora.json")):
-        lora = json.loads(path.read_text(encoding="utf-8"))
-        full = json.loads(path.with_name(path.name.replace("-lora", "-full-finetune")).read_text(encoding="utf-8"))
+        lora = _record(path.parent, path.name)
+        full = _record(path.parent, path.name.replace("-lora", "-full-finetune"))
         rows.append(f"| {lora['run'].removesuffix('-lora')} | {len(lora['labels'])} | "
                     f"{lora['config']['train_size']:,} / {lora['n_examples']:,} | {lora['metrics']['accuracy']:.4f} | "
                     f"{full['metrics']['accuracy']:.4f} | {lora['train']['seconds']:.0f} | "
@@ -56,7 +60,7 @@ def task_table(results: Path) -> str:
 
 def serving_line(results: Path) -> str:
     """The README's line on notebook 09."""
-    reports = json.loads((results / "tasks" / "serving.json").read_text(encoding="utf-8"))["reports"]
+    reports = _record(results, "tasks/serving.json")["reports"]
     most = max(len(r["tasks"]) for r in reports)
     at = {r["way"]: r for r in reports if len(r["tasks"]) == most}
     agree = sum(a == b for a, b in zip(at["adapters"]["predicted"], at["merged"]["predicted"]))
@@ -65,10 +69,6 @@ def serving_line(results: Path) -> str:
             f"for {most} merged models ({agree:,} of {len(at['merged']['predicted']):,} test predictions the same), "
             f"and classifies {at['adapters']['rows_per_second']:.0f} rows/s against the merged models' "
             f"{at['merged']['rows_per_second']:.0f}")
-
-
-def _record(results: Path, name: str) -> dict:
-    return json.loads((results / name).read_text(encoding="utf-8"))
 
 
 def real_run_table(results: Path) -> str:
@@ -94,14 +94,19 @@ def real_run_table(results: Path) -> str:
 def validation_cost(results: Path) -> str:
     """What the validations of the committed LoRA run cost."""
     lora = _record(results, "lora.json")
-    times = [entry["eval_runtime"] for entry in lora["train"]["history"] if "eval_runtime" in entry]
+    times = validation_times(lora)
     return (f"{sum(times) / len(times):.1f} s each in the committed LoRA run, so its {len(times)} validations add "
             f"{sum(times):.0f} s, {sum(times) / lora['train']['seconds']:.0%} of its {lora['train']['seconds']:.0f} s")
 
 
+def validation_times(record: dict) -> list[float]:
+    """The seconds of each of a run's validations (the Trainer's eval_runtime)."""
+    return [entry["eval_runtime"] for entry in record["train"]["history"] if "eval_runtime" in entry]
+
+
 def validation_seconds(record: dict) -> float:
-    """The mean time of a run's validations (the Trainer's eval_runtime)."""
-    times = [entry["eval_runtime"] for entry in record["train"]["history"] if "eval_runtime" in entry]
+    """The mean time of a run's validations."""
+    times = validation_times(record)
     return sum(times) / len(times)
 
 
@@ -221,7 +226,7 @@ HEADLINE = {"majority": "majority class", "pretrained-baseline": "untrained mode
 def over_seeds(results: Path, run: str) -> list[dict]:
     """run's records: the notebooks' seed (results/run.json), then the others (results/seeds/run.seed*.json)."""
     extra = sorted((results / "seeds").glob(f"{run}.seed*.json"))
-    return [_record(results, f"{run}.json"), *(json.loads(p.read_text(encoding="utf-8")) for p in extra)]
+    return [_record(results, f"{run}.json"), *(_record(p.parent, p.name) for p in extra)]
 
 
 def headline_table(results: Path) -> str:
