@@ -17,10 +17,10 @@ import pandas as pd
 from . import data, stats
 from .config import DEFAULT_SEED, FULL_FINETUNE_LEARNING_RATE, LEARNING_RATE, ROOT, TARGET_SETS, Config
 from .errors import ConfigError
+from .grids import CURVE_METHODS as METHODS
 from .modeling import resolve_model
 from .run import record
 
-METHODS = ("lora", "lora-small", "lora-lpft", "setfit", "full-finetune", "linear-probe", "tfidf-logreg")
 PER_CLASS = (8, 32, 128, 512, None)  # examples per class; None: the whole train split ("all")
 HEADLINE = ("lora", "full-finetune", "linear-probe", "tfidf-logreg")  # at "all", reused from results/<run>.json
 

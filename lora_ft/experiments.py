@@ -16,10 +16,12 @@ from pathlib import Path
 from datasets import DatasetDict
 
 from . import baselines, curves, data, results, stats
-from .config import DEFAULT_SEED, LEARNING_RATE, NOT_TRAINED, SEEDS, TARGET_SETS, Config
+from .config import DEFAULT_SEED, NOT_TRAINED, SEEDS, TARGET_SETS, Config
 from .errors import ConfigError
+from .grids import GROUPS, RECIPE_BASE, RECIPE_BUDGET, RECIPES, comparisons  # noqa: F401 (experiments.GROUPS ...)
 from .io import write_json_atomic
 from .modeling import lora_targets, model_skeleton
+from .results import default_seed_record, records, rerun_command  # noqa: F401 (experiments.records ...)
 from .run import NO_VALIDATION, ONCE_PER_EPOCH, SAME_BUDGET, train_and_score
 from .training import on_main_process
 
@@ -92,21 +94,6 @@ class Failed(ConfigError):
     """A run in a process of its own failed (its error is above): the grid goes on and reports it at the end."""
 
 
-def records(folder: Path, name: str) -> list[dict]:
-    """name's records over all seeds, seed 42 first; all must share their settings."""
-    reference = _reference(folder, name)
-    found = [reference] + [results.read(p) for p in sorted((Path(folder) / "seeds").glob(f"{name}.seed*.json"))
-                           if p.name.removeprefix(f"{name}.seed").removesuffix(".json").isdigit()]
-    wanted = results.settings(reference)
-    stale = [r["meta"]["seed"] for r in found if results.settings(r) != wanted]
-    if stale:
-        differ = {k for r in found for k, v in results.settings(r).items() if v != wanted.get(k)}
-        raise ConfigError(f"the records of {name!r} with seeds {stale} were made with other settings than "
-                          f"{results.path_of(folder, name)} (they differ in {sorted(differ)}): run "
-                          f"`{rerun_command(folder, name)}` to redo them")
-    return found
-
-
 def summarize(folder: Path, name: str) -> dict:
     """Mean, standard deviation (n - 1), min and max over name's seeds, written to <folder>/summaries/<name>.json."""
     found = records(folder, name)
@@ -118,19 +105,6 @@ def summarize(folder: Path, name: str) -> dict:
             summary.setdefault(section, {})[cost] = stats.spread(values)
     on_main_process(write_json_atomic, Path(folder) / "summaries" / f"{name}.json", summary)
     return summary
-
-
-def rerun_command(folder: Path, name: str) -> str:  # the command that adds seeds to name's records
-    step = {"recipes": f"recipes --names {name}", "curves": "curves"}.get(Path(folder).name, f"seeds --runs {name}")
-    return f"python -m lora_ft {step}"
-
-
-def _reference(folder: Path, name: str) -> dict:  # a run's seed-42 record
-    path = results.path_of(folder, name)
-    if not path.exists():
-        raise ConfigError(f"no record {path} to take the settings from: run the notebook or CLI step that writes "
-                          f"{name!r} first (seed {DEFAULT_SEED})")
-    return results.read(path)
 
 
 # ---- the sweep (notebook 06): rank x alpha/r on query/value, and other target sets at one point, on one budget
@@ -182,59 +156,7 @@ def sweep(config: Config, log=print, **changes) -> dict[str, dict]:
     return run(grid, config, config.paths.results, train, log)
 
 
-# ---- the recipes (notebook 08): named settings on one budget, each seed in a fresh process so peak memory compares
-
-RECIPE_BUDGET = {"epochs": 2.0, "train_size": None, "early_stopping_patience": 0}  # the default run's, final weights
-# what every recipe starts from, fixed here so that the grid's records stay valid when Config's defaults change
-RECIPE_BASE = {"target_modules": TARGET_SETS["all-linear"], "r": 8, "alpha": 16.0, "learning_rate": LEARNING_RATE,
-               "dropout": 0.0, "method": "lora", "loraplus_lr_ratio": None, "base_dropout": None}
-RECIPES = {  # name: settings that differ from RECIPE_BASE; the groups are notebook 08's questions
-    # which layers get adapters
-    "query-value": {"target_modules": TARGET_SETS["query-value"]},
-    "attention": {"target_modules": TARGET_SETS["attention"]},
-    "all-linear": {},
-    # learning rate x alpha/r on all linear layers (alpha/r scales the update, so it acts on the step size too)
-    **{f"all-linear-lr{lr:g}-ratio{ratio}": {"learning_rate": lr, "alpha": 8.0 * ratio}
-       for lr in (3e-4, 1e-3, 3e-3) for ratio in (1, 2)},
-    # peft's variants, each one setting away from all-linear LoRA (same budget and learning rate)
-    **{f"all-linear-{method}": {"method": method} for method in ("dora", "rslora", "pissa", "ia3")},
-    "all-linear-vera": {"method": "vera", "r": 256, "alpha": 512.0},
-    # IA3's own paper trains its scales faster than LoRA's learning rate (T-Few: 3e-3); 1e-2 to see where that ends
-    **{f"all-linear-ia3-lr{lr:g}": {"method": "ia3", "learning_rate": lr} for lr in (3e-3, 1e-2)},
-    "all-linear-loraplus16": {"loraplus_lr_ratio": 16.0},
-    # LoRA+ at the default rate puts B 16x higher (1.6e-2), where it diverged: the same ratio on a fifth of the rate
-    "all-linear-loraplus16-lr0.0002": {"loraplus_lr_ratio": 16.0, "learning_rate": LEARNING_RATE / 5},
-    # speed knobs: the pretrained model's own dropout off (torch.compile loses on CPU: benchmarks/throughput.py)
-    "all-linear-dropout0": {"base_dropout": 0.0},
-    "query-value-dropout0": {"target_modules": TARGET_SETS["query-value"], "base_dropout": 0.0},
-    # the budget itself: a third epoch (learning rate stretched over three) shows what two leave on the table
-    "query-value-3epochs": {"target_modules": TARGET_SETS["query-value"], "epochs": 3.0},
-    "all-linear-3epochs": {"epochs": 3.0},
-}
-GROUPS = {
-    "targets": ("query-value", "attention", "all-linear"),
-    "learning-rate": tuple(name for name in RECIPES if name.startswith("all-linear-lr")),
-    "variants": ("all-linear", *(f"all-linear-{v}" for v in ("dora", "rslora", "pissa", "vera", "ia3", "ia3-lr0.003",
-                                                             "ia3-lr0.01", "loraplus16", "loraplus16-lr0.0002"))),
-    "speed": ("query-value", "query-value-dropout0", "all-linear", "all-linear-dropout0"),
-    "budget": ("query-value", "query-value-3epochs", "all-linear", "all-linear-3epochs"),
-}
-# each group's recipes against its reference (default: all-linear), or PAIRS' comparisons where each changes another
-REFERENCE = {"targets": "query-value", "learning-rate": "all-linear-lr0.001-ratio2"}
-PAIRS = {
-    "speed": (("query-value-dropout0", "query-value"), ("all-linear-dropout0", "all-linear"),
-              ("query-value-dropout0", "all-linear-dropout0")),  # the fastest recipe against the default
-    "budget": (("query-value-3epochs", "query-value"), ("all-linear-3epochs", "all-linear")),
-}
-
-
-def comparisons(group: str) -> tuple[tuple[str, str], ...]:
-    """(recipe, what it is compared with) for each comparison notebook 08 makes in group."""
-    if group in PAIRS:
-        return PAIRS[group]
-    reference = REFERENCE.get(group, "all-linear")
-    return tuple((name, reference) for name in GROUPS[group] if name != reference)
-
+# ---- the recipes (notebook 08, declared in lora_ft.grids): each seed in a fresh process so peak memory compares
 
 def recipe(name: str, seed: int = DEFAULT_SEED) -> Experiment:
     if name not in RECIPES:
@@ -289,7 +211,7 @@ def seed_grid(runs, seeds, results_dir: Path) -> tuple[Config, list[Experiment]]
         if name not in SEEDED and not name.startswith("sweep-"):
             raise ConfigError(f"no step re-runs {name!r} with another seed: choose from the notebooks' runs "
                               f"({', '.join([*SEEDED, 'sweep-...'])})")
-        reference = _reference(results_dir, name)
+        reference = default_seed_record(results_dir, name)
         made = Config(**{**reference["config"], "smoke": reference["meta"]["smoke"]})
         mode.add(made.smoke)
         changes = {k: getattr(made, k) for k in made.to_dict() if k not in (*NOT_TRAINED, "seed")}

@@ -10,13 +10,16 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .config import TARGET_SETS
+from .config import Config
+from .grids import DEFAULT_RECIPE
 from .io import atomic_file
 from .report import SERVING_WAYS
 from .stats import mean_std, spread
 
 RUN_ORDER = {"majority": 0, "pretrained-baseline": 1, "tfidf-logreg": 2, "linear-probe": 3, "full-finetune": 4,
              "lora": 5}  # by kind: the cheapest reference first, LoRA last
+MARKERS = "osD^vPX"  # a marker per method or recipe, beside its colour (a star marks the default recipe)
+DEFAULT_RECIPES = (DEFAULT_RECIPE, "all-linear-dropout0")  # Config's defaults as a recipe, or the sdpa one before it
 
 
 def ordered(records: dict[str, dict]) -> list[dict]:
@@ -59,39 +62,60 @@ def over_seeds(records: dict[str, dict], seeds: dict[str, list[dict]] | None = N
     return {run: seeds.get(run) or [record] for run, record in records.items()}
 
 
-def metric_bars(records: dict[str, dict], metrics=("accuracy", "f1_macro"), seeds=None) -> plt.Figure:
-    """Mean test metrics over the seeds (bars), their standard deviation (error bars) and each seed (dots)."""
+def metric_dots(records: dict[str, dict], metrics=("accuracy", "f1_macro"), seeds=None) -> plt.Figure:
+    """Test metrics on an axis zoomed to the trained runs: each seed a dot, mean ± standard deviation a bar; the runs
+    that train nothing (majority class, untrained model) keep their row, their scores written at its left edge."""
     runs = over_seeds(records, seeds)
-    frame = pd.DataFrame([(r["run"], found["meta"]["seed"], m, found["metrics"][m])
-                          for r in ordered(records) for found in runs[r["run"]] for m in metrics],
-                         columns=["run", "seed", "metric", "value"])
-    n = frame.groupby("run")["seed"].nunique()
-    fig, ax = plt.subplots(figsize=(max(7, 1.5 * len(records)), 3.5))  # wide enough to label every bar
-    sns.barplot(frame, x="metric", y="value", hue="run", errorbar="sd", capsize=0.1, err_kws={"linewidth": 1}, ax=ax)
-    for container in ax.containers:
-        ax.bar_label(container, fmt="%.3f", fontsize=8, padding=6)
-    sns.stripplot(frame, x="metric", y="value", hue="run", dodge=True, palette="dark:black", size=3, legend=False,
-                  ax=ax)
-    seeds_said = f"{n.min()} seeds" if n.min() == n.max() else f"{n.min()} to {n.max()} seeds"
-    ax.set(title=f"Test metrics: mean, standard deviation and each seed ({seeds_said} per run)", ylim=(0, 1),
-           xlabel="", ylabel="")
-    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    rows = ordered(records)
+    trained = [r for r in rows if "train" in r] or rows
+    reference = next((r for r in trained if r["kind"] == "full-finetune"), None)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 1.4 + 0.55 * len(rows)), sharey=True,
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, r in enumerate(rows):
+            values = [found["metrics"][metric] for found in runs[r["run"]]]
+            if r not in trained:  # far below the others: drawn, it would squeeze them together
+                ax.annotate(f"◀ {spread_text(values)}: trains nothing, off the axis", (0.01, i),
+                            xycoords=("axes fraction", "data"), va="center", fontsize=8, color="gray")
+                continue
+            ax.scatter(values, [i] * len(values), s=18, color=f"C{i}", alpha=0.6, zorder=3)
+            ax.errorbar(np.mean(values), i, xerr=np.std(values, ddof=1) if len(values) > 1 else 0, fmt="|",
+                        markersize=16, capsize=5, color=f"C{i}")
+            ax.annotate(spread_text(values), (np.mean(values), i), xytext=(0, 10), textcoords="offset points",
+                        ha="center", fontsize=8)
+        if reference:  # the ceiling LoRA is measured against
+            ax.axvline(np.mean([f["metrics"][metric] for f in runs[reference["run"]]]), color="gray", ls=":", lw=1)
+        ax.set(xlabel=f"test {metric}", ylim=(len(rows) - 0.4, -0.7))  # the cheapest run on top, as in the tables
+        ax.grid(axis="x", alpha=0.3)
+        ax.margins(x=0.12)
+    axes[0][0].set(yticks=range(len(rows)), yticklabels=[r["run"] for r in rows])
+    n = sorted({len(runs[r["run"]]) for r in trained})
+    fig.suptitle("Test scores on an axis zoomed to the trained runs: each seed a dot, mean ± standard deviation a bar "
+                 f"({' to '.join(map(str, n))} seed{'s' if n[-1] > 1 else ''} per run)"
+                 + ("; dotted: full fine-tuning's mean" if reference else ""), fontsize=10)
+    fig.tight_layout()
     return fig
 
 
 def confusion_matrices(records: dict[str, dict]) -> plt.Figure:
+    """Each run's confusion matrix, row-normalised: the share of each true class given each prediction, its recall on
+    the diagonal; each true class's number of test examples beside its name."""
     runs = ordered(records)
     columns = min(len(runs), 3)
     rows = -(-len(runs) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.8 * rows + 0.4), squeeze=False)
     for ax in axes.flat[len(runs):]:
         ax.axis("off")
     for ax, record in zip(axes.flat, runs):
         matrix = np.asarray(record["confusion_matrix"])
-        share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)  # colour: recall per true class
-        sns.heatmap(share, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
-                    xticklabels=record["labels"], yticklabels=record["labels"])
-        ax.set(title=f"{record['run']} (acc {record['metrics']['accuracy']:.3f})", xlabel="predicted", ylabel="true")
+        recall = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        sns.heatmap(recall, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
+                    xticklabels=record["labels"],
+                    yticklabels=[f"{label} ({n:,})" for label, n in zip(record["labels"], matrix.sum(axis=1))])
+        ax.set(title=f"{record['run']} (accuracy {record['metrics']['accuracy']:.3f})", xlabel="predicted",
+               ylabel="true (test examples)")
+    seeds = ", ".join(str(s) for s in sorted({r["meta"]["seed"] for r in runs}))
+    fig.suptitle(f"Confusion matrices, row-normalised (recall): each true class's row sums to 1 (seed {seeds})")
     fig.tight_layout()
     return fig
 
@@ -121,44 +145,56 @@ def training_curves(record: dict) -> plt.Figure:
 
 
 def parameter_counts(records: dict[str, dict]) -> plt.Figure:
+    """Trainable and total weights of each run with weights (log scale); a run that trains nothing (the untrained
+    model, whose record counts what a full fine-tune would train) shows its size only, labelled not trained."""
     runs = [r for r in ordered(records) if r["params"]["total"]]
     fig, ax = plt.subplots(figsize=(7, 1 + 0.45 * len(runs)))
     names = [r["run"] for r in runs]
     ax.barh(names, [r["params"]["total"] for r in runs], color="lightgray")
-    ax.barh(names, [max(r["params"]["trainable"], 1) for r in runs], color="tab:orange")
-    for i, r in enumerate(runs):
-        share = r["params"]["trainable"] / r["params"]["total"]
-        ax.text(r["params"]["total"], i, f" {share:.2%} trainable", va="center", fontsize=8)
+    for name, r in zip(names, runs):
+        trainable = r["params"]["trainable"] if "train" in r else 0
+        if trainable:
+            ax.barh(name, trainable, color="tab:orange")
+        said = f"{trainable / r['params']['total']:.2%} trainable" if trainable else "not trained (its size only)"
+        ax.text(r["params"]["total"], name, f" {said}", va="center", fontsize=8)
     # named in the title: a legend would cover a bar once there are more than a few runs
-    ax.set(xscale="log", title="Parameters (log scale): trainable in orange, total in gray", xlabel="parameters")
+    ax.set(xscale="log", title="Parameters (log scale): trained in orange, total in gray", xlabel="parameters")
     return fig
 
 
 def accuracy_against_cost(records: dict[str, dict], seeds=None) -> plt.Figure:
-    """Test accuracy of each trained run against its trainable weights and saved size (log scales), the majority
-    class as the floor; each seed a dot, the mean +- standard deviation a bar where there are several."""
+    """Test accuracy of each trained run against its trainable weights and its training time (the records'
+    train.seconds; log scales): each seed a dot, mean ± standard deviation bars where there are several; the majority
+    class a dashed line where it falls inside the axis, else named on it."""
     runs = over_seeds(records, seeds)
-    trained = [r for r in ordered(records) if "train" in r]
-    floor = [r for r in records.values() if r["kind"] == "majority"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
-    panels = ((axes[0], "trainable weights", lambda r: r["params"]["trainable"]),
-              (axes[1], "saved size (MB)", lambda r: r.get("resources", {}).get("saved_mb")))
+    trained = [(i, r) for i, r in enumerate(ordered(records)) if "train" in r]  # i: its colour, as in metric_dots
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    panels = ((axes[0], "trainable weights", lambda f: f["params"]["trainable"]),
+              (axes[1], "training time (s)", lambda f: f["train"]["seconds"]))
     for ax, xlabel, x in panels:
-        for i, r in enumerate(trained):
-            if not x(r):  # missing, or 0, has no place on a log scale
-                continue
-            accuracy = [found["metrics"]["accuracy"] for found in runs[r["run"]]]
-            ax.scatter([x(r)] * len(accuracy), accuracy, s=50 if len(accuracy) == 1 else 15, color=f"C{i}")
-            if len(accuracy) > 1:
-                ax.errorbar(x(r), np.mean(accuracy), yerr=np.std(accuracy, ddof=1), color=f"C{i}", capsize=4)
-            ax.annotate(r["run"], (x(r), np.mean(accuracy)), xytext=(5, 4), textcoords="offset points", fontsize=8)
-        for r in floor:
-            ax.axhline(r["metrics"]["accuracy"], color="gray", linestyle="--", label="majority class")
+        for i, r in trained:
+            found = runs[r["run"]]
+            xs, ys = [x(f) for f in found], [f["metrics"]["accuracy"] for f in found]
+            ax.scatter(xs, ys, s=50 if len(found) == 1 else 16, color=f"C{i}", alpha=0.7)
+            if len(found) > 1:
+                ax.errorbar(np.mean(xs), np.mean(ys), xerr=np.std(xs, ddof=1), yerr=np.std(ys, ddof=1),
+                            color=f"C{i}", capsize=4)
+            ax.annotate(r["run"], (max(xs), np.mean(ys)), xytext=(6, 3), textcoords="offset points", fontsize=8)
         ax.set(xscale="log", xlabel=xlabel, title=f"test accuracy against {xlabel.split(' (')[0]}")
         ax.margins(x=0.25)  # room for the names
-    axes[0].set_ylabel("accuracy")
-    if floor:
-        axes[0].legend(loc="lower right", fontsize=8)
+        ax.grid(alpha=0.3)
+    low, high = axes[0].get_ylim()
+    ylabel = "test accuracy"
+    for r in (r for r in records.values() if r["kind"] == "majority"):
+        floor = float(np.mean([f["metrics"]["accuracy"] for f in runs[r["run"]]]))
+        if low <= floor <= high:
+            for ax in axes:
+                ax.axhline(floor, color="gray", ls="--", lw=1)
+        ylabel += f"\n(majority class {floor:.3f}: {'dashed' if low <= floor <= high else 'below the axis'})"
+    n = sorted({len(runs[r["run"]]) for _, r in trained}) or [0]
+    axes[0].set_ylabel(ylabel)
+    fig.suptitle(f"{' to '.join(map(str, n))} seed{'s' if n[-1] > 1 else ''} per run: each seed a dot, "
+                 "mean ± standard deviation bars", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -192,104 +228,49 @@ def spread_text(values: list[float]):
     return mean_std(spread(values))
 
 
-def sweep_frame(records: dict[str, dict], seeds=None) -> pd.DataFrame:
-    """One row per sweep run and seed: its settings, size, time and test scores."""
-    set_names = {modules: name for name, modules in TARGET_SETS.items()}
-    rows = []
-    for run, found in over_seeds(records, seeds).items():
-        for r in found:
-            config = r["config"]
-            rows.append({
-                "run": run, "seed": r["meta"]["seed"],
-                "targets": set_names.get(tuple(config["target_modules"] or ()), "custom"),
-                "r": config["r"], "alpha": config["alpha"], "alpha/r": config["alpha"] / config["r"],
-                "trainable": r["params"]["trainable"], "accuracy": r["metrics"]["accuracy"],
-                "f1_macro": r["metrics"]["f1_macro"], "seconds": r["train"]["seconds"],
-            })
-    return pd.DataFrame(rows).sort_values(["targets", "r", "alpha", "seed"]).reset_index(drop=True)
-
-
-def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per sweep run: its settings, seeds, test scores (mean ± std over the seeds) and mean time."""
-    keys = ["run", "targets", "r", "alpha", "alpha/r", "trainable"]
-    return frame.groupby(keys, sort=False).agg(
-        seeds=("seed", "size"), accuracy=("accuracy", spread_text), f1_macro=("f1_macro", spread_text),
-        seconds=("seconds", "mean")).reset_index()
-
-
-def sweep_lines(frame: pd.DataFrame) -> plt.Figure:
-    """Scores against rank on query/value (mean, std band, a dot per seed); accuracy against trainable weights."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-    grid = frame[frame["targets"] == "query-value"]
-    n = frame.groupby("run")["seed"].size()
-    for ax, metric in zip(axes[:2], ("accuracy", "f1_macro")):
-        sns.lineplot(grid, x="r", y=metric, hue="alpha/r", errorbar="sd", palette="tab10", ax=ax)
-        sns.scatterplot(grid, x="r", y=metric, hue="alpha/r", palette="tab10", s=18, legend=False, ax=ax)
-        ax.set(xscale="log", xticks=sorted(grid["r"].unique()), xticklabels=sorted(grid["r"].unique()),
-               title=f"{metric} against rank (query, value)")
-    sns.scatterplot(frame, x="trainable", y="accuracy", hue="targets", style="alpha/r", s=40, ax=axes[2])
-    axes[2].set(xscale="log", title="accuracy against trainable parameters (a dot per seed)")
-    said = f"{n.min()} seed{'s' if n.min() > 1 else ''} per run" + (f" (up to {n.max()})" if n.max() > n.min() else "")
-    fig.suptitle(f"{said}; lines: mean, bands: standard deviation", fontsize=9, y=1.02)
-    fig.tight_layout()
-    return fig
-
-
-def sweep_heatmap(frame: pd.DataFrame, metric: str = "accuracy") -> plt.Figure:
-    """Mean test metric over the seeds for each rank x alpha/r on query/value, annotated mean ± std."""
-    grid = frame[frame["targets"] == "query-value"]
-    mean = grid.pivot_table(index="r", columns="alpha/r", values=metric, aggfunc="mean")
-    std = grid.pivot_table(index="r", columns="alpha/r", values=metric, aggfunc="std").reindex_like(mean)
-    n = grid.groupby("run")["seed"].size().min()
-    labels = mean.map(lambda v: f"{v:.3f}") if n == 1 else mean.combine(std, lambda m, s: m.map("{:.3f}".format)
-                                                                          + "\n± " + s.map("{:.3f}".format))
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    sns.heatmap(mean, annot=labels, fmt="", cmap="viridis", ax=ax)
-    ax.set(title=f"test {metric}: rank x alpha/r ({'mean ± std over ' + str(n) + ' seeds' if n > 1 else '1 seed'})")
-    return fig
-
-
-def misidentification(records: dict[str, dict]) -> plt.Figure:
-    """Share of each true class that each configuration gets wrong (1 - recall)."""
-    shares = pd.DataFrame({run: {label: 1 - s["recall"] for label, s in r["metrics"]["per_class"].items()}
-                           for run, r in records.items()}).T.sort_index()
-    fig, ax = plt.subplots(figsize=(6, 0.35 * len(shares) + 1.5))
-    sns.heatmap(shares, annot=True, fmt=".2f", cmap="Reds", vmin=0, ax=ax)
-    ax.set(title="misidentified share of each true class", xlabel="true class", ylabel="")
-    return fig
-
-
-def confused_pairs(records: dict[str, dict]) -> pd.DataFrame:
-    """(true, predicted) label pairs ranked by their share of all errors, summed over the runs."""
-    labels = next(iter(records.values()))["labels"]
-    total = sum(np.asarray(r["confusion_matrix"]) for r in records.values())
-    errors = total.sum() - np.trace(total)
-    pairs = [(labels[i], labels[j], total[i, j] / errors)
-             for i in range(len(labels)) for j in range(len(labels)) if i != j]
-    return pd.DataFrame(pairs, columns=["true", "predicted", "share of errors"]).sort_values(
-        "share of errors", ascending=False).reset_index(drop=True)
-
-
-def learning_curves(points: pd.DataFrame, metrics=("accuracy", "f1_macro")) -> plt.Figure:
-    """Test scores against training examples per class (curves.points), per method: mean, +- 1 std band, draws."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.2), squeeze=False)
+def learning_curves(points: pd.DataFrame, metrics=("accuracy", "f1_macro"),
+                    majority: dict | None = None) -> plt.Figure:
+    """Test scores against training examples per class (curves.points), a row per metric: LoRA's recipes in one
+    column, the other methods in the next, each column with the other's means in gray; per method the mean, +- 1 std
+    bars over the draws and each draw, set a little apart; dashed, the majority class (majority: its record; by
+    default this mode's results/majority.json where there is one)."""
+    path = Config().paths.results / "majority.json"
+    if majority is None and path.exists():
+        majority = json.loads(path.read_text())
     methods = list(dict.fromkeys(points["method"]))
-    colours = dict(zip(methods, sns.color_palette("tab10", len(methods))))
-    for ax, metric in zip(axes[0], metrics):
-        for method in methods:
-            rows = points[points["method"] == method]
-            stats = rows.groupby("x")[metric].agg(["mean", "std"]).fillna(0.0)
-            ax.plot(stats.index, stats["mean"], marker="o", color=colours[method], label=method)
-            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
-                            color=colours[method], alpha=0.15, linewidth=0)
-            ax.scatter(rows["x"], rows[metric], s=9, color=colours[method], alpha=0.5)
-        ticks = points.drop_duplicates("x").sort_values("x")
-        ax.set(xscale="log", xlabel="training examples per class", ylabel=f"test {metric}",
-               title=f"{metric}: mean and +- 1 std over the draws")
-        ax.set_xticks(ticks["x"], ["all" if n is None or n != n else f"{int(n)}" for n in ticks["per_class"]])
-        ax.minorticks_off()
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    groups = {"LoRA": [m for m in methods if m.startswith("lora")],
+              "other methods": [m for m in methods if not m.startswith("lora")]}
+    groups = {name: shown for name, shown in groups.items() if shown}
+    marker = dict(zip(methods, MARKERS * len(methods)))
+    fig, axes = plt.subplots(len(metrics), len(groups), figsize=(6.5 * len(groups), 3.9 * len(metrics)),
+                             sharex=True, sharey="row", squeeze=False)
+    ticks = points.drop_duplicates("x").sort_values("x")
+    for row, metric in zip(axes, metrics):
+        stats = {m: points[points["method"] == m].groupby("x")[metric].agg(["mean", "std"]).fillna(0.0)
+                 for m in methods}
+        for ax, (group, shown) in zip(row, groups.items()):
+            others = [m for m in methods if m not in shown]
+            for i, other in enumerate(others):
+                ax.plot(stats[other].index, stats[other]["mean"], color="0.7", lw=1, zorder=1,
+                        label="the other column's means" if i == 0 else None)
+            for k, method in enumerate(shown):
+                apart = 1.12 ** (k - (len(shown) - 1) / 2)  # on the log axis, so bars and draws do not overlap
+                drawn = points[points["method"] == method]
+                ax.errorbar(stats[method].index * apart, stats[method]["mean"], yerr=stats[method]["std"], capsize=3,
+                            markersize=5, color=f"C{k}", marker=marker[method], label=method)
+                ax.scatter(drawn["x"] * apart, drawn[metric], s=9, alpha=0.45, color=f"C{k}")
+            if majority:
+                ax.axhline(majority["metrics"][metric], color="gray", ls="--", lw=1,
+                           label=f"majority class ({majority['metrics'][metric]:.3f})")
+            ax.set(xscale="log", title=f"{group}: test {metric}")
+            ax.set_xticks(ticks["x"], ["all" if n is None or n != n else f"{int(n)}" for n in ticks["per_class"]])
+            ax.minorticks_off()
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, loc="lower right")
+        row[0].set_ylabel(f"test {metric}")
+    for ax in axes[-1]:
+        ax.set_xlabel("training examples per class")
+    fig.suptitle("Mean and ± 1 standard deviation over the draws (bars), each draw a dot", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -331,27 +312,40 @@ def recipe_table(runs: dict[str, list[dict]], speed: dict | None = None) -> pd.D
     return pd.DataFrame(rows)
 
 
-def recipe_costs(runs: dict[str, list[dict]], speed: dict | None = None) -> plt.Figure:
-    """Notebook 08: test accuracy of each recipe against its training time (recipe_speed) and trainable weights;
-    each seed a dot, mean ± std a bar; a colour and marker per recipe, named in the legend (labels would pile up)."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), sharey=True, layout="constrained")
-    markers, speed = "osD^v", speed or {}
-    style = {name: {"color": f"C{i % 10}", "marker": markers[i // 10 % len(markers)]} for i, name in enumerate(runs)}
-    panels = ((axes[0], "training time (min)", lambda name, found: recipe_speed(found, speed.get(name))["minutes"],
-               "linear"),
-              (axes[1], "trainable weights", lambda name, found: found[0]["params"]["trainable"], "log"))
+def recipe_costs(runs: dict[str, list[dict]], speed: dict | None = None, default=DEFAULT_RECIPES) -> plt.Figure:
+    """Notebook 08: test accuracy of each recipe against its estimated training time (recipe_speed) and trainable
+    weights; each seed a dot, mean ± std a bar; a colour and marker of its own per recipe, named in the legend (labels
+    would pile up); the default recipe (default: a name, or the first of several that runs holds) larger, edged in
+    black, its mean a dotted line."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True, layout="constrained")
+    speed, names = speed or {}, (default,) if isinstance(default, str) else default
+    chosen = next((name for name in names if name in runs), None)
+    # 10 colours against 7 markers: two recipes share a colour only 10 apart, and then not their marker; the default
+    # alone is black, a star
+    others = [name for name in runs if name != chosen]
+    style = {name: {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]} for i, name in enumerate(others)}
+    style.update({chosen: {"color": "black", "marker": "*"}} if chosen else {})
+    costs = {name: recipe_speed(found, speed.get(name)) for name, found in runs.items()}
+    measured = " and ".join(sorted({cost["speed on"] for cost in costs.values()}))
+    panels = ((axes[0], f"training time (min), estimated:\nexamples trained / examples/s measured on {measured}",
+               lambda name: costs[name]["minutes"], "linear"),
+              (axes[1], "trainable weights", lambda name: runs[name][0]["params"]["trainable"], "log"))
     handles = {}
     for ax, xlabel, x, scale in panels:
         for name, found in runs.items():
-            where, ys = x(name, found), [f["metrics"]["accuracy"] for f in found]
-            handles[name] = ax.scatter([where] * len(ys), ys, s=12 if len(found) > 1 else 40, alpha=0.6, **style[name])
+            where, ys, big = x(name), [f["metrics"]["accuracy"] for f in found], name == chosen
+            handles[name] = ax.scatter([where] * len(ys), ys, s=(12 if len(found) > 1 else 40) * (3 if big else 1),
+                                       alpha=0.6, **style[name])
             if len(found) > 1:
-                handles[name] = ax.errorbar(where, np.mean(ys), yerr=np.std(ys, ddof=1), capsize=3, markersize=7,
-                                            label=name, **style[name])
+                handles[name] = ax.errorbar(where, np.mean(ys), yerr=np.std(ys, ddof=1), capsize=3,
+                                            markersize=13 if big else 7, **style[name])
+        if chosen:
+            ax.axhline(np.mean([f["metrics"]["accuracy"] for f in runs[chosen]]), color="black", ls=":", lw=0.8)
         ax.set(xscale=scale, xlabel=xlabel, title=f"test accuracy against {xlabel.split(' (')[0]}")
         ax.margins(x=0.1)
     axes[0].set_ylabel("accuracy")
-    fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False)
+    labels = [f"{name} (default; dotted: its mean)" if name == chosen else name for name in handles]
+    fig.legend(list(handles.values()), labels, loc="outside right center", fontsize=8, frameon=False)
     return fig
 
 

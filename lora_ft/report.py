@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import stats
+from . import report_curves, report_recipes, stats
 from .config import ROOT
 from .io import atomic_file
+from .results import records
 
 SERVING_WAYS = {"adapters": "one base + an adapter per task", "merged": "a merged model per task",
                 "full": "a fully fine-tuned model per task"}  # benchmarks/serving_tasks.py's ways, as shown
@@ -225,8 +226,7 @@ HEADLINE = {"majority": "majority class", "pretrained-baseline": "untrained mode
 
 def over_seeds(results: Path, run: str) -> list[dict]:
     """run's records: the notebooks' seed (results/run.json), then the others (results/seeds/run.seed*.json)."""
-    extra = sorted((results / "seeds").glob(f"{run}.seed*.json"))
-    return [_record(results, f"{run}.json"), *(_record(p.parent, p.name) for p in extra)]
+    return records(results, run)
 
 
 def headline_table(results: Path) -> str:
@@ -259,11 +259,21 @@ def lora_vs_full(results: Path) -> str:
     return (f"{accuracy.amount} points of accuracy and {f1.amount} of macro-F1, paired over seeds {seeds} (LoRA ahead "
             f"on {accuracy.wins} of {accuracy.n} in accuracy): {verdicts} by the project's rule")
 
+
+def recipe_findings(results: Path) -> str:
+    """docs/which-lora.md's findings: notebook 08's summary, with the headline LoRA run over its seeds."""
+    found = over_seeds(results, "lora") if (results / "lora.json").exists() else None
+    return report_recipes.findings(report_recipes.recipe_runs(results), report_recipes.speeds(results), found)
+
+
 BLOCKS = {"serving-table": serving_table, "task-table": task_table, "serving-line": serving_line,
           "real-run-table": real_run_table, "default-speed": default_speed, "onnx-table": onnx_table,
           "headline-table": headline_table, "lora-vs-full": lora_vs_full, "onnx-verdict": onnx_verdict,
           "notebook-table": notebook_table, "slow-cells": slow_cells, "peak-share-table": peak_share_table,
-          "peak-share-line": peak_share_line, "validation-cost": validation_cost}
+          "peak-share-line": peak_share_line, "validation-cost": validation_cost, "recipe-findings": recipe_findings,
+          "recipe-grid": report_recipes.recipe_grid, "recipe-table": report_recipes.recipe_table,
+          "recipe-costs": report_recipes.recipe_costs, "kernel-verdict": report_recipes.kernel_verdict,
+          **report_curves.BLOCKS}
 MARKED = re.compile(r"(<!-- report:([\w-]+) -->)(.*?)(<!-- /report:\2 -->)", re.S)
 
 

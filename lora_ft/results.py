@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DEFAULT_SEED, Config
-from .errors import LoraFtError
+from .errors import ConfigError, LoraFtError
 from .io import write_json_atomic
 
 REQUIRED = ("run", "kind", "model", "dataset", "split", "n_examples", "labels", "metrics", "confusion_matrix",
@@ -75,10 +75,16 @@ def load_all(results_dir: Path) -> dict[str, dict]:
     return {record["run"]: record for record in map(read, sorted(Path(results_dir).glob("*.json")))}
 
 
+# settings that came in after records were written, at the value those records ran with (where it is not today's
+# default): before `attention` existed every run used the model's own kernel, "sdpa"
+BEFORE_SETTINGS = {"attention": "sdpa"}
+
+
 def settings(record: dict) -> dict:
-    """What made a record (config_settings of today's Config, new settings at their defaults), plus its "recipe"
-    (settings outside Config, e.g. SetFit's) where it has one."""
-    found = config_settings(Config(**{**record["config"], "smoke": record["meta"]["smoke"]}))
+    """What made a record (config_settings of today's Config, settings newer than the record as BEFORE_SETTINGS or
+    their defaults), plus its "recipe" (settings outside Config, e.g. SetFit's) where it has one."""
+    made = {**BEFORE_SETTINGS, **record["config"], "smoke": record["meta"]["smoke"]}
+    found = config_settings(Config(**made))
     if "recipe" in record:
         found["recipe"] = record["recipe"]
     return found
@@ -98,3 +104,31 @@ def config_settings(config: Config) -> dict:
     local data set by its name, as a checkout (and the data beside it) can move."""
     found = {k: v for k, v in config.trained_settings().items() if k != "seed"}
     return {**found, "dataset": Path(found["dataset"]).name} if Path(found["dataset"]).is_absolute() else found
+
+
+def records(folder: Path, name: str) -> list[dict]:
+    """name's records over all seeds, seed 42 first; all must share their settings."""
+    reference = default_seed_record(folder, name)
+    found = [reference] + [read(p) for p in sorted((Path(folder) / "seeds").glob(f"{name}.seed*.json"))
+                           if p.name.removeprefix(f"{name}.seed").removesuffix(".json").isdigit()]
+    wanted = settings(reference)
+    stale = [r["meta"]["seed"] for r in found if settings(r) != wanted]
+    if stale:
+        differ = {k for r in found for k, v in settings(r).items() if v != wanted.get(k)}
+        raise ConfigError(f"the records of {name!r} with seeds {stale} were made with other settings than "
+                          f"{path_of(folder, name)} (they differ in {sorted(differ)}): run "
+                          f"`{rerun_command(folder, name)}` to redo them")
+    return found
+
+
+def rerun_command(folder: Path, name: str) -> str:  # the command that adds seeds to name's records
+    step = {"recipes": f"recipes --names {name}", "curves": "curves"}.get(Path(folder).name, f"seeds --runs {name}")
+    return f"python -m lora_ft {step}"
+
+
+def default_seed_record(folder: Path, name: str) -> dict:  # a run's seed-42 record
+    path = path_of(folder, name)
+    if not path.exists():
+        raise ConfigError(f"no record {path} to take the settings from: run the notebook or CLI step that writes "
+                          f"{name!r} first (seed {DEFAULT_SEED})")
+    return read(path)

@@ -7,11 +7,12 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file
+from transformers import Trainer
 
 from lora_ft import Config, ConfigError, data
 from lora_ft.adapters import changed_base_weights, frozen_snapshot, load_adapter, save_adapter
 from lora_ft.modeling import add_lora, count_params, load_model, load_tokenizer, lora_targets
-from lora_ft.training import build_trainer, predict_logits, train
+from lora_ft.training import build_trainer, predict_logits, release, train
 
 LABELS = ["negative", "neutral", "positive"]
 TEXTS = [
@@ -124,3 +125,24 @@ def test_training_runs_in_the_precision_asked_even_after_scoring(setup, scored_f
     predict_logits(model, tokenizer, splits["test"])
     handle.remove()
     assert set(seen) == {torch.float32}
+
+
+
+def test_validation_with_frozen_weights_cast_once_scores_the_same(setup, tmp_path):
+    """A bf16 validation holds the frozen weights as bf16 copies (what autocast made of them on every call): the
+    same loss and scores as casting per call, and the same fp32 tensors back afterwards."""
+    config, tokenizer, splits, model = setup["config"], setup["tokenizer"], setup["splits"], setup["model"]
+    trainer = build_trainer(config.replace(precision="bf16"), model, tokenizer, splits, tmp_path, eval_strategy="no")
+    before = dict(model.named_parameters())
+    frozen = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad]
+    seen = []
+    handle = frozen[0].register_forward_pre_hook(lambda module, inputs: seen.append(module.weight.dtype))
+    cast_once = trainer.evaluate()
+    weights_seen, seen[:] = set(seen), []
+    per_call = Trainer.evaluate(trainer)  # the Trainer's own: autocast casts every weight on every call
+    handle.remove()
+    release(model)
+    assert weights_seen == {torch.bfloat16} and set(seen) == {torch.float32} and len(frozen) > 30
+    for metric in ("eval_loss", "eval_accuracy", "eval_f1_macro"):
+        assert cast_once[metric] == per_call[metric]
+    assert dict(model.named_parameters()) == before  # the very tensors, fp32, after

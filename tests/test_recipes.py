@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from lora_ft import Config, experiments, plots, results
+from lora_ft import Config, experiments, plots, report_recipes, results
 from lora_ft.config import LEARNING_RATE, ROOT, TARGET_SETS
 from lora_ft.errors import ConfigError
 
@@ -90,3 +90,64 @@ def test_the_cost_figure_names_every_recipe_once_with_a_style_of_its_own():
     minutes = dict(zip(runs, (d.get_offsets()[0][0] for d in dots)))
     assert minutes["recipe-0"] == pytest.approx(2.0) and minutes["recipe-1"] == pytest.approx(1.0)
     plt.close(fig)
+
+
+def test_the_default_recipe_is_configs_defaults():
+    """grids.DEFAULT_RECIPE must be the recipe with Config's defaults as a bf16 CPU resolves them ("auto" attention:
+    eager), so that notebook 08 and the figures mark the right one."""
+    config = Config(smoke=False, output_root="unused")
+    default = experiments.recipe(report_recipes.DEFAULT).settings(config)
+    resolved = {"attention": "eager", "target_modules": TARGET_SETS["all-linear"]}  # None: every linear layer
+    for key in experiments.RECIPE_BASE:
+        assert getattr(default, key) == resolved.get(key, getattr(config, key)), key
+
+
+def recipe_record(name, seed, accuracy, attention="eager"):
+    """A minimal valid record of recipe name; attention None: a record from before the setting existed."""
+    config = Config(smoke=False, seed=seed).to_dict()
+    if attention is None:
+        config.pop("attention")
+    return {"run": name, "kind": "lora", "model": "m", "dataset": "d", "split": "test", "n_examples": 10,
+            "labels": ["a", "b"], "config": config, "confusion_matrix": [[5, 0], [0, 5]],
+            "metrics": {"accuracy": accuracy, "f1_macro": accuracy - 0.01, "precision_macro": accuracy,
+                        "recall_macro": accuracy, "per_class": {}},
+            "params": {"trainable": 1000, "total": 10000}, "resources": {"peak_memory_mb": 1.0, "saved_mb": 0.5},
+            "train": {"seconds": 60.0, "examples_per_second": 100.0, "epochs": 2.0, "history": [],
+                      **({"attention": attention} if attention else {})},
+            "meta": {"smoke": False, "seed": seed, "versions": {}, "device": "cpu (2 threads)", "created": "now"}}
+
+
+def write_recipe(folder, name, accuracies, attention="eager"):
+    for seed, accuracy in zip((42, 43, 44), accuracies):
+        results.write(recipe_record(name, seed, accuracy, attention), folder / "recipes")
+
+
+def test_recipe_text_pairs_by_seed_names_the_kernel_and_says_what_is_not_yet_run(tmp_path):
+    a, b = report_recipes.COMPARISONS["kernel"][0]
+    runs = report_recipes.recipe_runs(tmp_path)
+    assert "not yet run" in report_recipes.kernel_sentence(runs)  # no records: no crash, no verdict
+    write_recipe(tmp_path, b, (0.800, 0.810, 0.805), attention=None)  # before `attention`: the model's own, sdpa
+    command = f"`python -m lora_ft recipes --names {a}`"
+    assert report_recipes.kernel_verdict(tmp_path).endswith(f"{a} not yet run ({command})")
+    write_recipe(tmp_path, a, (0.801, 0.809, 0.806))
+    runs = report_recipes.recipe_runs(tmp_path)
+    assert [report_recipes.kernels(runs[name]) for name in (a, b)] == ["eager", "sdpa"]
+    sentence = report_recipes.kernel_sentence(runs)
+    assert "0.8053 ± 0.0040 with eager attention" in sentence and "0.8050 ± 0.0050 with sdpa" in sentence
+    assert sentence.endswith("+0.03 ± 0.07 points paired over seeds 42-44 (ahead on 2 of 3), noise by the "
+                             "project's rule")
+    [row] = report_recipes.comparison_rows(runs, report_recipes.COMPARISONS["kernel"])
+    assert (row["attention"], row["seeds"], row["ahead on"], row["verdict"]) == ("eager", 3, "2 of 3", "noise")
+
+
+def test_recipe_findings_choose_their_words_by_the_rule(tmp_path):
+    write_recipe(tmp_path, "all-linear", (0.800, 0.810, 0.805))
+    write_recipe(tmp_path, "all-linear-dora", (0.790, 0.801, 0.794))  # behind on every seed by about a point
+    found = report_recipes.findings(report_recipes.recipe_runs(tmp_path), {}, None)
+    assert "**None of peft's variants recorded so far beats plain LoRA (all-linear) beyond the spread**" in found
+    assert "all-linear-dora -1.00 ± 0.06 (beyond the spread)" in found
+    assert "all-linear-loraplus16-lr0.0002 not yet run" in found  # a recipe without records is named, not skipped
+    write_recipe(tmp_path, "all-linear-dora", (0.811, 0.820, 0.816))  # ahead on every seed by about a point
+    found = report_recipes.findings(report_recipes.recipe_runs(tmp_path), {}, None)
+    assert "**all-linear-dora beats plain LoRA beyond the spread**" in found
+    assert "**The default's headline run**: not yet run" in found

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lora_ft import report
+from lora_ft import report, report_recipes
 from lora_ft.config import ROOT
 
 
@@ -66,3 +66,13 @@ def test_the_fastest_serving_path_within_the_tolerance_is_chosen(tmp_path):
     best, fastest = report.fastest_serving(tmp_path)
     assert (best["path"], fastest["path"]) == ("onnx-int8", "faster-still")
     assert "changes the accuracy by -1.00 points" in report.onnx_verdict(tmp_path)
+
+
+def test_the_recipe_blocks_render_before_any_recipe_is_run(tmp_path):
+    """docs/which-lora.md's blocks say what is not yet run instead of failing while the grid is re-run."""
+    blocks = ("recipe-grid", "recipe-table", "recipe-costs", "recipe-findings", "kernel-verdict")
+    made = {name: report.render(f"<!-- report:{name} -->\nx\n<!-- /report:{name} -->", tmp_path) for name in blocks}
+    assert "not yet run" in made["kernel-verdict"] and "no recipe recorded yet" in made["recipe-costs"]
+    verdicts = [line for line in made["recipe-table"].splitlines() if line.endswith("| not yet run |")]
+    assert len(verdicts) == sum(map(len, report_recipes.COMPARISONS.values()))  # a row per comparison
+    assert "**The default's headline run**: not yet run" in made["recipe-findings"]

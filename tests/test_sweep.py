@@ -4,7 +4,7 @@ one line, and every committed sweep record still counts as finished."""
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from lora_ft import Config, ConfigError, data, experiments, plots, results
+from lora_ft import Config, ConfigError, data, experiments, results, sweep_plots
 from lora_ft.config import ROOT, SEEDS, TARGET_SETS
 from lora_ft.modeling import load_model, load_tokenizer, lora_targets
 
@@ -69,8 +69,8 @@ def test_sweep_writes_one_record_per_point_and_skips_finished_ones(tmp_path, mon
     assert said[1:] == ["2 already done, skipped"]  # once per grid, not once per run
     assert {p.name: p.stat().st_mtime_ns for p in config.paths.results.glob("*.json")} == stamps
 
-    frame = plots.sweep_frame(records)
+    frame = sweep_plots.sweep_frame(records)
     assert list(frame["r"]) == [1, 2] and set(frame["targets"]) == {"query-value"}
-    pairs = plots.confused_pairs(records)
+    pairs = sweep_plots.confused_pairs(records)
     if len(pairs) and pairs["share of errors"].notna().all():
         assert pairs["share of errors"].sum() == pytest.approx(1.0)

@@ -1,0 +1,399 @@
+"""The learning curves (notebook 07, docs/data-efficiency.md) in tables and words from the records, without torch: each
+public function takes the results folder and returns Markdown for the doc's report blocks (BLOCKS) or notebook 07.
+Verdicts are stats.paired's over shared draws; sentences whose points have no records (small mode) are left out."""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+from pathlib import Path
+
+from . import results, stats
+from .grids import CURVE_METHODS as METHODS
+
+# lora_ft.curves' methods (curves imports torch; tests/test_report_curves.py checks that the two agree)
+LORAS = ("lora", "lora-small", "lora-lpft")  # the LoRA recipes
+EMBEDDINGS = ("linear-probe", "setfit")  # the sentence-embedding methods
+GOAL = 32  # the issue's goal for LoRA: within SetFit's spread (mean - std) at this many examples per class
+EMOTION = "public/setfit-emotion"  # benchmarks/setfit_emotion.py's records under results/
+# the SetFit paper's emotion test accuracy over 10 draws: MiniLM (benchmarks/setfit_emotion.PUBLISHED), mpnet (110M)
+PUBLISHED = {8: (0.391, 0.047)}
+MPNET = {8: (0.488, None), 64: (0.762, 0.013)}
+
+
+class Curves:
+    """A folder's learning-curve records by point (method, n per class; n None: the whole train split)."""
+
+    def __init__(self, folder: Path, metric: str = "accuracy"):
+        self.metric, self.points = metric, {}
+        for path in [*sorted(Path(folder).glob("curve-*.json")), *sorted(Path(folder).glob("seeds/curve-*.json"))]:
+            made = results.read(path)
+            self.points.setdefault((made["curve"]["method"], made["curve"]["per_class"]), []).append(made)
+
+    def has(self, n, *methods) -> bool:
+        return all((m, n) in self.points for m in methods)
+
+    def grid(self, *methods) -> list:  # the n where all of methods ran, smallest first, the whole split last
+        return sorted({n for _, n in self.points if self.has(n, *methods)}, key=_order)
+
+    def at(self, n, among=METHODS) -> list[str]:  # those of among that ran at n, best mean first
+        return sorted((m for m in among if (m, n) in self.points), key=lambda m: -self.mean(m, n))
+
+    def spread(self, method: str, n, metric: str | None = None) -> dict:
+        return stats.spread(r["metrics"][metric or self.metric] for r in self.points[(method, n)])
+
+    def mean(self, method: str, n) -> float:
+        return self.spread(method, n)["mean"]
+
+    def shown(self, method: str, n) -> str:
+        return stats.mean_std(self.spread(method, n))
+
+    def seconds(self, method: str, n) -> float:
+        return statistics.fmean(r["train"]["seconds"] for r in self.points[(method, n)])
+
+    def pair(self, a: str, b: str, n) -> stats.Paired:
+        return stats.paired(*(stats.by_seed(self.points[(m, n)], self.metric) for m in (a, b)), a, b, self.metric)
+
+
+def steps(record: dict) -> int:
+    """Optimizer steps a record trained: SetFit's body steps, else the Trainer's ceil(epochs x batches per epoch)."""
+    if "steps" in record["train"]:
+        return record["train"]["steps"]
+    batches = math.ceil(record["curve"]["train_examples"] / record["config"]["batch_size"])
+    return math.ceil(round(record["config"]["epochs"] * batches, 6))
+
+
+def _order(n) -> float:
+    return math.inf if n is None else n
+
+
+def _and(words) -> str:
+    words = list(words)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _at(ns, notes: dict | None = None) -> str:
+    """ "at 8 (note) and 32 per class and with the whole split (note)" for ns (None: the whole split)."""
+    notes = notes or {}
+    show = [f"{n}{f' ({notes[n]})' if n in notes else ''}" for n in ns if n is not None]
+    words = [f"at {_and(show)} per class"] if show else []
+    return " and ".join(words + ([f"with the whole split{f' ({notes[None]})' if None in notes else ''}"]
+                                 if None in ns else []))
+
+
+def _versus(p: stats.Paired) -> str:
+    """a against b, worded by the verdict: "a leads b (+4.49 ± 1.42 points, a ahead in 4 of 5, beyond the spread)"."""
+    said = f"({p.amount} points, {p.a} ahead in {p.wins} of {p.n}, {p.verdict})"
+    if not p.beyond:
+        return f"{p.a} and {p.b} are level {said}" if p.verdict == "noise" else f"{p.a} against {p.b} {said}"
+    return f"{p.a} {'leads' if p.difference > 0 else 'trails'} {p.b} {said}"
+
+
+def _across(pairs: dict) -> str:
+    """a against b over several n, grouped by verdict: "ahead beyond the spread at 8 (+3.88 ± 1.01) ...; level..."."""
+    groups = {}
+    for n, p in pairs.items():
+        key = ("ahead beyond the spread" if p.difference > 0 else "behind beyond the spread") if p.beyond else \
+            "level (noise)" if p.verdict == "noise" else p.verdict
+        groups.setdefault(key, {})[n] = p.amount
+    return "; ".join(f"{key} {_at(list(found), found)}" for key, found in groups.items())
+
+
+def _sized(c: Curves, *methods) -> list:
+    return [n for n in c.grid(*methods) if n is not None]
+
+
+def _device(c: Curves) -> str:
+    return _and(sorted({r["meta"]["device"] for found in c.points.values() for r in found}))
+
+
+def _days(found) -> str:
+    days = sorted({r["meta"]["created"][:10] for r in found})
+    return f"on {days[0]}" if len(days) == 1 else f"between {days[0]} and {days[-1]}"
+
+
+def _few(c: Curves) -> str | None:
+    small, said = [n for n in _sized(c) if n <= GOAL], []
+    for n in small:
+        embeddings, lora = c.at(n, EMBEDDINGS), c.at(n, LORAS)[:1]
+        if embeddings and lora:
+            pairs = [c.pair(*embeddings[:2], n)] if len(embeddings) > 1 else []
+            pairs += [c.pair(m, lora[0], n) for m in embeddings]
+            named = "; ".join(f"{m} {c.shown(m, n)}" for m in embeddings + lora)
+            said.append(f"At {n} per class ({named}): {'; '.join(map(_versus, pairs))}.")
+    if not said:
+        return None
+    stds = {n: [100 * c.spread(m, n)["std"] for m in c.at(n)] for n in small}
+    text = (f"**Few labels ({_and(map(str, small))} per class): the sentence-embedding methods against the best LoRA "
+            f"recipe.** {' '.join(said)} Standard deviations over the draws, whatever the method: "
+            f"{'; '.join(f'{min(s):.1f} to {max(s):.1f} points at {n} per class' for n, s in stds.items())}.")
+    lora = c.at(GOAL, LORAS)[:1]
+    if c.has(GOAL, "setfit") and lora:
+        short = 100 * (c.mean("setfit", GOAL) - c.spread("setfit", GOAL)["std"] - c.mean(lora[0], GOAL))
+        text += (f" A LoRA recipe within SetFit's spread (mean - std) at {GOAL} per class: " +
+                 (f"not reached, {lora[0]} is {short:.1f} points below its lower edge." if short > 0 else
+                  f"reached by {lora[0]}."))
+    return text
+
+
+def _crossing(c: Curves) -> str | None:
+    said = {}  # by the n where each recipe first lies above, the earliest first
+    for lora in LORAS:
+        for n in c.grid(lora):
+            here = c.at(n, EMBEDDINGS)
+            if here and all(c.mean(lora, n) > c.mean(m, n) for m in here):
+                missing = [m for m in EMBEDDINGS if m not in here]
+                said[(_order(n), lora)] = (f"{lora} {_at([n])}: {'; '.join(_versus(c.pair(lora, m, n)) for m in here)}"
+                                           + (f" ({_and(missing)} not run there)" if missing else ""))
+                break
+        else:
+            if any(c.grid(lora, m) for m in EMBEDDINGS):
+                said[(math.inf, lora)] = f"{lora} never does"
+    if not said:
+        return None
+    ahead = [f"{m} {_at([n])} ({p.amount})" for m in LORAS for n in c.grid(m, "setfit")
+             if (p := c.pair(m, "setfit", n)).beyond and p.difference > 0]
+    setfit = (f"ahead of SetFit beyond the spread: {_and(ahead)}" if ahead else
+              "no LoRA recipe leads SetFit beyond the spread at any n both ran")
+    if c.grid("setfit"):
+        setfit += f" (SetFit ran up to {_at(c.grid('setfit')[-1:]).removeprefix('at ')})"
+    return ("**Where a LoRA recipe's mean first lies above both sentence-embedding methods'**: "
+            f"{'; '.join(said[key] for key in sorted(said))}; {setfit}.")
+
+
+def _recipes(c: Curves) -> str | None:
+    shared = c.grid("lora-small", "lora")
+    if not shared:
+        return None
+    n = shared[-1]
+    small, default = (c.seconds(m, n) for m in ("lora-small", "lora"))
+    batch = [c.points[(m, n)][0]["config"]["batch_size"] for m in ("lora-small", "lora")]
+    return (f"**The small-data recipe against the project's (lora-small vs lora)**: "
+            f"{_across({n: c.pair('lora-small', 'lora', n) for n in shared})}. {_at([n]).capitalize()} lora-small "
+            f"trains {small / default:.1f} times as long ({small:.0f} s against {default:.0f} s; batch {batch[0]} "
+            f"against {batch[1]}).")
+
+
+def _lpft(c: Curves) -> str | None:
+    shared = c.grid("lora-lpft", "lora-small")
+    if not shared:
+        return None
+    pairs = {n: c.pair("lora-lpft", "lora-small", n) for n in shared}
+    helped = [n for n, p in pairs.items() if p.beyond and p.difference > 0]
+    loss = {n: max([e["loss"] for e in r["train"]["history"] if "loss" in e][-1]
+                   for m in ("lora-lpft", "lora-small") for r in c.points[(m, n)]) for n in shared}
+    fit = [n for n in shared if loss[n] < 0.01]
+    return (f"**LP-FT (lora-lpft) against lora-small**: {_across(pairs)}; its mean is below lora-small's at "
+            f"{sum(p.difference < 0 for p in pairs.values())} of {len(pairs)} n, and ahead beyond the spread "
+            + (_at(helped) if helped else "nowhere") + "." +
+            (f" {_at(fit).capitalize()} the last logged training loss of every draw is at most "
+             f"{max(loss[n] for n in fit):.0e} with either start: the drawn examples are fit whatever the head "
+             "started from." if fit else ""))
+
+
+def _full(c: Curves, majority: dict | None) -> str | None:
+    shared = c.grid("full-finetune", "lora")
+    if not shared:
+        return None
+    worst = [n for n in _sized(c, "full-finetune") if c.at(n)[-1] == "full-finetune"]
+    rate = c.points[("full-finetune", shared[0])][0]["config"]["learning_rate"]
+    text = f"**Full fine-tuning (learning rate {rate:g})**"
+    if worst:
+        text += (f": the lowest mean of all methods {_at(worst)} ({c.shown('full-finetune', worst[0])} at {worst[0]}"
+                 + (f", the majority class {majority['metrics'][c.metric]:.4f}" if majority else "") + ")")
+    return text + f"; against lora {_across({n: c.pair('full-finetune', 'lora', n) for n in shared})}."
+
+
+def _tfidf(c: Curves) -> str | None:
+    ns = [n for n in c.grid("tfidf-logreg") if len(c.at(n)) > 1]
+    gaps = [100 * (c.mean(next(m for m in c.at(n) if m != "tfidf-logreg"), n) - c.mean("tfidf-logreg", n))
+            for n in ns]
+    if not gaps:
+        return None
+    text = ("**TF-IDF + logistic regression**: " +
+            (f"{min(gaps):.1f} to {max(gaps):.1f} points behind the best method at every n" if min(gaps) > 0 else
+             f"from {max(gaps):.1f} points behind the best method to {-min(gaps):.1f} ahead of the rest"))
+    if c.grid("tfidf-logreg", "linear-probe"):
+        text += "; against the linear probe " + _across({n: c.pair("tfidf-logreg", "linear-probe", n)
+                                                          for n in c.grid("tfidf-logreg", "linear-probe")})
+    if sized := [c.seconds("tfidf-logreg", n) for n in _sized(c, "tfidf-logreg")]:
+        text += (f"; {min(sized):.1f} to {max(sized):.1f} s of training per draw up to "
+                 f"{_sized(c, 'tfidf-logreg')[-1]} per class")
+    text += f", {c.seconds('tfidf-logreg', None):.0f} s with the whole split" if c.has(None, "tfidf-logreg") else ""
+    return text + " (choosing C on the validation split included)."
+
+
+def _cost(c: Curves) -> str | None:
+    parts = [f"{m} {min(t):.0f} to {max(t):.0f} s up to {_sized(c, m)[-1]} per class"
+             for m in ("lora-small", "linear-probe") if (t := [c.seconds(m, n) for n in _sized(c, m)])]
+    if _sized(c, "setfit"):
+        times = [f"{c.seconds('setfit', n):.0f} s at {n}" for n in _sized(c, "setfit")]
+        parts.append(f"setfit {_and(times)} per class (its pairs grow with n)")
+    if not parts:
+        return None
+    both = _sized(c, "setfit", "lora-small")[-1:]
+    return (f"**Cost** (mean training time per draw, {_device(c)}): {'; '.join(parts)}." +
+            "".join(f" At {n} per class setfit takes {c.seconds('setfit', n) / c.seconds('lora-small', n):.0f} "
+                    "times lora-small's time." for n in both))
+
+
+def _table(c: Curves, cell) -> str:
+    """Method by n, cell(method, n) in each point that ran, "-" elsewhere."""
+    ns = [("all" if n is None else str(n), n) for n in sorted({n for _, n in c.points}, key=_order)]
+    rows = [f"| method | {' | '.join(f'{s} per class' if i == 0 else s for i, (s, _) in enumerate(ns))} |",
+            "|---|" + "---:|" * len(ns)]
+    rows += [f"| {m} | {' | '.join(cell(m, n) if c.has(n, m) else '-' for _, n in ns)} |" for m in METHODS
+             if c.grid(m)]
+    return "\n".join(rows)
+
+
+def curves_table(results_dir: Path, metric: str = "accuracy") -> str:
+    """What the grid's records are (how many, when, hours of training), then each point's mean ± std over the draws."""
+    c = Curves(Path(results_dir) / "curves", metric)
+    found = [r for records in c.points.values() for r in records]
+    trained = [r for r in found if "reused_from" not in r]
+    reused = sorted({r["curve"]["method"] for r in found if "reused_from" in r})
+    draws = {}
+    for n in c.grid():
+        draws.setdefault(max(len(c.points[(m, n)]) for m in c.at(n)), []).append(n)
+    return (f"{len(found)} records over {len(c.points)} points, made {_days(trained)}, device {_device(c)}: "
+            f"{sum(r['train']['seconds'] for r in trained) / 3600:.1f} hours of training (the records' "
+            "`train.seconds`; loading the model and scoring the test split come on top)"
+            + (f", with {_and(reused)} reused at \"all\" from the headline runs' records" if reused else "")
+            + f". Test {metric}, mean ± std over the draws "
+            f"({'; '.join(f'{k} draws {_at(ns)}' for k, ns in draws.items())}), on the whole test split of "
+            f"{found[0]['n_examples']:,} examples:\n\n{_table(c, c.shown)}")
+
+
+def curves_takeaways(results_dir: Path, metric: str = "accuracy") -> str:
+    """The grid's takeaways as a Markdown list, each verdict stats.paired's by draw."""
+    c = Curves(Path(results_dir) / "curves", metric)
+    majority = Path(results_dir) / "majority.json"  # notebook 02's majority-class record
+    said = [f"- {line}" for line in (_few(c), _crossing(c), _recipes(c), _lpft(c), _full(
+        c, results.read(majority) if majority.exists() else None), _tfidf(c), _cost(c)) if line]
+    return "\n".join(said) or "- (no learning-curve records to compare: run `python -m lora_ft curves`)"
+
+
+def curves_recommendation(results_dir: Path, metric: str = "accuracy") -> str:
+    """Which method for how many labels, from the comparisons the takeaways give."""
+    c = Curves(Path(results_dir) / "curves", metric)
+    sized = [n for n in _sized(c) if c.at(n, LORAS) and c.at(n, EMBEDDINGS)]
+    if not sized:
+        return "(no LoRA recipe and sentence-embedding method share a point: nothing to recommend from)"
+    cross = next((n for n in sized if c.mean(c.at(n, LORAS)[0], n) > c.mean(c.at(n, EMBEDDINGS)[0], n)), None)
+    below, text = [n for n in sized if cross is None or n < cross], "**Recommendation**: "
+    if below:
+        leads = [m for m in EMBEDDINGS if all(c.has(n, m) and (p := c.pair(m, c.at(n, LORAS)[0], n)).beyond
+                                              and p.difference > 0 for n in below)]
+        text += (f"{f'below {cross}' if cross else f'up to {below[-1]}'} labelled examples per class, " +
+                 (f"{_and(leads)}, ahead of the best LoRA recipe beyond the spread at every n there" if leads else
+                  "no method leads the best LoRA recipe beyond the spread at every n"))
+        both = [n for n in below if c.has(n, *EMBEDDINGS)]
+        if both:
+            share = [c.seconds("linear-probe", n) / c.seconds("setfit", n) for n in both]
+            text += (f" (linear-probe against setfit "
+                     f"{_across({n: c.pair('linear-probe', 'setfit', n) for n in both})}; the probe trains in "
+                     f"{min(share):.0%} to {max(share):.0%} of SetFit's time)")
+        text += ". "
+    if cross is not None:
+        lora = c.at(cross, LORAS)[0]
+        text += (f"From {cross} per class on, {lora} ("
+                 f"{'; '.join(_versus(c.pair(lora, m, cross)) for m in c.at(cross, EMBEDDINGS))}). ")
+    if c.has(None, "lora", "lora-small"):
+        p = c.pair("lora", "lora-small", None)
+        text += (f"With the whole split, {_versus(p)}, and lora trains "
+                 f"{c.seconds('lora-small', None) / c.seconds('lora', None):.1f} times faster: " +
+                 ("the project's default recipe does as well in less time. " if not p.beyond or p.difference > 0
+                  else "lora-small stays ahead. "))
+    return text + ("Caveat: the probe chose C on the validation split, labels a user with few would not have; "
+                   "SetFit and the LoRA recipes used none.")
+
+
+def curves_cost_table(results_dir: Path) -> str:
+    """Each point's mean training time per draw, in seconds (the records' train.seconds)."""
+    c = Curves(Path(results_dir) / "curves")
+    return _table(c, lambda m, n: f"{c.seconds(m, n):.0f}")
+
+
+def curves_cost_line(results_dir: Path) -> str:
+    """How SetFit's and the LoRA recipes' training grows with n, and the training time per n over every draw."""
+    c, said, minutes = Curves(Path(results_dir) / "curves"), [], {}
+    setfit = [r for n in _sized(c, "setfit") for r in c.points[("setfit", n)]]
+    if setfit:
+        per_step = [r["train"]["seconds"] / r["train"]["steps"] for r in setfit]
+        pairs = sorted({r["train"]["pairs"] / r["curve"]["train_examples"] for r in setfit})
+        said.append(f"SetFit's cost grows with n ({_and(f'{p:g}' for p in pairs)} sentence pairs per training "
+                    f"sentence, {min(per_step):.1f} to {max(per_step):.1f} s per step of "
+                    f"{setfit[0]['config']['batch_size']} pairs)")
+    for m in (m for m in ("lora", "lora-small") if c.grid(m)):
+        said.append(f"{m}'s optimizer steps: " + _and(f"{steps(c.points[(m, n)][0]):,} " + (
+            "with the whole split" if n is None else f"at {n}") for n in c.grid(m)))
+    for (_, n), found in sorted(c.points.items(), key=lambda item: _order(item[0][1])):
+        minutes[n] = minutes.get(n, 0) + sum(r["train"]["seconds"] for r in found if "reused_from" not in r) / 60
+    times = _and(f"{v:.0f} minutes {_at([n])}" for n, v in minutes.items())
+    return "; ".join(said + [f"training time over every method and draw: {times} (reused records left out)"])
+
+
+def emotion_table(results_dir: Path, n: int) -> str:
+    """benchmarks/setfit_emotion.py's draws at n per class: what ran, then each method's scores and training time."""
+    c = Curves(Path(results_dir) / EMOTION)
+    shown = [m for m in ("setfit", "lora-small", "lora") if c.has(n, m)]
+    if not shown:
+        return f"(no records in results/{EMOTION}/ at {n} per class: run benchmarks/setfit_emotion.py)"
+    found = [r for m in shown for r in c.points[(m, n)]]
+    rows = [f"{max(len(c.points[(m, n)]) for m in shown)} draws at {n} per class, made {_days(found)}, device "
+            f"{_device(c)}: {sum(r['train']['seconds'] for r in found) / 60:.0f} minutes of training in all"
+            + (f", SetFit {steps(c.points[('setfit', n)][0])} body steps per draw" if "setfit" in shown else "") +
+            f". Test accuracy and macro-F1, mean ± std over the draws, on the whole test split of "
+            f"{found[0]['n_examples']:,} examples:", "", "| method | accuracy | macro-F1 | training time per draw |",
+            "|---|---|---|---:|"]
+    for m in shown:
+        accuracy = c.shown(m, n) if m != c.at(n, shown)[0] else f"**{c.shown(m, n)}**"
+        if m == "setfit" and n in PUBLISHED:
+            accuracy += f" (published {PUBLISHED[n][0]:.3f} ± {PUBLISHED[n][1]:.3f})"
+        name, f1 = "lora (the project's recipe)" if m == "lora" else m, stats.mean_std(c.spread(m, n, "f1_macro"))
+        rows.append(f"| {name} | {accuracy} | {f1} | {c.seconds(m, n):.0f} s |")
+    return "\n".join(rows)
+
+
+def emotion_takeaways(results_dir: Path, n: int) -> str:
+    """The replication against the published figures, SetFit against lora-small on the same draws, the default."""
+    c, said = Curves(Path(results_dir) / EMOTION), []
+    if c.has(n, "setfit") and n in PUBLISHED:
+        (mean, std), ours = PUBLISHED[n], c.spread("setfit", n)
+        said.append(f"**The replication {'lands inside' if abs(ours['mean'] - mean) < std else 'falls outside'} the "
+                    f"published spread**: {100 * ours['mean']:.2f} against {100 * mean:.1f} ± {100 * std:.1f}, with "
+                    f"a spread of {100 * ours['std']:.1f} points over our {ours['n']} draws.")
+    if c.has(n, "setfit", "lora-small"):
+        p = c.pair(*c.at(n, ("setfit", "lora-small")), n)
+        said.append(f"**On the same draws {_versus(p)}**, in {c.seconds(p.a, n):.0f} s of training against "
+                    f"{p.b}'s {c.seconds(p.b, n):.0f} s.")
+    if n in MPNET and n != min(MPNET) and c.has(n, "setfit") and c.has(min(MPNET), "setfit"):
+        low, high = c.mean("setfit", min(MPNET)), c.mean("setfit", n)
+        (was, _), (now, std) = MPNET[min(MPNET)], MPNET[n]
+        said.append(f"**The published figure at {n} per class is for a larger body**: SetFit with "
+                    f"paraphrase-mpnet-base-v2 (110M parameters against MiniLM's "
+                    f"{c.points[('setfit', n)][0]['params']['total'] / 1e6:.0f}M) scored {100 * now:.1f} ± "
+                    f"{100 * std:.1f}. It is context, not a target for this body; what compares is the gain from "
+                    f"{min(MPNET)} to {n} per class: {100 * (high - low):.1f} points for SetFit here ({low:.4f} to "
+                    f"{high:.4f}), {100 * (now - was):.1f} for mpnet in the paper ({100 * was:.1f} to "
+                    f"{100 * now:.1f}).")
+    if c.has(n, "lora", "setfit"):
+        made = c.points[("lora", n)][0]
+        said.append(f"**The project's recipe (lora)** scores {c.shown('lora', n)} with {len(made['labels'])} classes: "
+                    f"{_versus(c.pair('lora', 'setfit', n))}; {made['config']['epochs']:g} epochs of "
+                    f"{made['curve']['train_examples']} examples at batch {made['config']['batch_size']} are "
+                    f"{steps(made)} optimizer steps" +
+                    (f", against lora-small's {steps(c.points[('lora-small', n)][0])}" if c.has(n, "lora-small")
+                     else "") + ".")
+    return "\n".join(f"- {line}" for line in said)
+
+
+# docs/data-efficiency.md's report blocks (`<!-- report:NAME -->`), for lora_ft.report.BLOCKS
+BLOCKS = {"curves-table": curves_table, "curves-takeaways": curves_takeaways,
+          "curves-recommendation": curves_recommendation, "curves-cost-table": curves_cost_table,
+          "curves-cost-line": curves_cost_line, "emotion-8": functools.partial(emotion_table, n=8),
+          "emotion-8-takeaways": functools.partial(emotion_takeaways, n=8),
+          "emotion-64": functools.partial(emotion_table, n=64),
+          "emotion-64-takeaways": functools.partial(emotion_takeaways, n=64)}

@@ -1,0 +1,165 @@
+"""The learning curves in words (lora_ft.report_curves): its tables are the summaries' figures, its verdicts are
+stats.paired's on the records experiments.records reads, docs/data-efficiency.md holds what it renders, a partial grid
+leaves sentences out instead of failing, and reading it needs no torch."""
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from lora_ft import curves, experiments, report_curves, stats
+from lora_ft.config import ROOT
+from lora_ft.report import MARKED
+
+RESULTS = ROOT / "results"
+FOLDER = RESULTS / "curves"
+DOC = ROOT / "docs" / "data-efficiency.md"
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return report_curves.Curves(FOLDER)
+
+
+def paired(folder, a, b, n):
+    """stats.paired on the records experiments.records reads: what notebook 07 and curves.paired_table use."""
+    return stats.paired(*(stats.by_seed(experiments.records(folder, curves.run_name(m, n))) for m in (a, b)), a, b)
+
+
+def test_its_names_are_the_curves_and_the_docs(grid):
+    assert {method for method, _ in grid.points} <= set(curves.METHODS)
+    in_doc = {match[2] for match in MARKED.finditer(DOC.read_text(encoding="utf-8"))}
+    assert set(report_curves.BLOCKS) <= in_doc, "a block docs/data-efficiency.md does not use"
+
+
+def test_every_pair_is_stats_paired_on_experiments_records(grid):
+    for method, n in grid.points:
+        assert len(grid.points[(method, n)]) == len(experiments.records(FOLDER, curves.run_name(method, n)))
+    for n in grid.grid():
+        for a in grid.at(n):
+            for b in grid.at(n):
+                if a != b:
+                    assert grid.pair(a, b, n) == paired(FOLDER, a, b, n)
+
+
+def test_the_tables_are_the_summaries():
+    table, costs = report_curves.curves_table(RESULTS), report_curves.curves_cost_table(RESULTS)
+    for path in sorted((FOLDER / "summaries").glob("curve-*.json")):
+        summary = json.loads(path.read_text())
+        method, n = curves.parse(summary["run"])
+        column = 1 + sorted(curves.PER_CLASS, key=lambda k: math.inf if k is None else k).index(n)
+        row = next(line for line in table.splitlines() if line.startswith(f"| {method} |"))
+        assert row.strip("| ").split(" | ")[column] == stats.mean_std(summary["metrics"]["accuracy"])
+        row = next(line for line in costs.splitlines() if line.startswith(f"| {method} |"))
+        assert row.strip("| ").split(" | ")[column] == f"{summary['train']['seconds']['mean']:.0f}"
+
+
+@pytest.mark.parametrize("n, a, b", [(8, "linear-probe", "setfit"), (8, "setfit", "lora-small"),
+                                     (32, "setfit", "lora-small"), (128, "lora-small", "setfit"),
+                                     (128, "lora-small", "linear-probe")])
+def test_the_takeaways_quote_each_verdict_as_stats_paired_gives_it(n, a, b):
+    p = paired(FOLDER, a, b, n)
+    said = f"({p.amount} points, {a} ahead in {p.wins} of {p.n}, {p.verdict})"
+    assert said in report_curves.curves_takeaways(RESULTS)
+
+
+@pytest.mark.parametrize("bullet, a, b", [("LP-FT", "lora-lpft", "lora-small"), ("small-data", "lora-small", "lora"),
+                                          ("Full fine-tuning", "full-finetune", "lora"),
+                                          ("TF-IDF", "tfidf-logreg", "linear-probe")])
+def test_verdicts_over_n_are_grouped_as_stats_paired_gives_them(grid, bullet, a, b):
+    """E.g. LP-FT against lora-small: "behind beyond the spread at 32 (-3.39 ± 0.84)", "level (noise) at ... 128"."""
+    line = next(line for line in report_curves.curves_takeaways(RESULTS).splitlines() if bullet in line)
+    for n in grid.grid(a, b):
+        p = paired(FOLDER, a, b, n)
+        group = ("ahead beyond the spread" if p.difference > 0 else "behind beyond the spread") if p.beyond \
+            else "level (noise)"
+        where = f"the whole split ({p.amount})" if n is None else f"{n} ({p.amount})"
+        groups = [said for said in line.split("; ") if said.startswith(group) or f" {group} " in said]
+        assert any(where in said for said in groups), f"{a} vs {b} at {n}: {group!r}, {where!r} not in {line!r}"
+
+
+def test_lpft_is_beyond_the_spread_at_32_and_not_at_128_as_paired():
+    """The issue's case: notebook 07's LP-FT verdict, computed, not typed."""
+    at = {n: paired(FOLDER, "lora-lpft", "lora-small", n) for n in (32, 128)}
+    line = next(line for line in report_curves.curves_takeaways(RESULTS).splitlines() if "LP-FT" in line)
+    assert at[32].beyond == ("behind beyond the spread at 32" in line)
+    assert (not at[128].beyond) == bool(re.search(r"level \(noise\) at [^;]*128 \(", line))
+
+
+def test_the_recommendation_switches_where_the_best_lora_mean_first_tops_the_embedding_methods():
+    def means(n):  # method: mean accuracy at n, from the summaries experiments.summarize wrote
+        paths = {m: FOLDER / "summaries" / f"{curves.run_name(m, n)}.json" for m in curves.METHODS}
+        return {m: json.loads(p.read_text())["metrics"]["accuracy"]["mean"] for m, p in paths.items() if p.exists()}
+
+    text = report_curves.curves_recommendation(RESULTS)
+    cross, lora = re.search(r"From (\d+) per class on, ([\w-]+) \(", text).groups()
+    at = means(int(cross))
+    assert at[lora] == max(at[m] for m in report_curves.LORAS)
+    assert all(at[lora] > at[m] for m in report_curves.EMBEDDINGS if m in at)
+    for n in (n for n in curves.PER_CLASS if n is not None and n < int(cross)):
+        below = means(n)
+        assert max(below[m] for m in report_curves.LORAS) < max(below[m] for m in report_curves.EMBEDDINGS)
+    assert f"below {cross} labelled examples per class" in text
+    p = paired(FOLDER, "lora", "lora-small", None)
+    assert f"({p.amount} points, lora ahead in {p.wins} of {p.n}, {p.verdict})" in text
+
+
+def test_the_emotion_replication_is_its_records():
+    folder = RESULTS / report_curves.EMOTION
+    text = report_curves.emotion_takeaways(RESULTS, 64)
+    p = paired(folder, "lora-small", "setfit", 64)
+    assert f"({p.amount} points, lora-small ahead in {p.wins} of {p.n}, {p.verdict})" in text
+    summary = json.loads((folder / "summaries" / "curve-setfit-n8.json").read_text())
+    assert f"{100 * summary['metrics']['accuracy']['mean']:.2f} against" in report_curves.emotion_takeaways(RESULTS, 8)
+    setfit = experiments.records(folder, "curve-setfit-n64")[0]
+    assert f"SetFit {setfit['train']['steps']} body steps per draw" in report_curves.emotion_table(RESULTS, 64)
+
+
+def test_the_doc_holds_what_the_records_give():
+    text = DOC.read_text(encoding="utf-8")
+
+    def block(match):  # as lora_ft.report.render makes a block
+        if match[2] not in report_curves.BLOCKS:
+            return match[0]
+        made = report_curves.BLOCKS[match[2]](RESULTS)
+        body = f"\n{made}\n" if match[3].startswith("\n") else made
+        return f"{match[1]}{body}{match[4]}"
+
+    assert MARKED.sub(block, text) == text, "docs/data-efficiency.md differs from lora_ft.report_curves: re-render it"
+
+
+def test_steps_are_the_trainers(grid):
+    """Where the Trainer's history logged the last step, steps() gives it; it never gives fewer than were logged."""
+    for (method, n), found in grid.points.items():
+        for record in found:
+            logged = [e["step"] for e in record["train"]["history"] if "step" in e]
+            if method != "setfit" and logged:
+                assert report_curves.steps(record) >= max(logged)
+    assert [report_curves.steps(grid.points[("lora-small", n)][0]) for n in (8, 32, 128)] == [
+        max(e["step"] for e in grid.points[("lora-small", n)][0]["train"]["history"] if "step" in e)
+        for n in (8, 32, 128)]
+
+
+def test_a_partial_grid_leaves_sentences_out(tmp_path):
+    """Small mode's grid has no probe, no full fine-tuning, no LP-FT: their sentences are left out, the rest stays."""
+    for name in ("setfit", "lora-small", "tfidf-logreg"):
+        for path in [FOLDER / f"curve-{name}-n8.json", *FOLDER.glob(f"seeds/curve-{name}-n8.seed*.json")]:
+            target = tmp_path / "curves" / path.relative_to(FOLDER)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    text = report_curves.curves_takeaways(tmp_path)
+    assert "**Few labels (8 per class)" in text and "LP-FT" not in text and "Full fine-tuning" not in text
+    assert "setfit leads lora-small (" in text and "linear-probe" not in text
+    assert report_curves.curves_table(tmp_path).count("\n| ") == 4  # header and three methods
+    assert report_curves.emotion_table(tmp_path, 8).startswith("(no records")
+
+
+def test_reading_it_needs_no_torch():
+    code = ("import sys; from lora_ft import report_curves, config; "
+            "report_curves.curves_takeaways(config.ROOT / 'results'); assert 'torch' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
