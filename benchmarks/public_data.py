@@ -19,6 +19,7 @@ from pathlib import Path
 from lora_ft import Config, pipeline
 from lora_ft.config import ROOT, TARGET_SETS
 from lora_ft.io import write_json_atomic
+from lora_ft.report_public import table  # beside PUBLISHED and TARGETS, as docs/public-benchmarks.md shows it
 
 # Settings per benchmark; everything else is the project's default recipe (MiniLM-L6, fp32, CPU).
 BENCHMARKS = {
@@ -31,12 +32,6 @@ BENCHMARKS = {
         dataset="imdb", labels=("0", "1"), max_length=256, truncation="head+tail",
         target_modules=TARGET_SETS["all-linear"], epochs=3.0, batch_size=16),
 }
-PUBLISHED = {  # the reference figures in ../shared/datasets/README.md: full fine-tuning unless said otherwise
-    "emotion": ("test accuracy", 0.931, "distilbert-base-uncased, full fine-tuning"),
-    "sst2": ("dev accuracy", 0.913, "distilbert-base-uncased, full fine-tuning"),
-    "imdb": ("test accuracy", 0.928, "distilbert-base-uncased, full fine-tuning on all 25k reviews"),
-}
-TARGETS = {"emotion": 0.92, "sst2": 0.89, "imdb": 0.85}
 
 
 def run(name: str, shared: Path) -> dict:
@@ -46,20 +41,6 @@ def run(name: str, shared: Path) -> dict:
     record["data"] = json.loads((config.paths.data / "report.json").read_text())  # what cleaning kept, split sizes
     write_json_atomic(ROOT / "results" / "public" / f"{name}.json", record)
     return record
-
-
-def table(records: dict[str, dict]) -> str:
-    rows = ["| data set | train / test examples | LoRA (MiniLM-L6) | target | published | reference | train time |",
-            "|---|---|---|---|---|---|---|"]
-    for name, record in records.items():
-        what, published, reference = PUBLISHED[name]
-        train = record["train"]
-        sizes = record["data"]["splits"]
-        rows.append(f"| {name} | {sizes['train']:,} / {sizes['test']:,} | "
-                    f"{record['metrics']['accuracy']:.3f} {what} | {TARGETS[name]:.2f} | {published:.3f} | "
-                    f"{reference} "
-                    f"| {train['seconds'] / 60:.0f} min ({train['examples_per_second']:.0f} ex/s) |")
-    return "\n".join(rows)
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import report_curves, report_recipes, stats
+from . import report_curves, report_public, report_recipes, stats
 from .config import ROOT
 from .io import atomic_file
 from .results import records
@@ -98,6 +98,18 @@ def validation_cost(results: Path) -> str:
     times = validation_times(lora)
     return (f"{sum(times) / len(times):.1f} s each in the committed LoRA run, so its {len(times)} validations add "
             f"{sum(times):.0f} s, {sum(times) / lora['train']['seconds']:.0%} of its {lora['train']['seconds']:.0f} s")
+
+
+def validation_bench(results: Path) -> str:
+    """benchmarks/validation_cost.py's run: seconds per validation each way, against full fine-tuning's (cast once)."""
+    found = _record(results, "speed/validation.json")
+    seconds = {row["way"]: row["seconds"] for row in found["rows"]}
+    full = seconds["full fine-tuning, weights cast once"]
+    rows = "\n".join(f"| {way} | {s:.2f} | {s / full:.2f}x |" for way, s in seconds.items())
+    same = "the same loss, accuracy and macro-F1" if found["same_scores"] else "**different scores**"
+    head = f"validation of {found['validation_examples']:,} tweets (median of {found['rows'][0]['runs']})"
+    return (f"| {head} | seconds | against full fine-tuning, cast once |\n|---|---:|---:|\n{rows}\n\n"
+            f"Each model's two passes gave {same}.")
 
 
 def validation_times(record: dict) -> list[float]:
@@ -271,9 +283,10 @@ BLOCKS = {"serving-table": serving_table, "task-table": task_table, "serving-lin
           "headline-table": headline_table, "lora-vs-full": lora_vs_full, "onnx-verdict": onnx_verdict,
           "notebook-table": notebook_table, "slow-cells": slow_cells, "peak-share-table": peak_share_table,
           "peak-share-line": peak_share_line, "validation-cost": validation_cost, "recipe-findings": recipe_findings,
+          "validation-bench": validation_bench,
           "recipe-grid": report_recipes.recipe_grid, "recipe-table": report_recipes.recipe_table,
           "recipe-costs": report_recipes.recipe_costs, "kernel-verdict": report_recipes.kernel_verdict,
-          **report_curves.BLOCKS}
+          **report_curves.BLOCKS, **report_public.BLOCKS}
 MARKED = re.compile(r"(<!-- report:([\w-]+) -->)(.*?)(<!-- /report:\2 -->)", re.S)
 
 

@@ -182,7 +182,7 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 
 class ResumableTrainer(Trainer):
     """A Trainer whose run resumed mid-epoch trains on the batches, and to the weights, of the uninterrupted run, and
-    whose validations cast the frozen weights once (frozen_weights_as)."""
+    whose validations cast the weights once (weights_as)."""
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
@@ -192,18 +192,17 @@ class ResumableTrainer(Trainer):
 
     def evaluate(self, *args, **kwargs):
         half = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
-        with frozen_weights_as(self.model, half):
+        with weights_as(self.model, half):
             return super().evaluate(*args, **kwargs)
 
 
 @contextmanager
-def frozen_weights_as(model, dtype: torch.dtype | None):
-    """Inside: model's frozen fp32 linear weights held as dtype copies, for autocast to dtype. Autocast casts a weight
-    on every call, and a frozen one is never cached: a fifth of a LoRA validation's time on a CPU (docs/speed.md).
-    The same casts made once give the same numbers. Not with DoRA, whose weight norm reads the weight itself."""
+def weights_as(model, dtype: torch.dtype | None):
+    """Inside: model's fp32 linear weights held as dtype copies, for autocast to dtype. Autocast casts every weight on
+    every forward pass; while nothing trains (a validation) the same casts made once give the same numbers, for a
+    fifth to a third less time on a CPU (docs/speed.md). Not with DoRA, whose weight norm reads the weight itself."""
     swapped = [] if dtype is None or any(getattr(m, "lora_magnitude_vector", None) for m in model.modules()) else [
-        (m, m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)
-        and m.weight.dtype == torch.float32 and not m.weight.requires_grad]
+        (m, m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.float32]
     for module, weight in swapped:
         module.weight = torch.nn.Parameter(weight.detach().to(dtype), requires_grad=False)
     try:

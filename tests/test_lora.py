@@ -128,21 +128,23 @@ def test_training_runs_in_the_precision_asked_even_after_scoring(setup, scored_f
 
 
 
-def test_validation_with_frozen_weights_cast_once_scores_the_same(setup, tmp_path):
-    """A bf16 validation holds the frozen weights as bf16 copies (what autocast made of them on every call): the
+def test_validation_with_weights_cast_once_scores_the_same(setup, tmp_path):
+    """A bf16 validation holds the linear weights as bf16 copies (what autocast made of them on every call): the
     same loss and scores as casting per call, and the same fp32 tensors back afterwards."""
     config, tokenizer, splits, model = setup["config"], setup["tokenizer"], setup["splits"], setup["model"]
     trainer = build_trainer(config.replace(precision="bf16"), model, tokenizer, splits, tmp_path, eval_strategy="no")
     before = dict(model.named_parameters())
-    frozen = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad]
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     seen = []
-    handle = frozen[0].register_forward_pre_hook(lambda module, inputs: seen.append(module.weight.dtype))
+    hooks = [linear[i].register_forward_pre_hook(lambda module, inputs: seen.append(module.weight.dtype))
+             for i in (0, -1)]  # a frozen weight and the trained head
     cast_once = trainer.evaluate()
     weights_seen, seen[:] = set(seen), []
     per_call = Trainer.evaluate(trainer)  # the Trainer's own: autocast casts every weight on every call
-    handle.remove()
+    for hook in hooks:
+        hook.remove()
     release(model)
-    assert weights_seen == {torch.bfloat16} and set(seen) == {torch.float32} and len(frozen) > 30
+    assert weights_seen == {torch.bfloat16} and set(seen) == {torch.float32} and len(linear) > 30
     for metric in ("eval_loss", "eval_accuracy", "eval_f1_macro"):
         assert cast_once[metric] == per_call[metric]
     assert dict(model.named_parameters()) == before  # the very tensors, fp32, after
