@@ -19,7 +19,7 @@ Every recipe trains the same model on the same tweets with the same Trainer for 
                         sdpa and eager pick the attention implementation (attention=..., default "auto": eager
                         when training in bf16 on a CPU)
 All LoRA recipes use the project's adapter settings (r 8 on every linear layer, no adapter dropout unless named).
---which NAME,... (or all) also times notebook 08's recipes (lora_ft.experiments.RECIPES) the same way and writes their
+--which NAME,... (or all) also times notebook 08's recipes (lora_ft.grids.RECIPES) the same way and writes their
 examples/s and peak memory on this machine to results/recipes/speed.json, which notebook 08 reads: its accuracy
 grid may run elsewhere (on a GPU), its speeds are this CPU's. With --recipes "" only those are timed, and each
 run updates its recipes' entries (same steps and repeats), so a process per recipe measures each one's own peak
@@ -53,7 +53,7 @@ import torch
 from transformers import TrainerCallback, default_data_collator
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from lora_ft import Config, data, experiments, training
+from lora_ft import Config, data, experiments, grids, training
 from lora_ft.config import ROOT
 from lora_ft.io import write_json_atomic
 from lora_ft.measure import measure
@@ -286,10 +286,10 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown recipe(s) {unknown}: choose from {RECIPES}, or project/full-finetune with "
                      f"+knobs of {list(KNOBS)}")
-    which = list(experiments.RECIPES) if args.which == "all" else [n for n in args.which.split(",") if n]
-    unknown = [name for name in which if name not in experiments.RECIPES]
+    which = list(grids.RECIPES) if args.which == "all" else [n for n in args.which.split(",") if n]
+    unknown = [name for name in which if name not in grids.RECIPES]
     if unknown:
-        parser.error(f"unknown --which recipe(s) {unknown}: choose from {', '.join(experiments.RECIPES)}")
+        parser.error(f"unknown --which recipe(s) {unknown}: choose from {', '.join(grids.RECIPES)}")
 
     config = Config(smoke=False)
     splits = data.prepare(config)

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from . import curves, experiments, label_errors, pipeline, serving
+from . import curves, experiments, grids, label_errors, pipeline, serving
 from .config import SEEDS, TARGET_SETS, Config
 from .errors import ConfigError, DataError, LoraFtError, listed
 from .experiments import EXTRA_POINT, SWEEP
@@ -110,8 +110,8 @@ def _run(args) -> None:
     elif args.step == "seeds":
         experiments.seeds(args.runs, args.seeds, config.paths.results)
     elif args.step == "recipes":
-        names = [n for group in (args.groups or ()) for n in experiments.GROUPS[group]] + list(args.names or ())
-        experiments.recipes(names or tuple(experiments.RECIPES), args.seeds, config, jobs=args.jobs)
+        names = [n for group in (args.groups or ()) for n in grids.GROUPS[group]] + list(args.names or ())
+        experiments.recipes(names or tuple(grids.RECIPES), args.seeds, config, jobs=args.jobs)
     elif args.step == "curves":
         experiments.learning_curves(config, args.methods or curves.METHODS, args.per_class or curves.PER_CLASS,
                                     args.draws)
@@ -264,9 +264,9 @@ def parser() -> argparse.ArgumentParser:
                                    f"{SEEDS[0]}, {len(SEEDS)} in all)")
         if name == "recipes":
             step.add_argument("--names", type=_names, default=None, metavar="NAME,...",
-                              help="recipes of lora_ft.experiments.RECIPES to run (default: all)")
+                              help="recipes of lora_ft.grids.RECIPES to run (default: all)")
             step.add_argument("--groups", type=_names, default=None, metavar="GROUP,...",
-                              help="groups of recipes: targets, learning-rate, ... (lora_ft.experiments.GROUPS)")
+                              help="groups of recipes: targets, learning-rate, ... (lora_ft.grids.GROUPS)")
             step.add_argument("--seeds", type=_numbers(int), default=SEEDS, metavar="SEED,...",
                               help=f"seeds (default {','.join(map(str, SEEDS))})")
             step.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at once, each its own process "

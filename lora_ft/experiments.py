@@ -18,7 +18,7 @@ from datasets import DatasetDict
 from . import baselines, curves, data, results, stats
 from .config import DEFAULT_SEED, NOT_TRAINED, SEEDS, TARGET_SETS, Config
 from .errors import ConfigError
-from .grids import GROUPS, RECIPE_BASE, RECIPE_BUDGET, RECIPES, comparisons  # noqa: F401 (experiments.GROUPS ...)
+from .grids import RECIPE_BASE, RECIPE_BUDGET, RECIPES
 from .io import write_json_atomic
 from .modeling import lora_targets, model_skeleton
 from .results import default_seed_record, records, rerun_command  # noqa: F401 (experiments.records ...)

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from lora_ft import Config, experiments, plots, report_recipes, results
+from lora_ft import Config, experiments, grids, plots, report_recipes, results
 from lora_ft.config import LEARNING_RATE, ROOT, TARGET_SETS
 from lora_ft.errors import ConfigError
 
@@ -15,10 +15,10 @@ FOLDER = ROOT / "results" / "recipes"
 
 def test_every_recipe_gets_the_budget_unless_it_is_the_budget_question():
     config = Config(smoke=False, output_root="unused")
-    for name in experiments.RECIPES:
+    for name in grids.RECIPES:
         settings = experiments.recipe(name).settings(config)
         assert settings.train_size is None and settings.early_stopping_patience == 0
-        assert settings.epochs == (3.0 if name.endswith("-3epochs") else experiments.RECIPE_BUDGET["epochs"]), name
+        assert settings.epochs == (3.0 if name.endswith("-3epochs") else grids.RECIPE_BUDGET["epochs"]), name
     assert experiments.recipe("query-value").settings(config).target_modules == TARGET_SETS["query-value"]
     lr = experiments.recipe("all-linear-lr0.0003-ratio1").settings(config)
     assert (lr.learning_rate, lr.alpha / lr.r) == (3e-4, 1.0)
@@ -31,25 +31,25 @@ def test_every_committed_recipe_record_is_finished():
     describe the settings the records hold (learning rate config.LEARNING_RATE, target sets config.TARGET_SETS)."""
     paths = sorted(FOLDER.glob("*.json")) + sorted((FOLDER / "seeds").glob("*.json"))
     made = [results.read(path) for path in paths if path.name != "speed.json"]
-    assert len(made) >= len(experiments.RECIPES)
+    assert len(made) >= len(grids.RECIPES)
     grid = [experiments.recipe(r["run"], r["meta"]["seed"]) for r in made]
     todo, done = experiments.plan(grid, Config(smoke=False), FOLDER)
     assert todo == [] and len(done) == len(made)
-    assert experiments.RECIPE_BASE["learning_rate"] == LEARNING_RATE
+    assert grids.RECIPE_BASE["learning_rate"] == LEARNING_RATE
 
 
 def test_groups_name_known_recipes_and_each_recipe_is_in_a_group():
-    grouped = {name for names in experiments.GROUPS.values() for name in names}
-    assert grouped <= set(experiments.RECIPES) and set(experiments.RECIPES) <= grouped
+    grouped = {name for names in grids.GROUPS.values() for name in names}
+    assert grouped <= set(grids.RECIPES) and set(grids.RECIPES) <= grouped
 
 
 def test_every_recipe_of_a_group_is_compared_with_a_recipe_of_that_group():
-    for group, names in experiments.GROUPS.items():
-        pairs = experiments.comparisons(group)
+    for group, names in grids.GROUPS.items():
+        pairs = grids.comparisons(group)
         assert all(name in names and reference in names and name != reference for name, reference in pairs), group
         assert {name for pair in pairs for name in pair} == set(names), group
-    assert experiments.comparisons("targets") == (("attention", "query-value"), ("all-linear", "query-value"))
-    assert ("query-value-3epochs", "query-value") in experiments.comparisons("budget")
+    assert grids.comparisons("targets") == (("attention", "query-value"), ("all-linear", "query-value"))
+    assert ("query-value-3epochs", "query-value") in grids.comparisons("budget")
 
 
 def test_speeds_come_back_with_the_machine_that_measured_them(tmp_path):
@@ -67,7 +67,7 @@ def test_recipes_do_not_follow_the_defaults_so_their_records_stay_valid():
     """Adopting a recipe as Config's default must not turn the grid's records stale (or change what they mean)."""
     config = Config(smoke=False, output_root="unused")
     moved = config.replace(base_dropout=0.0, target_modules=("query", "value"), learning_rate=5e-4, alpha=8.0)
-    for name in experiments.RECIPES:
+    for name in grids.RECIPES:
         assert experiments.recipe(name).settings(moved) == experiments.recipe(name).settings(config), name
 
 
@@ -98,7 +98,7 @@ def test_the_default_recipe_is_configs_defaults():
     config = Config(smoke=False, output_root="unused")
     default = experiments.recipe(report_recipes.DEFAULT).settings(config)
     resolved = {"attention": "eager", "target_modules": TARGET_SETS["all-linear"]}  # None: every linear layer
-    for key in experiments.RECIPE_BASE:
+    for key in grids.RECIPE_BASE:
         assert getattr(default, key) == resolved.get(key, getattr(config, key)), key
 
 
