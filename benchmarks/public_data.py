@@ -1,4 +1,4 @@
-"""LoRA on the public benchmarks the reference projects used, from their offline copies in ../shared/datasets.
+"""LoRA on public benchmarks (emotion, SST-2, IMDb), from their offline copies in ../shared/datasets.
 
     python benchmarks/public_data.py                 # emotion, sst2 and imdb in turn (about 20 minutes on 2 CPU cores)
     python benchmarks/public_data.py emotion imdb    # some of them

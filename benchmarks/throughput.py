@@ -1,12 +1,12 @@
-"""Training and inference throughput, side by side: the reference projects' recipe, this project's, full fine-tuning.
+"""Training and inference throughput, side by side: the common tutorial recipe, this project's, full fine-tuning.
 
     python benchmarks/throughput.py --profile       # everything, 3 repeats (about 20 minutes on 2 CPU cores)
     python benchmarks/throughput.py --recipes fixed-128,project --repeats 1 --steps 2 --budget 64 --eval-size 64
     python benchmarks/throughput.py --recipes project,project+dropout0,full-finetune,full-finetune+dropout0
-    python benchmarks/throughput.py --which all --repeats 1 --steps 20 --recipes project   # notebook 08's speeds
+    bash benchmarks/recipe_speeds.sh    # notebook 08's speeds: --which, a process per recipe
 
 Every recipe trains the same model on the same tweets with the same Trainer for a fixed number of steps:
-  fixed-128, fixed-512  the reference projects: every text padded to max_length, random batches, LoRA, fp32
+  fixed-128, fixed-512  the common tutorial recipe: every text padded to max_length, random batches, LoRA, fp32
   project-dropout       this project's batching, fp32, with dropout 0.1 on the adapters' input (its earlier default)
   project-fp32          this project's batching: dynamic padding, length-grouped batches, max_length 64; fp32
   project               this project's recipe: that batching in the precision "auto" picks (bf16 on hardware with it)

@@ -43,11 +43,12 @@ HEAD_MODULES = (*HEAD_LAYERS, "pooler", "pre_classifier")
 # Settings that change no trained weight (small mode's limits show in train_size, eval_size, epochs): fingerprints,
 # resume checks, the model card and the grids' skip-if-finished leave them out. Padding adds only masked positions,
 # which add nothing to any sum: in fp32, with the pretrained model's dropout off (the default), training ends at the
-# same weights (a test); bf16 products round differently per batch shape, which moves a run within its seeds' spread.
+# same weights (a test); in bf16 the products round differently per batch shape (docs/speed.md runs both ways).
 NOT_TRAINED = ("output_root", "eval_batch_size", "report_to", "smoke", "pad_to_multiple_of")
 
 # Batches are padded to a multiple of this many tokens: on a CPU every new batch shape costs oneDNN new kernels and
-# memory that stays (docs/speed.md: a LoRA run's memory grew by 1.2 GB and its steps slowed), so few shapes is faster
+# memory that stays (padded only to its longest text, a LoRA run's memory grew by about 1 GB in 300 steps:
+# results/speed/real-run.json, docs/speed.md)
 PAD_TO_MULTIPLE_OF = 8
 
 # Upper bounds that protect memory and time from a typo (Config validation)
@@ -145,8 +146,9 @@ class Config:
     loraplus_lr_ratio: float | None = _setting(
         None, "LoRA+: B's learning rate over A's (e.g. 16; peft also gives 1-d weights, biases, B's rate); None: off")
     base_dropout: float | None = _setting(
-        0.0, "dropout inside the pretrained model; 0 draws no masks: faster than its own 0.1, same accuracy (notebook "
-             "08); None: the model's own. The head keeps its own dropout where it can (BERT, RoBERTa, ELECTRA)")
+        0.0, "dropout inside the pretrained model; 0 draws no random masks (notebook 08 compares it with the model's "
+             "own); None: the model's own (0.1 for MiniLM). The head keeps its own dropout where it can (BERT, "
+             "RoBERTa, ELECTRA)")
     quantize_4bit: bool = _setting(False, "QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes, CUDA GPUs only)")
 
     # training
@@ -163,7 +165,7 @@ class Config:
         1000, "validation examples (a fixed stratified sample) scored at each validation; None: the whole split")
     early_stopping_patience: int = _setting(
         0, "validations without a better macro-F1 before stopping and testing the best checkpoint (10: about an "
-           "epoch); 0: test the final weights of the whole budget (picking the best cost accuracy: notebook 08)")
+           "epoch); 0: test the final weights of the whole budget, as every run of the grids does")
     precision: str = _setting(
         "auto", '"auto" (bf16 if the hardware computes it, else fp16 on a GPU, fp32 on CPU), "fp32", "bf16", "fp16"')
     attention: str = _setting(

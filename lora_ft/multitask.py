@@ -1,8 +1,9 @@
 """One base model serving several task adapters: each task alone, or rows of different tasks in one forward pass.
 
 peft holds every task's LoRA weights on the one base (`add_adapter`, `set_adapter`, per-row `adapter_names`). The
-heads are the part it cannot mix: tasks have different numbers of classes, and BERT's pooler is no linear layer, so
-each head module (pooler, classifier) becomes a TaskHeads that sends each row to its own task's copy.
+heads are the part it cannot mix: tasks have different numbers of classes, and BERT's pooler is not a plain nn.Linear
+(a dense layer and tanh), so each head module (pooler, classifier) becomes a TaskHeads that sends each row to its own
+task's copy.
 """
 
 from __future__ import annotations

@@ -276,7 +276,7 @@ def learning_curves(points: pd.DataFrame, metrics=("accuracy", "f1_macro"),
 
 
 def recipe_speeds(folder: Path) -> dict[str, dict]:
-    """Each recipe's speed and peak memory in folder/speed.json (benchmarks/throughput.py --which), with its device."""
+    """Each recipe's speed and peak memory in folder/speed.json (bash benchmarks/recipe_speeds.sh), with its device."""
     path = Path(folder) / "speed.json"
     if not path.exists():
         return {}

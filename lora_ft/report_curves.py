@@ -15,7 +15,7 @@ from .grids import CURVE_METHODS as METHODS
 # lora_ft.curves' methods (curves imports torch; tests/test_report_curves.py checks that the two agree)
 LORAS = ("lora", "lora-small", "lora-lpft")  # the LoRA recipes
 EMBEDDINGS = ("linear-probe", "setfit")  # the sentence-embedding methods
-GOAL = 32  # the issue's goal for LoRA: within SetFit's spread (mean - std) at this many examples per class
+GOAL = 32  # the project's bar for LoRA with few labels: within SetFit's spread (mean - std) at this n per class
 EMOTION = "public/setfit-emotion"  # benchmarks/setfit_emotion.py's records under results/
 # the SetFit paper's emotion test accuracy over 10 draws: MiniLM (benchmarks/setfit_emotion.PUBLISHED), mpnet (110M)
 PUBLISHED = {8: (0.391, 0.047)}

@@ -26,7 +26,7 @@ def recipe_runs(results: Path) -> dict[str, list[dict]]:
 
 
 def speeds(results: Path) -> dict[str, dict]:
-    """Each recipe's examples/s and peak memory on the CPU bench (benchmarks/throughput.py --which), if measured."""
+    """Each recipe's examples/s and peak memory on the CPU bench (bash benchmarks/recipe_speeds.sh), if measured."""
     path = Path(results) / "recipes" / "speed.json"
     return json.loads(path.read_text())["recipes"] if path.exists() else {}
 
@@ -240,3 +240,51 @@ def findings(runs: dict, timed: dict, headline: list[dict] | None) -> str:
     else:
         head = "**The default's headline run**: not yet run (notebook 03 writes results/lora.json)."
     return "\n".join(f"- {line}" for line in (default, rate, variants, speed, budget, kernel, head))
+
+
+def targets_line(results: Path) -> str:
+    """docs/data-and-models.md: every linear layer against query and value alone, paired by seed."""
+    runs = recipe_runs(results)
+    p = compare(runs, "all-linear", "query-value")
+    return paired_text(p) if p else not_run(n for n in ("all-linear", "query-value") if n not in runs)
+
+
+def _said(runs: dict, a: str, b: str) -> str:  # a against b as paired_text, or "not yet run"
+    p = compare(runs, a, b)
+    return paired_text(p) if p else "not yet run"
+
+
+def which_lora_line(results: Path) -> str:
+    """The README's line on notebook 08: the targets, whether a variant or learning rate beats every linear layer,
+    the model's dropout and a third epoch, each verdict by the rule."""
+    runs, timed = recipe_runs(results), speeds(results)
+    if not runs:
+        return "no recipe recorded yet (`python -m lora_ft recipes`)"
+    text = f"every linear layer against the LoRA paper's query and value: {_said(runs, 'all-linear', 'query-value')}"
+    if {"all-linear", "query-value"} <= set(runs):
+        weights = [runs[name][0]["params"]["trainable"] for name in ("all-linear", "query-value")]
+        text += f", for {weights[0] / weights[1]:.1f}x the trainable weights"
+    rivals = [p for a, b in COMPARISONS["variants"] + COMPARISONS["learning-rate"] if (p := compare(runs, a, b))]
+    ahead = [p.a for p in rivals if outcome(p) == "ahead"]
+    text += (f"; of the {len(rivals)} recipes of peft's variants and other learning rates recorded against it, "
+             + (f"{', '.join(ahead)} beat{'s' * (len(ahead) == 1)} it" if ahead else "none beats it")
+             + f" beyond the spread and {sum(outcome(p) == 'behind' for p in rivals)} are behind it")
+    fast = ""
+    if {"query-value-dropout0", "query-value"} <= set(timed):
+        ratio = timed["query-value-dropout0"]["examples_per_second"] / timed["query-value"]["examples_per_second"]
+        fast = f", at {ratio:.2f}x its examples/s on the CPU bench"
+    return (text + f"; the model's dropout off, on query/value: {_said(runs, 'query-value-dropout0', 'query-value')}"
+            f"{fast}; on every linear layer: {_said(runs, 'all-linear-dropout0', 'all-linear')}; a third epoch, on "
+            f"query/value: {_said(runs, 'query-value-3epochs', 'query-value')}; on every linear layer: "
+            f"{_said(runs, 'all-linear-3epochs', 'all-linear')}")
+
+
+def recipes_hours(results: Path) -> str:
+    """The README: what the recorded recipe runs take at the CPU bench's speeds."""
+    runs, timed = recipe_runs(results), speeds(results)
+    each = {name: found for name, found in runs.items() if name in timed}
+    if not each:
+        return "not yet timed (`bash benchmarks/recipe_speeds.sh`)"
+    hours = sum(minutes(found, timed[name]) * len(found) for name, found in each.items()) / 60
+    timed_runs, recorded = sum(map(len, each.values())), sum(map(len, runs.values()))
+    return f"{hours:.1f} hours for {timed_runs} of the grid's {recorded} recorded runs at the CPU bench's speeds"

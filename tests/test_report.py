@@ -39,7 +39,7 @@ def test_documents_are_the_readme_and_the_docs():
 
 def test_predict_serves_the_fastest_path_within_the_accuracy_tolerance():
     """benchmarks/serving_onnx.py's record: no ONNX Runtime path is both faster than predict's bf16 model and within
-    report.SERVING_TOLERANCE points of its accuracy (otherwise predict should offer it, issue 27)."""
+    report.SERVING_TOLERANCE points of its accuracy (otherwise predict should offer it)."""
     best, _ = report.fastest_serving(ROOT / "results")
     assert best["path"] == "bf16"
 
@@ -70,9 +70,31 @@ def test_the_fastest_serving_path_within_the_tolerance_is_chosen(tmp_path):
 
 def test_the_recipe_blocks_render_before_any_recipe_is_run(tmp_path):
     """docs/which-lora.md's blocks say what is not yet run instead of failing while the grid is re-run."""
-    blocks = ("recipe-grid", "recipe-table", "recipe-costs", "recipe-findings", "kernel-verdict")
+    blocks = ("recipe-grid", "recipe-table", "recipe-costs", "recipe-findings", "kernel-verdict", "which-lora-line",
+              "targets-line", "recipes-hours")
     made = {name: report.render(f"<!-- report:{name} -->\nx\n<!-- /report:{name} -->", tmp_path) for name in blocks}
     assert "not yet run" in made["kernel-verdict"] and "no recipe recorded yet" in made["recipe-costs"]
     verdicts = [line for line in made["recipe-table"].splitlines() if line.endswith("| not yet run |")]
     assert len(verdicts) == sum(map(len, report_recipes.COMPARISONS.values()))  # a row per comparison
     assert "**The default's headline run**: not yet run" in made["recipe-findings"]
+    assert "not yet run" in made["targets-line"] and "not yet timed" in made["recipes-hours"]
+
+
+def test_the_which_lora_line_quotes_the_rule_on_the_records():
+    runs = report_recipes.recipe_runs(ROOT / "results")
+    line = report_recipes.which_lora_line(ROOT / "results")
+    for a, b in (("all-linear", "query-value"), ("query-value-dropout0", "query-value")):
+        p = report_recipes.compare(runs, a, b)
+        assert (report_recipes.paired_text(p) if p else "not yet run") in line
+    rivals = [p for a, b in report_recipes.COMPARISONS["variants"] + report_recipes.COMPARISONS["learning-rate"]
+              if (p := report_recipes.compare(runs, a, b))]
+    if rivals and not any(report_recipes.outcome(p) == "ahead" for p in rivals):
+        assert "none beats it beyond the spread" in line
+
+
+def test_the_headline_seeds_name_every_seed_and_the_runs_with_fewer():
+    said = report.headline_seeds(ROOT / "results")
+    seeds = {run: [r["meta"]["seed"] for r in report.over_seeds(ROOT / "results", run)] for run in report.HEADLINE}
+    every = sorted(set().union(*seeds.values()))
+    assert said.startswith(f"seeds {report_recipes.seed_list(every)}")
+    assert all((f"{report.HEADLINE[run]}: " in said) == (sorted(found) != every) for run, found in seeds.items())

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from lora_ft import curves, experiments, report_curves, stats
+from lora_ft import curves, experiments, report, report_curves, stats
 from lora_ft.config import ROOT
 from lora_ft.report import MARKED
 
@@ -106,6 +106,14 @@ def test_the_recommendation_switches_where_the_best_lora_mean_first_tops_the_emb
     assert f"below {cross} labelled examples per class" in text
     p = paired(FOLDER, "lora", "lora-small", None)
     assert f"({p.amount} points, lora ahead in {p.wins} of {p.n}, {p.verdict})" in text
+
+
+def test_the_readmes_line_agrees_with_the_recommendation_and_pairs_the_whole_split_by_draw():
+    text, recommended = report.curves_line(RESULTS), report_curves.curves_recommendation(RESULTS)
+    cross = re.search(r"From (\d+) per class on", recommended)[1]
+    assert text.startswith(f"below {cross} per class, ")
+    p = paired(FOLDER, "full-finetune", "lora", None)
+    assert f"({p.amount} points, full-finetune ahead in {p.wins} of {p.n}, {p.verdict})" in text
 
 
 def test_the_emotion_replication_is_its_records():

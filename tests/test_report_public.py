@@ -1,6 +1,7 @@
 """docs/public-benchmarks.md and the README's line quote results/public/ through lora_ft.report_public."""
 
 import copy
+import dataclasses
 import json
 import math
 import subprocess
@@ -99,3 +100,14 @@ def test_missing_records_say_not_yet_run_instead_of_failing(tmp_path):
     table = report_public.public_table(tmp_path)
     assert "| imdb |" in table and "| sst2 |" not in table and "SST-2: not yet run" in table
     assert "IMDb (" in report_public.public_line(tmp_path)
+
+
+def test_the_changed_settings_are_the_records_against_configs_defaults():
+    imdb, said = committed("imdb"), report_public.changes(RESULTS)
+    default = {f.name: f.default for f in dataclasses.fields(report_public.Config)}  # not small mode's
+    for key in ("max_length", "truncation"):
+        if imdb["config"][key] != default[key]:
+            assert f"{key} {imdb['config'][key]} instead of {default[key]}" in said
+    if all(committed(name)["config"]["epochs"] != default["epochs"] for name in report_public.PUBLISHED):
+        assert f"epochs {imdb['config']['epochs']:g} instead of {default['epochs']:g} on all" in said
+    assert f"({said})" in report_public.public_line(RESULTS)
