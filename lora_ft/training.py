@@ -199,8 +199,8 @@ class ResumableTrainer(Trainer):
 @contextmanager
 def weights_as(model, dtype: torch.dtype | None):
     """Inside: model's fp32 linear weights held as dtype copies, for autocast to dtype. Autocast casts every weight on
-    every forward pass; while nothing trains (a validation) the same casts made once give the same numbers, for a
-    fifth to a third less time on a CPU (docs/speed.md). Not with DoRA, whose weight norm reads the weight itself."""
+    every forward pass; while nothing trains (a validation) the same casts made once give the same numbers, in less
+    time (benchmarks/validation_cost.py, docs/speed.md). Not with DoRA, whose weight norm reads the weight itself."""
     swapped = [] if dtype is None or any(getattr(m, "lora_magnitude_vector", None) for m in model.modules()) else [
         (m, m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.float32]
     for module, weight in swapped:
