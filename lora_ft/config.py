@@ -23,6 +23,10 @@ DEFAULT_SEED = 42  # the seed of the notebooks' runs; lora_ft.experiments.seeds 
 SEEDS = (DEFAULT_SEED, 43, 44)  # the seeds behind every reported spread: `python -m lora_ft seeds` adds 43 and 44
 
 LEARNING_RATE = 1e-3  # LoRA's peak step size: only the small adapters and the new head move
+# The budget rule (Config.budget): batches of BATCH_SIZE, or SMALL_BATCH_SIZE where those would give fewer than
+# MIN_STEPS optimizer steps, and epochs raised until a run takes MIN_STEPS; two epochs of a few hundred examples are
+# a handful of steps, which left the default at 0.46 on emotion at 64 per class (docs/data-efficiency.md)
+BATCH_SIZE, SMALL_BATCH_SIZE, MIN_STEPS = 32, 16, 100
 FULL_FINETUNE_LEARNING_RATE = 5e-5  # full fine-tuning's (lora_ft.baselines): larger steps would wreck the encoder
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -44,7 +48,8 @@ HEAD_MODULES = (*HEAD_LAYERS, "pooler", "pre_classifier")
 # resume checks, the model card and the grids' skip-if-finished leave them out. Padding adds only masked positions,
 # which add nothing to any sum: in fp32, with the pretrained model's dropout off (the default), training ends at the
 # same weights (a test); in bf16 the products round differently per batch shape (docs/speed.md runs both ways).
-NOT_TRAINED = ("output_root", "eval_batch_size", "report_to", "smoke", "pad_to_multiple_of")
+# min_steps shows in batch_size and epochs, which Config.budget resolves before a run records them.
+NOT_TRAINED = ("output_root", "eval_batch_size", "report_to", "smoke", "pad_to_multiple_of", "min_steps")
 
 # Batches are padded to a multiple of this many tokens: on a CPU every new batch shape costs oneDNN new kernels and
 # memory that stays (padded only to its longest text, a LoRA run's memory grew by about 1 GB in 300 steps:
@@ -68,7 +73,7 @@ DATA_FIELDS = (
 )
 
 # What small mode shrinks: a few hundred examples and one short epoch on the same real model and data.
-SMOKE_LIMITS = {"train_size": 240, "eval_size": 120, "epochs": 1.0, "evaluations_per_epoch": 2}
+SMOKE_LIMITS = {"train_size": 240, "eval_size": 120, "epochs": 1.0, "evaluations_per_epoch": 2, "min_steps": 8}
 
 
 def smoke_from_env() -> bool:
@@ -155,8 +160,14 @@ class Config:
     learning_rate: float = _setting(
         LEARNING_RATE, f"peak AdamW step size; LoRA's default {LEARNING_RATE:g} is "
         f"{LEARNING_RATE / FULL_FINETUNE_LEARNING_RATE:.0f}x full fine-tuning's {FULL_FINETUNE_LEARNING_RATE:g}")
-    epochs: float = _setting(2.0, "passes over the training split (early stopping, when on, may end sooner)")
-    batch_size: int = _setting(32, "training examples per optimizer step")
+    epochs: float = _setting(
+        2.0, "passes over the training split, raised where they give fewer than min_steps steps (early stopping, "
+        "when on, may end sooner)")
+    batch_size: int | None = _setting(
+        None, f"training examples per optimizer step; None: {BATCH_SIZE}, or {SMALL_BATCH_SIZE} where {BATCH_SIZE} "
+        "would give fewer than min_steps steps")
+    min_steps: int = _setting(
+        MIN_STEPS, "fewest optimizer steps a run takes: with little data, epochs are raised to reach them")
     eval_batch_size: int = _setting(64, "examples per forward pass when evaluating")
     weight_decay: float = _setting(0.01, "AdamW decoupled weight decay")
     warmup: float = _setting(0.06, "share of the steps spent warming the learning rate up from 0")
@@ -204,10 +215,12 @@ class Config:
         def integer(value) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
 
-        for name in ("r", "batch_size", "eval_batch_size", "max_length", "evaluations_per_epoch"):
+        for name in ("r", "eval_batch_size", "max_length", "evaluations_per_epoch", "min_steps"):
             value = getattr(self, name)
             if not integer(value) or value <= 0:
                 fail(f"{name}={value!r} is invalid", f"set {name} to a positive integer")
+        if self.batch_size is not None and (not integer(self.batch_size) or self.batch_size <= 0):
+            fail(f"batch_size={self.batch_size!r} is invalid", "set batch_size to a positive integer, or None")
         if self.r > MAX_RANK:
             fail(f"r={self.r} is larger than any layer it could adapt", f"set r to at most {MAX_RANK} (e.g. 8)")
         if self.max_length < MIN_MAX_LENGTH:
@@ -288,6 +301,27 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown setting(s) {sorted(unknown)}: the settings are {sorted(self.to_dict())}")
         return dataclasses.replace(self, **changes)
+
+    def budget(self, examples: int) -> Config:
+        """These settings for a training split of examples, by the budget rule: batch_size resolved (see its help),
+        and epochs raised where they give fewer than min_steps optimizer steps (the Trainer's count: the epochs
+        times the batches in an epoch, rounded up). Applying it twice changes nothing."""
+        if examples < 1:
+            raise ConfigError("the training split is empty: give the data set training examples, or lower "
+                              "validation_fraction and test_fraction")
+
+        def steps(batch: int, epochs: float) -> int:
+            return math.ceil(epochs * math.ceil(examples / batch))
+
+        batch = self.batch_size
+        if batch is None:
+            batch = BATCH_SIZE if steps(BATCH_SIZE, self.epochs) >= self.min_steps else SMALL_BATCH_SIZE
+        epochs = self.epochs
+        if steps(batch, epochs) < self.min_steps:
+            epochs = self.min_steps / math.ceil(examples / batch)
+            while steps(batch, epochs) > self.min_steps:  # the division rounded up: one ulp less is exact
+                epochs = math.nextafter(epochs, 0)
+        return self.replace(batch_size=batch, epochs=epochs)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -32,7 +32,8 @@ COSTS = (("train", "seconds"), ("train", "examples_per_second"), ("resources", "
 @dataclass(frozen=True)
 class Experiment:
     """One run of a grid: the record's name, the settings it changes from the grid's Config, its seed (or draw);
-    recipe: settings outside Config a record keeps (SetFit's); method and per_class: a learning curve's point."""
+    recipe: settings outside Config a record keeps (SetFit's); method and per_class: a learning curve's point;
+    examples: the size of the training split the Trainer gets, which the budget rule reads (Config.budget)."""
 
     name: str
     changes: dict = field(default_factory=dict)
@@ -40,9 +41,11 @@ class Experiment:
     recipe: dict | None = None
     method: str = "lora"
     per_class: int | None = None
+    examples: int | None = None
 
     def settings(self, config: Config) -> Config:
-        return config.replace(seed=self.seed, **self.changes)
+        made = config.replace(seed=self.seed, **self.changes)
+        return made if self.examples is None else made.budget(self.examples)
 
     def wanted(self, config: Config) -> dict:
         """What results.settings must give this experiment's record for it to count as finished."""
@@ -128,7 +131,7 @@ def sweep_grid(ranks=SWEEP["ranks"], alpha_ratios=SWEEP["alpha_ratios"], targets
     points += [p for p in ((*EXTRA_POINT, t) for t in extra_targets) if p not in points]
     return [Experiment(sweep_name(t, r, ratio), dict(
         r=r, alpha=float(r * ratio), target_modules=TARGET_SETS[t], early_stopping_patience=0,
-        train_size=train_size, epochs=float(epochs)), seed) for r, ratio, t in points]
+        train_size=train_size, epochs=float(epochs)), seed, examples=train_size) for r, ratio, t in points]
 
 
 def sweep_name(targets: str, r: int, ratio: float) -> str:  # alpha = ratio x r
@@ -158,17 +161,18 @@ def sweep(config: Config, log=print, **changes) -> dict[str, dict]:
 
 # ---- the recipes (notebook 08, declared in lora_ft.grids): each seed in a fresh process so peak memory compares
 
-def recipe(name: str, seed: int = DEFAULT_SEED) -> Experiment:
+def recipe(name: str, seed: int = DEFAULT_SEED, examples: int | None = None) -> Experiment:
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}: choose from {', '.join(RECIPES)}")
-    return Experiment(name, {**RECIPE_BASE, **RECIPE_BUDGET, **RECIPES[name]}, seed)
+    return Experiment(name, {**RECIPE_BASE, **RECIPE_BUDGET, **RECIPES[name]}, seed, examples=examples)
 
 
 def recipes(names=tuple(RECIPES), seeds=SEEDS, config: Config | None = None, log=print,
             jobs: int = 1) -> dict[str, dict]:
     """Each recipe with each seed, each in a fresh process (so peak memory compares); summaries by recipe."""
-    config = config or data.load_prepared()[1]
-    grid = [recipe(name, seed) for name in dict.fromkeys(names) for seed in seeds]  # groups overlap: each once
+    splits, prepared = data.load_prepared((config or Config()).paths)
+    config, examples = config or prepared, len(splits["train"])
+    grid = [recipe(name, seed, examples) for name in dict.fromkeys(names) for seed in seeds]  # each once
     return run(grid, config, recipe_folder(config), lambda e, _: _recipe_in_a_process(e, config), log, jobs)
 
 
@@ -185,7 +189,7 @@ def _recipe_in_a_process(experiment: Experiment, config: Config) -> dict:
 def recipe_in_this_process(name: str, seed: int, output_root: str, target: str) -> None:
     """One recipe and seed on the prepared data under output_root; its record to target."""
     splits, config = data.load_prepared(Config(output_root=output_root).paths)
-    experiment = recipe(name, seed)
+    experiment = recipe(name, seed, len(splits["train"]))
     record = train_and_score(experiment.settings(config), splits, name, schedule=NO_VALIDATION, quiet=True)[0]
     write_json_atomic(Path(target), record)
 
@@ -263,8 +267,10 @@ def curve_grid(config: Config, methods=curves.METHODS, per_class=curves.PER_CLAS
         if curves.above_cap(method, n, log):
             continue
         recipe = curves.setfit_recipe(config) if method == "setfit" else None
+        size = train_examples if n is None else n * classes
         points += [Experiment(curves.run_name(method, n), curves.changes(config, method, n, classes, train_examples),
-                              seed, recipe, method, n) for seed in curves.draw_seeds(n, draws)]
+                              seed, recipe, method, n, size if method in curves.TRAINED else None)
+                   for seed in curves.draw_seeds(n, draws)]
     return points
 
 
@@ -295,16 +301,18 @@ def learning_curves(config: Config, methods=curves.METHODS, per_class=curves.PER
 
 
 def _train_point(method: str, drawn, config: Config) -> dict:
-    """method trained on drawn["train"] and tested; only the record is kept."""
+    """method trained on drawn["train"] and tested; only the record is kept. Without early stopping validations
+    choose nothing, so the Trainer's methods skip them, as the recipes' grid does."""
+    schedule = NO_VALIDATION if config.early_stopping_patience == 0 or method in curves.FIXED_STEPS else None
     with tempfile.TemporaryDirectory() as tmp:
         scratch = config.replace(output_root=tmp)
-        if method == "lora":
-            made = train_and_score(scratch, drawn, "lora", quiet=True)[0]
-        elif method in curves.FIXED_STEPS:
-            made = train_and_score(scratch, drawn, "lora", schedule=NO_VALIDATION, probe_head=method == "lora-lpft",
+        if method in ("lora", *curves.FIXED_STEPS):
+            made = train_and_score(scratch, drawn, "lora", schedule=schedule, probe_head=method == "lora-lpft",
                                    quiet=True)[0]
         elif method == "setfit":
             made = curves.train_setfit(drawn, scratch)
+        elif method == "full-finetune":
+            made = baselines.full_finetune(drawn, scratch, schedule=schedule, quiet=True)
         else:
             made = baselines.RUNS[method](drawn, scratch)
     made["config"]["output_root"] = config.output_root

@@ -108,7 +108,7 @@ def treatments(name: str, splits: DatasetDict, config: Config, noisy, found: pd.
     """LoRA trained on each treatment of the noisy labels (TREATMENTS) and on the clean ones ("clean": the split's own
     labels), with each seed, scored on the test split: records <name>-<labels> in folder, skipped when finished;
     recipe (how the noise and the suspects were made) goes into every record. Summaries by name."""
-    grid = [Experiment(f"{name}-{how}", seed=seed, recipe={**recipe, "labels": how})
+    grid = [Experiment(f"{name}-{how}", seed=seed, recipe={**recipe, "labels": how}, examples=len(splits["train"]))
             for how in labels for seed in seeds]
 
     def train(experiment: Experiment, settings: Config) -> dict:

@@ -65,6 +65,7 @@ def baseline(config: Config, full_finetune: bool = True, log=print) -> dict[str,
     """baselines.RUNS' test records (notebook 02), each written when done; full_finetune=False skips the slowest."""
     check("baseline", config)
     splits = _splits(config)
+    config = config.budget(len(splits["train"]))  # full fine-tuning's; the others' records keep the same settings
     records = {}
     for run, step in baselines.RUNS.items():
         if full_finetune or run != "full-finetune":
@@ -78,7 +79,11 @@ def train(config: Config, resume: bool = False, log=print):
     model/lora-merged/; resume continues this run's last checkpoint. (record, trained model)"""
     checkpoint = check("train", config, resume=resume)
     splits = _splits(config)
+    config = config.budget(len(splits["train"]))  # what the fingerprint, card and record say was trained
     labels = data.labels_of(splits)
+    advice = few_labels_advice(splits["train"])
+    if advice:
+        _log(log, advice)
     made = provenance.fingerprint(config, labels, splits)
     if checkpoint is not None:  # its settings matched; now its classes and data, known once the data is prepared
         provenance.refuse_mismatch(provenance.read_fingerprint(checkpoint), made, f"checkpoint {checkpoint}",
@@ -103,6 +108,23 @@ def train(config: Config, resume: bool = False, log=print):
     if not config.quantize_4bit:  # a 4-bit base cannot be merged into full weights
         serving.export(config, log=log)
     return scored, model
+
+
+# Below this many training examples in a class, notebook 07 found the frozen encoder's linear probe and SetFit ahead of
+# every LoRA recipe on the tweets (8 and 32 per class; level at 128: docs/data-efficiency.md)
+FEW_PER_CLASS = 128
+
+
+def few_labels_advice(train) -> str | None:
+    """What to try beside LoRA when the smallest class of train has fewer than FEW_PER_CLASS examples, else None."""
+    fewest = int(np.bincount(train["label"], minlength=train.features["label"].num_classes).min())
+    if fewest >= FEW_PER_CLASS:
+        return None
+    return (f"few labels: the smallest class has {fewest} training examples. Below {FEW_PER_CLASS} per class, "
+            "notebook 07 found a logistic regression on the frozen encoder's mean-pooled embeddings (a linear probe) "
+            "and SetFit more accurate than LoRA (docs/data-efficiency.md). `python -m lora_ft baseline "
+            "--no-full-finetune` fits the probe and scores it on this test split beside LoRA "
+            "(results/linear-probe.json); docs/data-efficiency.md shows how to run SetFit.")
 
 
 def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), log=print) -> dict[str, tuple]:

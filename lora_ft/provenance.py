@@ -36,9 +36,14 @@ def record_path(run: str, config: Config) -> Path:
 def resumable_checkpoint(config: Config) -> Path | None:
     """The checkpoint `train --resume` continues: the last one in model/checkpoints/, if config's settings made it."""
     checkpoint = last_checkpoint(config)
-    if checkpoint is not None:
-        refuse_mismatch(read_fingerprint(checkpoint), {"settings": config.trained_settings()},
-                        f"checkpoint {checkpoint}", resume_fix(checkpoint))
+    if checkpoint is not None:  # batch_size and epochs follow the data's size (Config.budget): train compares them
+        def unbudgeted(settings: dict) -> dict:
+            return {k: v for k, v in settings.items() if k not in ("batch_size", "epochs")}
+
+        saved = read_fingerprint(checkpoint)
+        refuse_mismatch({**saved, "settings": unbudgeted(saved.get("settings") or {})},
+                        {"settings": unbudgeted(config.trained_settings())}, f"checkpoint {checkpoint}",
+                        resume_fix(checkpoint))
     return checkpoint
 
 

@@ -236,7 +236,10 @@ def findings(runs: dict, timed: dict, headline: list[dict] | None) -> str:
         head = (f"**The default's headline run** (notebook 03, seed{'s' * (len(headline) > 1)} {seeds}) scores an "
                 f"accuracy of {spread_text(headline)} and a macro-F1 of {spread_text(headline, 'f1_macro')}: the "
                 "numbers the README and notebook 04 quote. The grid's numbers are its own runs on the same budget "
-                "without validation, each compared only with the grid's.")
+                "without validations, each compared only with the grid's. Validations set no weight, yet a run "
+                "without them ends at other weights (checked on a small run in fp32; why is open): the grid's "
+                f"{d} against the headline run, "
+                f"{paired_text(compare({**runs, 'headline': headline}, d, 'headline'))}.")
     else:
         head = "**The default's headline run**: not yet run (notebook 03 writes results/lora.json)."
     return "\n".join(f"- {line}" for line in (default, rate, variants, speed, budget, kernel, head))

@@ -53,8 +53,10 @@ def train_and_score(config: Config, splits, run: str = "lora", *, kind: str = "l
     the validation schedule (NO_VALIDATION, ONCE_PER_EPOCH). checkpoints (each gets fingerprint, for --resume) and
     save_to (the adapter or full model) default to temporary folders. probe_head starts the classifier from a linear
     probe (LP-FT); per_example adds each test example's predicted class and confidence; log gets the settings and the
-    trainable-weight count. resources: peak memory from loading to saving, and the size of what was saved."""
+    trainable-weight count; the record keeps config with Config.budget applied. resources: peak memory from loading
+    to saving, and the size of what was saved."""
     labels, test = data.labels_of(splits), splits["test"]
+    config = config.budget(len(splits["train"]))  # the batch size and epochs the record keeps
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     with tempfile.TemporaryDirectory() as scratch, measure() as resources:
         model = model_for_training(config, labels)

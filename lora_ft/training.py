@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from contextlib import contextmanager
@@ -78,14 +79,18 @@ def bf16_native() -> bool:
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
-def training_arguments(config: Config, output_dir: Path, **overrides) -> TrainingArguments:
+def training_arguments(config: Config, output_dir: Path, examples: int, **overrides) -> TrainingArguments:
+    """The Trainer's arguments for config (Config.budget already applied) on a training split of examples."""
     precision = resolve_precision(config.precision)
+    steps = math.ceil(config.epochs * math.ceil(examples / config.batch_size))
+    # evaluations_per_epoch times per epoch, but no more often than every 5 steps where min_steps raised the epochs
+    validations = min(config.evaluations_per_epoch * config.epochs, max(config.evaluations_per_epoch, steps / 5))
     args = dict(
         output_dir=str(output_dir), learning_rate=config.learning_rate, num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.eval_batch_size,
         weight_decay=config.weight_decay, warmup_steps=config.warmup,  # a float below 1 is a share of all steps
         train_sampling_strategy="group_by_length",  # batches of similar length: less padding, faster steps
-        **_schedule(config.evaluations_per_epoch * config.epochs),
+        **_schedule(validations),
         save_total_limit=1,  # the latest checkpoint (to resume from), and the best one where it is restored
         # early stopping restores the best checkpoint; without it the final weights are tested
         load_best_model_at_end=config.early_stopping_patience > 0, metric_for_best_model="f1_macro", seed=config.seed,
@@ -215,7 +220,8 @@ def weights_as(model, dtype: torch.dtype | None):
 def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | None = None, **overrides) -> Trainer:
     """A Trainer for config; overrides set TrainingArguments fields (e.g. eval_strategy="no", disable_tqdm=True)."""
     labels = splits["train"].features["label"].names
-    args = training_arguments(config, output_dir or config.paths.checkpoints, **overrides)
+    config = config.budget(len(splits["train"]))
+    args = training_arguments(config, output_dir or config.paths.checkpoints, len(splits["train"]), **overrides)
     # scored at every validation: a fixed sample keeps ~20 validations per run cheap (config.validation_sample)
     validation = subsample(splits["validation"], config.validation_sample, config.split_seed)
     callbacks = [FullPrecisionAfterTraining(attention_of(model))]  # before switching: what to restore

@@ -1,7 +1,9 @@
+import math
+
 import pytest
 
 from lora_ft import Config, ConfigError
-from lora_ft.config import SMOKE_LIMITS, smoke_from_env
+from lora_ft.config import BATCH_SIZE, MIN_STEPS, SMALL_BATCH_SIZE, SMOKE_LIMITS, smoke_from_env
 from lora_ft.io import write_json_atomic
 
 
@@ -69,3 +71,26 @@ def test_saved_config_round_trips(tmp_path):
 def test_empty_output_root_is_refused(root):
     with pytest.raises(ConfigError, match="output_root is empty"):
         Config(output_root=root)
+
+
+@pytest.mark.parametrize("examples", [1, 24, 48, 96, 100, 300, 384, 1536, 1599, 29747])
+def test_the_budget_rule_trains_at_least_min_steps_and_leaves_large_data_alone(examples):
+    config = Config(smoke=False)
+    budget = config.budget(examples)
+    steps = math.ceil(budget.epochs * math.ceil(examples / budget.batch_size))  # the Trainer's count
+    if math.ceil(examples / BATCH_SIZE) * config.epochs >= MIN_STEPS:  # enough data: the settings as they were
+        assert (budget.batch_size, budget.epochs) == (BATCH_SIZE, config.epochs)
+    else:  # little data: smaller batches, and min_steps steps where two epochs of them are fewer
+        assert budget.batch_size == SMALL_BATCH_SIZE
+        assert steps == max(MIN_STEPS, math.ceil(examples / SMALL_BATCH_SIZE) * config.epochs)
+    assert budget.budget(examples) == budget  # applying it again changes nothing
+
+
+def test_the_budget_rule_keeps_a_batch_size_given_and_refuses_an_empty_split():
+    budget = Config(smoke=False, batch_size=8).budget(40)  # 5 batches an epoch: 20 epochs for 100 steps
+    assert (budget.batch_size, budget.epochs) == (8, 20.0)
+    assert Config(smoke=False, min_steps=1).budget(40) == Config(smoke=False, min_steps=1, batch_size=BATCH_SIZE)
+    with pytest.raises(ConfigError, match="the training split is empty"):
+        Config(smoke=False).budget(0)
+    with pytest.raises(ConfigError, match="min_steps="):
+        Config(smoke=False, min_steps=0)

@@ -206,3 +206,10 @@ def test_lpft_trains_a_fixed_number_of_steps_like_lora_small(config):
                                                                     classes=3, train_examples=len(splits["train"])))
     assert small.epochs == lpft.epochs and small.epochs * 12 / small.batch_size >= curves.LORA_SMALL_STEPS
     assert lpft.target_modules == TARGET_SETS["all-linear"] and lpft.early_stopping_patience == 0
+
+
+def test_train_advises_the_probe_and_setfit_below_128_per_class():
+    assert pipeline.few_labels_advice(toy((200, 150, 128))) is None
+    advice = pipeline.few_labels_advice(toy((200, 150, 127)))
+    assert "the smallest class has 127 training examples" in advice
+    assert "python -m lora_ft baseline --no-full-finetune" in advice and "SetFit" in advice
