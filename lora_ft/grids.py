@@ -8,7 +8,7 @@ from .config import LEARNING_RATE, TARGET_SETS
 
 CURVE_METHODS = ("lora", "lora-small", "lora-lpft", "setfit", "full-finetune", "linear-probe", "tfidf-logreg")
 
-RECIPE_BUDGET = {"epochs": 2.0, "train_size": None, "early_stopping_patience": 0}  # the default run's, final weights
+RECIPE_BUDGET = {"epochs": 2.0, "batch_size": 32, "train_size": None, "early_stopping_patience": 0}  # final weights
 # what every recipe starts from, fixed here so that the grid's records stay valid when Config's defaults change;
 # the grid first ran with the model's own attention kernel ("sdpa"), recipes added after attention="auto" came in
 # keep the kernel they ran with (AUTO: "eager" on a bf16 CPU), and the "kernel" group measures what that changes

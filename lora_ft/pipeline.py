@@ -110,8 +110,8 @@ def train(config: Config, resume: bool = False, log=print):
     return scored, model
 
 
-# Below this many training examples in a class, notebook 07 found the frozen encoder's linear probe and SetFit ahead of
-# every LoRA recipe on the tweets (8 and 32 per class; level at 128: docs/data-efficiency.md)
+# Below this many training examples in a class, notebook 07 found the frozen encoder's linear probe and SetFit as
+# accurate as every LoRA recipe on the tweets or more (8 and 32 per class; all level at 128: docs/data-efficiency.md)
 FEW_PER_CLASS = 128
 
 
@@ -122,7 +122,7 @@ def few_labels_advice(train) -> str | None:
         return None
     return (f"few labels: the smallest class has {fewest} training examples. Below {FEW_PER_CLASS} per class, "
             "notebook 07 found a logistic regression on the frozen encoder's mean-pooled embeddings (a linear probe) "
-            "and SetFit more accurate than LoRA (docs/data-efficiency.md). `python -m lora_ft baseline "
+            "and SetFit as accurate as LoRA or more (docs/data-efficiency.md). `python -m lora_ft baseline "
             "--no-full-finetune` fits the probe and scores it on this test split beside LoRA "
             "(results/linear-probe.json); docs/data-efficiency.md shows how to run SetFit.")
 

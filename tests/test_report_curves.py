@@ -58,7 +58,7 @@ def test_the_tables_are_the_summaries():
         assert row.strip("| ").split(" | ")[column] == f"{summary['train']['seconds']['mean']:.0f}"
 
 
-@pytest.mark.parametrize("n, a, b", [(8, "linear-probe", "setfit"), (8, "setfit", "lora-small"),
+@pytest.mark.parametrize("n, a, b", [(8, "linear-probe", "setfit"), (8, "setfit", "lora"),
                                      (32, "setfit", "lora-small"), (128, "lora-small", "setfit"),
                                      (128, "lora-small", "linear-probe")])
 def test_the_takeaways_quote_each_verdict_as_stats_paired_gives_it(n, a, b):
