@@ -239,7 +239,7 @@ def findings(runs: dict, timed: dict, headline: list[dict] | None) -> str:
                 "without validations, each compared only with the grid's. Validations set no weight, yet a run "
                 "without them ends at other weights (checked on a small run in fp32; why is open): the grid's "
                 f"{d} against the headline run, "
-                f"{paired_text(compare({**runs, 'headline': headline}, d, 'headline'))}.")
+                f"{_against({**runs, 'headline': headline}, d, 'headline').split(': ', 1)[1]}.")
     else:
         head = "**The default's headline run**: not yet run (notebook 03 writes results/lora.json)."
     return "\n".join(f"- {line}" for line in (default, rate, variants, speed, budget, kernel, head))

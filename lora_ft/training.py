@@ -79,8 +79,9 @@ def bf16_native() -> bool:
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
-def training_arguments(config: Config, output_dir: Path, examples: int, **overrides) -> TrainingArguments:
-    """The Trainer's arguments for config (Config.budget already applied) on a training split of examples."""
+def training_arguments(config: Config, output_dir: Path, examples: int = 1, **overrides) -> TrainingArguments:
+    """The Trainer's arguments for config on a training split of examples (Config.budget applied here as well)."""
+    config = config.budget(examples)
     precision = resolve_precision(config.precision)
     steps = math.ceil(config.epochs * math.ceil(examples / config.batch_size))
     # evaluations_per_epoch times per epoch, but no more often than every 5 steps where min_steps raised the epochs
