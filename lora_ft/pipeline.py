@@ -65,7 +65,6 @@ def baseline(config: Config, full_finetune: bool = True, log=print) -> dict[str,
     """baselines.RUNS' test records (notebook 02), each written when done; full_finetune=False skips the slowest."""
     check("baseline", config)
     splits = _splits(config)
-    config = config.budget(len(splits["train"]))  # full fine-tuning's; the others' records keep the same settings
     records = {}
     for run, step in baselines.RUNS.items():
         if full_finetune or run != "full-finetune":

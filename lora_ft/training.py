@@ -79,8 +79,8 @@ def bf16_native() -> bool:
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
-def training_arguments(config: Config, output_dir: Path, examples: int = 1, **overrides) -> TrainingArguments:
-    """The Trainer's arguments for config on a training split of examples (Config.budget applied here as well)."""
+def training_arguments(config: Config, output_dir: Path, examples: int, **overrides) -> TrainingArguments:
+    """The Trainer's arguments for config on a training split of examples, with Config.budget applied."""
     config = config.budget(examples)
     precision = resolve_precision(config.precision)
     steps = math.ceil(config.epochs * math.ceil(examples / config.batch_size))
@@ -221,7 +221,6 @@ def weights_as(model, dtype: torch.dtype | None):
 def build_trainer(config: Config, model, tokenizer, splits, output_dir: Path | None = None, **overrides) -> Trainer:
     """A Trainer for config; overrides set TrainingArguments fields (e.g. eval_strategy="no", disable_tqdm=True)."""
     labels = splits["train"].features["label"].names
-    config = config.budget(len(splits["train"]))
     args = training_arguments(config, output_dir or config.paths.checkpoints, len(splits["train"]), **overrides)
     # scored at every validation: a fixed sample keeps ~20 validations per run cheap (config.validation_sample)
     validation = subsample(splits["validation"], config.validation_sample, config.split_seed)

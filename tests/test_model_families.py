@@ -270,7 +270,7 @@ def test_qlora_step_on_a_4bit_base(tmp_path):
 @pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
 def test_precision_on_cpu(precision, native, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "bf16_native", lambda: native)
-    args = training_arguments(Config(precision=precision), tmp_path)
+    args = training_arguments(Config(precision=precision), tmp_path, 1000)
     expected = {"auto": "bf16" if native else "fp32"}.get(precision, precision)
     assert resolve_precision(precision) == expected
     assert (args.bf16, args.fp16) == (expected == "bf16", False)
@@ -290,11 +290,11 @@ def test_bf16_detection_matches_the_cpu():
 def test_fp16_without_cuda_is_a_config_error(tmp_path):
     expected = r"precision='fp16' needs a CUDA GPU .*: set precision='auto' \((bf16|fp32) here\)"
     with pytest.raises(ConfigError, match=expected):
-        training_arguments(Config(precision="fp16"), tmp_path)
+        training_arguments(Config(precision="fp16"), tmp_path, 1000)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_auto_precision_on_a_gpu(tmp_path):
     expected = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
-    args = training_arguments(Config(), tmp_path)
+    args = training_arguments(Config(), tmp_path, 1000)
     assert resolve_precision("auto") == expected and (args.bf16, args.fp16) == (expected == "bf16", expected == "fp16")
