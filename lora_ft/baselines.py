@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
 from . import data, training
-from .config import BATCH_SIZE, FULL_FINETUNE_LEARNING_RATE, Config
+from .config import FULL_FINETUNE_LEARNING_RATE, Config
 from .errors import ConfigError
 from .io import replace_dir_atomic, write_json_atomic
 from .measure import folder_mb, measure
@@ -30,7 +30,7 @@ def majority(splits, config: Config) -> dict:
     with measure() as resources:
         predictions = np.full_like(references, np.bincount(np.array(splits["train"]["label"])).argmax())
     resources["saved_mb"] = 0.0
-    return record("majority", "majority", _untrained(config), data.labels_of(splits), "test", references, predictions,
+    return record("majority", "majority", config.untrained(), data.labels_of(splits), "test", references, predictions,
                   params={"trainable": 0, "total": 0}, resources=resources)
 
 
@@ -43,7 +43,7 @@ def pretrained_baseline(splits, config: Config) -> dict:
         model = load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit)
         predictions = training.predict_logits(model, tokenizer, test, config.eval_batch_size).argmax(-1)
     resources["saved_mb"] = 0.0
-    return record("pretrained-baseline", "pretrained-baseline", _untrained(config), labels, "test",
+    return record("pretrained-baseline", "pretrained-baseline", config.untrained(), labels, "test",
                   np.array(test["label"]), predictions, params=count_params(model), resources=resources)
 
 
@@ -143,14 +143,8 @@ def _record(kind: str, splits, config: Config, predictions, params: dict, info: 
     target = config.paths.model / kind
     on_main_process(replace_dir_atomic, build, target)
     resources["saved_mb"] = folder_mb(target)
-    return record(kind, kind, _untrained(config), data.labels_of(splits), "test", np.array(splits["test"]["label"]),
+    return record(kind, kind, config.untrained(), data.labels_of(splits), "test", np.array(splits["test"]["label"]),
                   np.asarray(predictions), params, info, resources)
-
-
-def _untrained(config: Config) -> Config:
-    """The settings a baseline that takes no optimizer steps records: with no budget to resolve (Config.budget), the
-    batch size None stands for is BATCH_SIZE, as in their seeds' and the learning curves' records."""
-    return config if config.batch_size is not None else config.replace(batch_size=BATCH_SIZE)
 
 
 # notebook 02's reference runs, by run name: each takes the splits and a Config and returns its test record

@@ -323,6 +323,12 @@ class Config:
                 epochs = math.nextafter(epochs, 0)
         return self.replace(batch_size=batch, epochs=epochs)
 
+    def untrained(self) -> Config:
+        """These settings as a run that takes no optimizer steps records them: with no budget to resolve, the batch
+        size None stands for is BATCH_SIZE (the batch the majority class, the pretrained model and the TF-IDF and
+        linear-probe baselines record)."""
+        return self if self.batch_size is not None else self.replace(batch_size=BATCH_SIZE)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import data, stats
-from .config import BATCH_SIZE, DEFAULT_SEED, FULL_FINETUNE_LEARNING_RATE, LEARNING_RATE, ROOT, TARGET_SETS, Config
+from .config import DEFAULT_SEED, FULL_FINETUNE_LEARNING_RATE, LEARNING_RATE, ROOT, TARGET_SETS, Config
 from .errors import ConfigError
 from .grids import CURVE_METHODS as METHODS
 from .modeling import resolve_model
@@ -92,14 +92,13 @@ def above_cap(method: str, n: int | None, log=print) -> bool:
 
 
 def changes(config: Config, method: str, n: int | None, classes: int, train_examples: int) -> dict:
-    """The settings a point changes: the method's, train_size, and the fixed-step recipes' steps as epochs; the
-    methods the Trainer does not train take no optimizer steps and keep the batch size they were recorded with (the
-    others get the budget rule's: experiments.curve_grid)."""
+    """The settings a point changes: the method's, train_size, and the fixed-step recipes' steps as epochs (the
+    budget rule resolves the rest: experiments.curve_grid)."""
     size = train_examples if n is None else n * classes
     found = dict(SETTINGS[method], train_size=None if n is None else size)
     if method in FIXED_STEPS:
         found["epochs"] = max(LORA_SMALL_STEPS, math.ceil(2 * size / found["batch_size"])) * found["batch_size"] / size
-    return found if method in TRAINED else {"batch_size": BATCH_SIZE, **found}
+    return found
 
 
 def setfit_recipe(config: Config) -> dict:

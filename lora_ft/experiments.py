@@ -33,7 +33,9 @@ COSTS = (("train", "seconds"), ("train", "examples_per_second"), ("resources", "
 class Experiment:
     """One run of a grid: the record's name, the settings it changes from the grid's Config, its seed (or draw);
     recipe: settings outside Config a record keeps (SetFit's); method and per_class: a learning curve's point;
-    examples: the size of the training split the Trainer gets, which the budget rule reads (Config.budget)."""
+    examples: the size of the training split the Trainer gets, which the budget rule reads (Config.budget); None
+    for a run that takes no optimizer steps (Config.untrained) or whose changes resolve the budget already (a seed
+    re-runs its record's settings)."""
 
     name: str
     changes: dict = field(default_factory=dict)
@@ -45,7 +47,7 @@ class Experiment:
 
     def settings(self, config: Config) -> Config:
         made = config.replace(seed=self.seed, **self.changes)
-        return made if self.examples is None else made.budget(self.examples)
+        return made.untrained() if self.examples is None else made.budget(self.examples)
 
     def wanted(self, config: Config) -> dict:
         """What results.settings must give this experiment's record for it to count as finished."""

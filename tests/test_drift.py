@@ -3,11 +3,12 @@ the code's defaults and its notebook's `parameters` cell produce today, so a cha
 cannot be committed without re-running the notebook that writes the record.
 """
 
+import functools
 import json
 
 import pytest
 
-from lora_ft import Config, experiments, results
+from lora_ft import Config, data, experiments, results, sources
 from lora_ft.config import FULL_FINETUNE_LEARNING_RATE, ROOT
 
 RESULTS = ROOT / "results"
@@ -40,18 +41,30 @@ def prepared() -> Config:
     return Config(smoke=False, **parameters("01_data_preparation"))
 
 
+@functools.cache
+def training_examples(config: Config) -> int:
+    """The size of the training split that config prepares (read from the corpus: data/ holds small-mode data here)."""
+    frame, declared = sources.load_frame(config)
+    frame, _ = data.clean(frame)
+    names = data.label_names(frame, declared, config.labels)
+    return len(data.split(frame.assign(label=data.to_names(frame, declared)), names, config)["train"])
+
+
 def expected(run: str) -> Config:
-    """The settings the run's notebook gives its record today: what each notebook applies to the prepared settings."""
+    """The settings the run's notebook gives its record today: what each notebook applies to the prepared settings,
+    with the budget rule applied to the training split as the run applies it (Config.budget)."""
     notebook = NOTEBOOK_OF.get("sweep-*" if run.startswith("sweep-") else run)
     if notebook is None:
         pytest.fail(f"no notebook is known to write {run!r}: map it in NOTEBOOK_OF of tests/test_drift.py")
     values, config = parameters(notebook), prepared()
     if notebook == "02_baseline_evaluation":  # Config's defaults; full fine-tuning at its own learning rate
-        return config.replace(learning_rate=FULL_FINETUNE_LEARNING_RATE) if run == "full-finetune" else config
+        if run == "full-finetune":
+            return config.replace(learning_rate=FULL_FINETUNE_LEARNING_RATE).budget(training_examples(config))
+        return config.untrained()  # the reference runs that take no optimizer steps
     if notebook == "03_lora_training":
-        return config.replace(**values["overrides"])
+        return config.replace(**values["overrides"]).budget(training_examples(config))
     if notebook == "05_lora_from_scratch":
-        return config.replace(**values, early_stopping_patience=0)
+        return config.replace(**values, early_stopping_patience=0).budget(training_examples(config))
     # 06: the notebook's grid (experiments.SWEEP with the notebook's changes) through experiments.sweep
     points = {p.name: p for p in experiments.sweep_grid(**{**experiments.SWEEP, **values["grid"]})}
     if run not in points:

@@ -17,7 +17,7 @@ from lora_ft import cli
 # 96 training examples in batches of 8: 12 optimizer steps per epoch, two epochs (small mode would cut them to one),
 # validated and checkpointed every 6 steps
 TINY = ["smoke=false", "train_size=96", "eval_size=32", "epochs=2", "batch_size=8", "early_stopping_patience=0",
-        "max_length=32", "evaluations_per_epoch=2"]
+        "max_length=32", "evaluations_per_epoch=2", "min_steps=1"]
 STEPS_PER_EPOCH = 12
 CHECKPOINT_EVERY = 6
 

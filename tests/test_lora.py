@@ -82,7 +82,7 @@ def test_merged_model_predicts_like_the_adapter_model(setup):
 def test_the_final_weights_are_tested_unless_early_stopping_restores_the_best(setup, patience, tmp_path):
     # 9 examples in batches of 3 for 2 epochs: 6 steps, each validated and checkpointed
     config = setup["config"].replace(smoke=False, output_root=str(tmp_path), epochs=2.0, evaluations_per_epoch=3,
-                                     early_stopping_patience=patience)
+                                     min_steps=1, early_stopping_patience=patience)
     model = add_lora(load_model(config.model, LABELS, config.seed), config)
     trainer = build_trainer(config, model, setup["tokenizer"], setup["splits"], disable_tqdm=True,
                             save_total_limit=None)  # keep every checkpoint to compare with
