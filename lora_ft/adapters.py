@@ -28,25 +28,27 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "labels.jso
 
 def save_adapter(model, tokenizer, config: Config, labels: list[str], target: Path, fingerprint: dict | None = None):
     """Adapter weights (safetensors), tokenizer, class names, the config and fingerprint that made them, swapped in
-    atomically; PiSSA and OLoRA as the plain LoRA they amount to on the unchanged base. The base is named by
-    public_name (peft writes this machine's path); peft's empty card is dropped (the train step writes card.py's)."""
+    atomically (write_adapter)."""
+    replace_dir_atomic(lambda tmp: write_adapter(model, tokenizer, config, labels, tmp, fingerprint), target)
 
-    def build(tmp: Path):
-        model.save_pretrained(tmp)
-        if getattr(model, "initial_adapter", None) is not None:
-            _as_plain_lora(model, tmp)
-        (tmp / "README.md").unlink(missing_ok=True)
-        adapter_config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
-        adapter_config["base_model_name_or_path"] = public_name(config.model)
-        write_json_atomic(tmp / "adapter_config.json", adapter_config)
-        tokenizer.save_pretrained(tmp)
-        limit_tokenizer(tmp, config.max_length)
-        write_json_atomic(tmp / "lora_ft_config.json", config.as_json())
-        write_json_atomic(tmp / "labels.json", list(labels))
-        if fingerprint is not None:
-            write_json_atomic(tmp / FINGERPRINT, fingerprint)
 
-    replace_dir_atomic(build, target)
+def write_adapter(model, tokenizer, config: Config, labels: list[str], folder: Path, fingerprint: dict | None = None):
+    """save_adapter's files, written into folder: PiSSA and OLoRA as the plain LoRA they amount to on the unchanged
+    base. The base is named by public_name (peft writes this machine's path); peft's empty card is dropped (the train
+    step writes card.py's)."""
+    model.save_pretrained(folder)
+    if getattr(model, "initial_adapter", None) is not None:
+        _as_plain_lora(model, folder)
+    (folder / "README.md").unlink(missing_ok=True)
+    adapter_config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter_config["base_model_name_or_path"] = public_name(config.model)
+    write_json_atomic(folder / "adapter_config.json", adapter_config)
+    tokenizer.save_pretrained(folder)
+    limit_tokenizer(folder, config.max_length)
+    write_json_atomic(folder / "lora_ft_config.json", config.as_json())
+    write_json_atomic(folder / "labels.json", list(labels))
+    if fingerprint is not None:
+        write_json_atomic(folder / FINGERPRINT, fingerprint)
 
 
 def _as_plain_lora(model, folder: Path) -> None:
@@ -73,7 +75,8 @@ def load_adapter(path: Path, config: Config, labels: list[str], merge: bool = Fa
     """A fresh base model with the adapter save_adapter wrote on top (optionally merged into its weights)."""
     path = Path(path)
     check_adapter(path, config, labels)
-    base = load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit)
+    base = load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit,
+                      pooling=config.pooling)
     try:
         model = PeftModel.from_pretrained(base, str(path))
     except RuntimeError as error:  # "size mismatch for ...": the weights were not made with these settings

@@ -14,12 +14,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
 from . import data, training
+from .adapters import write_adapter
 from .config import FULL_FINETUNE_LEARNING_RATE, Config
 from .errors import ConfigError
 from .io import replace_dir_atomic, write_json_atomic
 from .measure import folder_mb, measure
-from .modeling import count_params, load_model, load_tokenizer
-from .run import record, train_and_score
+from .modeling import add_lora, count_params, load_model, load_tokenizer, mean_pooled
+from .run import record, set_head, train_and_score
 from .training import on_main_process
 
 C_GRID = (0.5, 1.0, 2.0, 4.0)  # inverse L2 strength of the logistic regressions, chosen on validation macro-F1
@@ -93,10 +94,22 @@ def linear_probe(splits, config: Config, batch_size: int = 64) -> dict:
                     "labels": labels}
         write_json_atomic(tmp / "linear_probe.json", settings)
         np.savez(tmp / "weights.npz", coef=classifier.coef_, intercept=classifier.intercept_)
+        if getattr(encoder, "pooler", None) is not None and not config.quantize_4bit:
+            probe_adapter(model, tokenizer, classifier, config, labels, tmp)
 
     params = _logreg_params(classifier)
     params["total"] += count_params(encoder)["total"]
     return _record("linear-probe", splits, config, predictions, params, info, resources, build)
+
+
+def probe_adapter(model, tokenizer, classifier, config: Config, labels: list[str], folder: Path) -> None:
+    """Write the probe into folder as an adapter that predict, load_adapter and Tasks serve: pooling="mean" puts the
+    encoder's mean in front of the classifier, which gets the probe's weights, and LoRA's B starts at zero, so the
+    encoder is the frozen one the probe read (the same argmax as the probe's predictions, a test)."""
+    settings = config.replace(pooling="mean", method="lora")
+    mean_pooled(model)
+    set_head(model.classifier, classifier)
+    write_adapter(add_lora(model, settings), tokenizer, settings, labels, folder)
 
 
 def full_finetune(splits, config: Config, learning_rate: float = FULL_FINETUNE_LEARNING_RATE,

@@ -118,6 +118,10 @@ def _training(settings: Config, record: dict | None, lora: dict | None) -> str:
              f"weight decay {settings.weight_decay:g}, warmup {settings.warmup:g} of the steps, "
              f"{budget}; texts cut to {settings.max_length} tokens "
              f"({settings.truncation}); seed {settings.seed}; precision {settings.precision}"]
+    if settings.pooling != "cls":
+        lines.append(f"- head: reads the mean of the last layer's token vectors (pooling={settings.pooling}), not "
+                     "BERT's pooler; load it with lora_ft (`load_adapter`, `python -m lora_ft predict`), which pools "
+                     "so: plain peft on `AutoModelForSequenceClassification` reads the pooler and mislabels")
     if record:
         params, train, meta = record["params"], record.get("train", {}), record["meta"]
         lines.append(f"- trainable weights: {params['trainable']:,} of {params['total']:,} "

@@ -43,6 +43,7 @@ TARGET_SETS = {
 # them itself); the others feed them (BERT's pooler, DistilBERT's pre_classifier) and train through modules_to_save
 HEAD_LAYERS = ("classifier", "score")
 HEAD_MODULES = (*HEAD_LAYERS, "pooler", "pre_classifier")
+POOLINGS = ("cls", "mean")  # what the head reads (Config.pooling)
 
 # Settings that change no trained weight (small mode's limits show in train_size, eval_size, epochs): fingerprints,
 # resume checks, the model card and the grids' skip-if-finished leave them out. Padding adds only masked positions,
@@ -147,6 +148,10 @@ class Config:
         None, "layers that get adapters, e.g. query,value (the paper's); None: every linear layer outside the head")
     modules_to_save: tuple[str, ...] | None = _setting(
         None, "layers trained in full beside the classifier; None: the pooler if any")
+    pooling: str = _setting(
+        "cls", '"cls": the head reads the pooler on the first token (transformers\' BERT head); "mean": the mean of '
+               "the last layer's token vectors over the attention mask (how sentence encoders such as "
+               "all-MiniLM-L6-v2 were trained to be read), in place of the pooler of a BERT-like model")
     trust_remote_code: bool = _setting(False, "run a hub repository's own model code: only if you trust its authors")
     loraplus_lr_ratio: float | None = _setting(
         None, "LoRA+: B's learning rate over A's (e.g. 16; peft also gives 1-d weights, biases, B's rate); None: off")
@@ -221,6 +226,8 @@ class Config:
                 fail(f"{name}={value!r} is invalid", f"set {name} to a positive integer")
         if self.batch_size is not None and (not integer(self.batch_size) or self.batch_size <= 0):
             fail(f"batch_size={self.batch_size!r} is invalid", "set batch_size to a positive integer, or None")
+        if self.pooling not in POOLINGS:
+            fail(f"pooling={self.pooling!r} is unknown", f"set pooling to one of {list(POOLINGS)}")
         if self.r > MAX_RANK:
             fail(f"r={self.r} is larger than any layer it could adapt", f"set r to at most {MAX_RANK} (e.g. 8)")
         if self.max_length < MIN_MAX_LENGTH:

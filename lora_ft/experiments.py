@@ -304,11 +304,14 @@ def learning_curves(config: Config, methods=curves.METHODS, per_class=curves.PER
 
 def _train_point(method: str, drawn, config: Config) -> dict:
     """method trained on drawn["train"] and tested; only the record is kept. Without early stopping validations
-    choose nothing, so the Trainer's methods skip them, as the recipes' grid does."""
-    schedule = NO_VALIDATION if config.early_stopping_patience == 0 or method in curves.FIXED_STEPS else None
+    choose nothing, so the Trainer's methods skip them, as the recipes' grid does; but on the whole split ("all") a
+    method trains as the headline runs reused there did (with validations, which change the weights:
+    docs/which-lora.md), so that the two pair."""
+    skip = config.early_stopping_patience == 0 and config.train_size is not None
+    schedule = NO_VALIDATION if skip or method in curves.FIXED_STEPS else None
     with tempfile.TemporaryDirectory() as tmp:
         scratch = config.replace(output_root=tmp)
-        if method in ("lora", *curves.FIXED_STEPS):
+        if method in ("lora", "lora-mean", *curves.FIXED_STEPS):
             made = train_and_score(scratch, drawn, "lora", schedule=schedule, probe_head=method == "lora-lpft",
                                    quiet=True)[0]
         elif method == "setfit":

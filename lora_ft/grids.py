@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from .config import LEARNING_RATE, TARGET_SETS
 
-CURVE_METHODS = ("lora", "lora-small", "lora-lpft", "setfit", "full-finetune", "linear-probe", "tfidf-logreg")
+CURVE_METHODS = ("lora", "lora-mean", "lora-small", "lora-lpft", "setfit", "full-finetune", "linear-probe",
+                 "tfidf-logreg")
 
 RECIPE_BUDGET = {"epochs": 2.0, "batch_size": 32, "train_size": None, "early_stopping_patience": 0}  # final weights
 # what every recipe starts from, fixed here so that the grid's records stay valid when Config's defaults change;

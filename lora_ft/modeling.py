@@ -145,10 +145,10 @@ def quantization_config(quantize_4bit: bool) -> BitsAndBytesConfig | None:
 
 
 def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool = False, quantize_4bit: bool = False,
-               base_dropout: float | None = None, dtype: torch.dtype | None = None):
+               base_dropout: float | None = None, dtype: torch.dtype | None = None, pooling: str = "cls"):
     """The pretrained model with a new classification head seeded by seed, from safetensors only; base_dropout
     replaces the dropout probabilities inside the pretrained model (None keeps its own); dtype: its weights' (None:
-    as saved)."""
+    as saved); pooling: what the head reads (Config.pooling)."""
     quantization = quantization_config(quantize_4bit)  # before loading anything: fail fast on a machine without CUDA
     set_seed(seed)  # the head is random: seed it so the 'before training' model is reproducible
     with quiet_transformers(), _loading(name, "weights"):
@@ -164,13 +164,45 @@ def load_model(name: str, labels: list[str], seed: int, trust_remote_code: bool 
             device_map={"": torch.cuda.current_device()} if quantization else None)
     if model.config.pad_token_id is None:  # decoder models classify the last non-pad token, so they need one
         model.config.pad_token_id = model.config.eos_token_id
+    return mean_pooled(model) if pooling == "mean" else model
+
+
+class MeanPooler(torch.nn.Module):
+    """A BERT-like model's pooler replaced by the mean of the last hidden states over the attention mask, which
+    mean_pooled's hook hands over before each forward pass: no weights, so nothing of it is trained or saved."""
+
+    def __init__(self):
+        super().__init__()
+        self.attention_mask = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.attention_mask is None:  # no padding
+            return hidden_states.mean(1)
+        mask = self.attention_mask[:, :, None].to(hidden_states.dtype)
+        return (hidden_states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def mean_pooled(model):
+    """model with its head reading the masked mean of the token vectors (Config.pooling="mean") in place of the
+    pooler on the first token; the classifier and its dropout stay as transformers built them."""
+    encoder = model.base_model
+    if getattr(encoder, "pooler", None) is None:
+        raise ConfigError(f"pooling='mean' replaces the pooler of a BERT-like model, and {model.config.model_type}'s "
+                          "head has none: set pooling='cls'")
+    pooler = encoder.pooler = MeanPooler()
+
+    def hand_over(module, args, kwargs):
+        pooler.attention_mask = kwargs["attention_mask"] if "attention_mask" in kwargs else \
+            (args[1] if len(args) > 1 else None)
+
+    encoder.register_forward_pre_hook(hand_over, with_kwargs=True)
     return model
 
 
 def model_for_training(config: Config, labels: list[str]):
-    """load_model with everything config sets for training: seed, remote code, 4-bit base, its dropout."""
+    """load_model with everything config sets for training: seed, remote code, 4-bit base, its dropout, pooling."""
     return load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit,
-                      config.base_dropout)
+                      config.base_dropout, pooling=config.pooling)
 
 
 def set_base_dropout(settings, p: float) -> None:
@@ -225,8 +257,10 @@ def head_modules(model, wanted: tuple[str, ...] | None) -> list[str]:
     default BERT's pooler, untrained for this use in checkpoints tuned otherwise (all-MiniLM-L6-v2 with mean
     pooling), and DistilBERT's pre_classifier, new with the head."""
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    if wanted is None:
-        return [name for name in HEAD_MODULES if name not in HEAD_LAYERS and name in present]
+    if wanted is None:  # those with weights: a MeanPooler (pooling="mean") has none to train
+        weighted = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                    if next(module.parameters(), None) is not None}
+        return [name for name in HEAD_MODULES if name not in HEAD_LAYERS and name in weighted]
     missing = [name for name in wanted if name not in present]
     if missing:
         raise ConfigError(f"modules_to_save {listed(missing)} are not modules of {model.config.model_type}: "

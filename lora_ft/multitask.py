@@ -65,7 +65,8 @@ class Tasks:
         self.tokenizer = load_tokenizer(str(next(iter(folders.values()))), trust_remote_code=first.trust_remote_code)
         bf16 = precision in ("auto", "bf16") and training.bf16_native()  # as serving.serving_model: same speed-up
         base = load_model(first.model, self.labels[next(iter(saved))], first.seed, first.trust_remote_code,
-                          dtype=torch.bfloat16 if bf16 else None)  # loaded as served: no fp32 copy on the way
+                          dtype=torch.bfloat16 if bf16 else None,  # loaded as served: no fp32 copy on the way
+                          pooling=first.pooling)
         self.model, heads = None, {}
         for name, folder in folders.items():
             heads[name] = self._add(name, folder, base)
@@ -180,6 +181,10 @@ def _same_base(saved: dict[str, tuple[Config, list[str]]]) -> Config:
         raise ConfigError("the adapters were trained on different base models ("
                           + ", ".join(f"{name}: {model!r}" for name, (model, _) in bases.items())
                           + "), and one process serves one base: serve each base's adapters in a process of its own")
+    poolings = {name: trained.pooling for name, (trained, _) in saved.items()}
+    if len(set(poolings.values())) > 1:  # the pooling is the shared base's forward pass, not a task's head
+        raise ConfigError(f"the adapters read the tokens with different poolings ({poolings}), and one forward pass "
+                          "pools one way: serve each pooling's adapters in a process of its own")
     four_bit = [name for name, (trained, _) in saved.items() if trained.quantize_4bit]
     if four_bit:
         raise ConfigError(f"adapter(s) {listed(four_bit)} sit on a 4-bit base, which serving with several tasks does "

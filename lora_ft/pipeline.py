@@ -104,7 +104,10 @@ def train(config: Config, resume: bool = False, log=print):
     scored["resources"]["saved_mb"] = folder_mb(config.paths.adapter)  # the record's, card included
     _log(log, f"adapter saved in {config.paths.adapter} ({scored['resources']['saved_mb']} MB)")
     _write_record(scored, config, log)
-    if not config.quantize_4bit:  # a 4-bit base cannot be merged into full weights
+    if config.pooling != "cls":  # serving.export says why
+        _log(log, "no merged model: transformers' BERT head reads the pooler, not the mean of the tokens; predict "
+                  "serves the adapter (merged in memory)")
+    elif not config.quantize_4bit:  # a 4-bit base cannot be merged into full weights
         serving.export(config, log=log)
     return scored, model
 
@@ -123,7 +126,8 @@ def few_labels_advice(train) -> str | None:
             "notebook 07 found a logistic regression on the frozen encoder's mean-pooled embeddings (a linear probe) "
             "and SetFit as accurate as LoRA or more (docs/data-efficiency.md). `python -m lora_ft baseline "
             "--no-full-finetune` fits the probe and scores it on this test split beside LoRA "
-            "(results/linear-probe.json); docs/data-efficiency.md shows how to run SetFit.")
+            "(results/linear-probe.json), and `python -m lora_ft predict --adapter model/linear-probe` serves it "
+            "as it serves an adapter; docs/data-efficiency.md shows how to run SetFit.")
 
 
 def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), log=print) -> dict[str, tuple]:

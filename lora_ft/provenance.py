@@ -4,6 +4,7 @@ settings, labels and data it was trained with."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -130,8 +131,10 @@ def refuse_mismatch(saved: dict, current: dict, what: str, fix: str) -> None:
     NOT_TRAINED settings aside); "{settings}" in fix becomes the differing settings' saved values, as key=value."""
     differ, words = [], []
     if "settings" in current:
-        there = {k: v for k, v in (saved.get("settings") or {}).items() if k not in NOT_TRAINED}
         here = current["settings"]
+        there = {k: v for k, v in (saved.get("settings") or {}).items() if k not in NOT_TRAINED}
+        if there:  # a setting newer than the fingerprint had the value it had before it existed
+            there = {**{k: _before(k) for k in here if k not in there}, **there}
         keys = [k for k in sorted(set(there) | set(here)) if there.get(k) != here.get(k)]
         differ += [f"{k} {there.get(k)!r} there, {here.get(k)!r} now" for k in keys]
         words += [f"{k}={_word(there.get(k))}" for k in keys]
@@ -143,6 +146,14 @@ def refuse_mismatch(saved: dict, current: dict, what: str, fix: str) -> None:
         more = f"; ... {len(differ) - 4} more" if len(differ) > 4 else ""
         fix = fix.replace("{settings}", " ".join(words) or "the same data")
         raise ConfigError(f"{what} was made by another run ({'; '.join(differ[:4])}{more}): {fix}")
+
+
+def _before(name: str):
+    """The value setting name had in runs made before it existed: results.BEFORE_SETTINGS, else its default."""
+    if name in results.BEFORE_SETTINGS:
+        return results.BEFORE_SETTINGS[name]
+    default = next(f.default for f in dataclasses.fields(Config) if f.name == name)
+    return None if default is dataclasses.MISSING else default
 
 
 def resume_fix(checkpoint: Path) -> str:

@@ -4,7 +4,6 @@ Verdicts are stats.paired's over shared draws; sentences whose points have no re
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 from pathlib import Path
@@ -13,13 +12,9 @@ from . import results, stats
 from .grids import CURVE_METHODS as METHODS
 
 # lora_ft.curves' methods (curves imports torch; tests/test_report_curves.py checks that the two agree)
-LORAS = ("lora", "lora-small", "lora-lpft")  # the LoRA recipes
+LORAS = ("lora", "lora-mean", "lora-small", "lora-lpft")  # the LoRA recipes
 EMBEDDINGS = ("linear-probe", "setfit")  # the sentence-embedding methods
 GOAL = 32  # the project's bar for LoRA with few labels: within SetFit's spread (mean - std) at this n per class
-EMOTION = "public/setfit-emotion"  # benchmarks/setfit_emotion.py's records under results/
-# the SetFit paper's emotion test accuracy over 10 draws: MiniLM (benchmarks/setfit_emotion.PUBLISHED), mpnet (110M)
-PUBLISHED = {8: (0.391, 0.047)}
-MPNET = {8: (0.488, None), 64: (0.762, 0.013)}
 
 
 class Curves:
@@ -49,8 +44,8 @@ class Curves:
     def shown(self, method: str, n) -> str:
         return stats.mean_std(self.spread(method, n))
 
-    def seconds(self, method: str, n) -> float:
-        return statistics.fmean(r["train"]["seconds"] for r in self.points[(method, n)])
+    def seconds(self, method: str, n) -> float:  # the median: a draw slowed by a job sharing the cores moves it little
+        return statistics.median(r["train"]["seconds"] for r in self.points[(method, n)])
 
     def pair(self, a: str, b: str, n) -> stats.Paired:
         return stats.paired(*(stats.by_seed(self.points[(m, n)], self.metric) for m in (a, b)), a, b, self.metric)
@@ -167,12 +162,29 @@ def _recipes(c: Curves) -> str | None:
     if not shared:
         return None
     n = shared[-1]
-    small, default = (c.seconds(m, n) for m in ("lora-small", "lora"))
-    batch = [c.points[(m, n)][0]["config"]["batch_size"] for m in ("lora-small", "lora")]
     return (f"**The small-data recipe against the project's (lora-small vs lora)**: "
-            f"{_across({n: c.pair('lora-small', 'lora', n) for n in shared})}. {_at([n]).capitalize()} lora-small "
-            f"trains {small / default:.1f} times as long ({small:.0f} s against {default:.0f} s; batch {batch[0]} "
-            f"against {batch[1]}).")
+            f"{_across({n: c.pair('lora-small', 'lora', n) for n in shared})}. {_at([n]).capitalize()}: "
+            f"{_timed(c, 'lora-small', 'lora', n)}.")
+
+
+def _timed(c: Curves, a: str, b: str, n) -> str:
+    """a's training time against b's at n (medians over the draws), with their batch sizes and validations."""
+    first, second = (c.points[(m, n)][0] for m in (a, b))
+    checks = [sum("eval_loss" in e for e in r["train"]["history"]) for r in (first, second)]
+    return (f"{a} trains in {c.seconds(a, n) / c.seconds(b, n):.2f} times {b}'s time (median {c.seconds(a, n):.0f} s "
+            f"against {c.seconds(b, n):.0f} s; batch {first['config']['batch_size']} against "
+            f"{second['config']['batch_size']}; {checks[0]} against {checks[1]} validations)")
+
+
+def _pooling(c: Curves) -> str | None:
+    shared = c.grid("lora-mean", "lora")
+    if not shared:
+        return None
+    embedded = [f"{_versus(c.pair('lora-mean', m, n))} {_at([n])}" for n in shared for m in EMBEDDINGS if c.has(n, m)]
+    return (f"**The head on the mean of the tokens (lora-mean, pooling=mean) against the pooler's (lora)**: "
+            f"{_across({n: c.pair('lora-mean', 'lora', n) for n in shared})}" +
+            (f"; against the sentence-embedding methods, which read the same mean: {'; '.join(embedded)}" if embedded
+             else "") + ".")
 
 
 def _lpft(c: Curves) -> str | None:
@@ -233,7 +245,7 @@ def _cost(c: Curves) -> str | None:
     if not parts:
         return None
     both = _sized(c, "setfit", "lora-small")[-1:]
-    return (f"**Cost** (mean training time per draw, {_device(c)}): {'; '.join(parts)}." +
+    return (f"**Cost** (median training time per draw, {_device(c)}): {'; '.join(parts)}." +
             "".join(f" At {n} per class setfit takes {c.seconds('setfit', n) / c.seconds('lora-small', n):.0f} "
                     "times lora-small's time." for n in both))
 
@@ -270,7 +282,7 @@ def curves_takeaways(results_dir: Path, metric: str = "accuracy") -> str:
     """The grid's takeaways as a Markdown list, each verdict stats.paired's by draw."""
     c = Curves(Path(results_dir) / "curves", metric)
     majority = Path(results_dir) / "majority.json"  # notebook 02's majority-class record
-    said = [f"- {line}" for line in (_few(c), _crossing(c), _recipes(c), _lpft(c), _full(
+    said = [f"- {line}" for line in (_few(c), _crossing(c), _recipes(c), _pooling(c), _lpft(c), _full(
         c, results.read(majority) if majority.exists() else None), _tfidf(c), _cost(c)) if line]
     return "\n".join(said) or "- (no learning-curve records to compare: run `python -m lora_ft curves`)"
 
@@ -301,17 +313,17 @@ def curves_recommendation(results_dir: Path, metric: str = "accuracy") -> str:
         text += (f"From {cross} per class on, {lora} ("
                  f"{'; '.join(_versus(c.pair(lora, m, cross)) for m in c.at(cross, EMBEDDINGS))}). ")
     if c.has(None, "lora", "lora-small"):
-        p = c.pair("lora", "lora-small", None)
-        text += (f"With the whole split, {_versus(p)}, and lora trains "
-                 f"{c.seconds('lora-small', None) / c.seconds('lora', None):.1f} times faster: " +
-                 ("the project's default recipe does as well in less time. " if not p.beyond or p.difference > 0
-                  else "lora-small stays ahead. "))
+        p, faster = c.pair("lora", "lora-small", None), c.seconds("lora", None) < c.seconds("lora-small", None)
+        text += (f"With the whole split, {_versus(p)}, and {_timed(c, 'lora', 'lora-small', None)}: " +
+                 ("lora-small stays ahead. " if p.beyond and p.difference < 0 else
+                  "the project's default recipe does as well in less time. " if faster else
+                  "the project's default recipe does as well. "))
     return text + ("Caveat: the probe chose C on the validation split, labels a user with few would not have; "
                    "SetFit and the LoRA recipes used none.")
 
 
 def curves_cost_table(results_dir: Path) -> str:
-    """Each point's mean training time per draw, in seconds (the records' train.seconds)."""
+    """Each point's median training time per draw, in seconds (the records' train.seconds)."""
     c = Curves(Path(results_dir) / "curves")
     return _table(c, lambda m, n: f"{c.seconds(m, n):.0f}")
 
@@ -335,65 +347,7 @@ def curves_cost_line(results_dir: Path) -> str:
     return "; ".join(said + [f"training time over every method and draw: {times} (reused records left out)"])
 
 
-def emotion_table(results_dir: Path, n: int) -> str:
-    """benchmarks/setfit_emotion.py's draws at n per class: what ran, then each method's scores and training time."""
-    c = Curves(Path(results_dir) / EMOTION)
-    shown = [m for m in ("setfit", "lora-small", "lora") if c.has(n, m)]
-    if not shown:
-        return f"(no records in results/{EMOTION}/ at {n} per class: run benchmarks/setfit_emotion.py)"
-    found = [r for m in shown for r in c.points[(m, n)]]
-    rows = [f"{max(len(c.points[(m, n)]) for m in shown)} draws at {n} per class, made {_days(found)}, device "
-            f"{_device(c)}: {sum(r['train']['seconds'] for r in found) / 60:.0f} minutes of training in all"
-            + (f", SetFit {steps(c.points[('setfit', n)][0])} body steps per draw" if "setfit" in shown else "") +
-            f". Test accuracy and macro-F1, mean ± std over the draws, on the whole test split of "
-            f"{found[0]['n_examples']:,} examples:", "", "| method | accuracy | macro-F1 | training time per draw |",
-            "|---|---|---|---:|"]
-    for m in shown:
-        accuracy = c.shown(m, n) if m != c.at(n, shown)[0] else f"**{c.shown(m, n)}**"
-        if m == "setfit" and n in PUBLISHED:
-            accuracy += f" (published {PUBLISHED[n][0]:.3f} ± {PUBLISHED[n][1]:.3f})"
-        name, f1 = "lora (the project's recipe)" if m == "lora" else m, stats.mean_std(c.spread(m, n, "f1_macro"))
-        rows.append(f"| {name} | {accuracy} | {f1} | {c.seconds(m, n):.0f} s |")
-    return "\n".join(rows)
-
-
-def emotion_takeaways(results_dir: Path, n: int) -> str:
-    """The replication against the published figures, SetFit against lora-small on the same draws, the default."""
-    c, said = Curves(Path(results_dir) / EMOTION), []
-    if c.has(n, "setfit") and n in PUBLISHED:
-        (mean, std), ours = PUBLISHED[n], c.spread("setfit", n)
-        said.append(f"**The replication {'lands inside' if abs(ours['mean'] - mean) < std else 'falls outside'} the "
-                    f"published spread**: {100 * ours['mean']:.2f} against {100 * mean:.1f} ± {100 * std:.1f}, with "
-                    f"a spread of {100 * ours['std']:.1f} points over our {ours['n']} draws.")
-    if c.has(n, "setfit", "lora-small"):
-        p = c.pair(*c.at(n, ("setfit", "lora-small")), n)
-        said.append(f"**On the same draws {_versus(p)}**, in {c.seconds(p.a, n):.0f} s of training against "
-                    f"{p.b}'s {c.seconds(p.b, n):.0f} s.")
-    if n in MPNET and n != min(MPNET) and c.has(n, "setfit") and c.has(min(MPNET), "setfit"):
-        low, high = c.mean("setfit", min(MPNET)), c.mean("setfit", n)
-        (was, _), (now, std) = MPNET[min(MPNET)], MPNET[n]
-        said.append(f"**The published figure at {n} per class is for a larger body**: SetFit with "
-                    f"paraphrase-mpnet-base-v2 (110M parameters against MiniLM's "
-                    f"{c.points[('setfit', n)][0]['params']['total'] / 1e6:.0f}M) scored {100 * now:.1f} ± "
-                    f"{100 * std:.1f}. It is context, not a target for this body; what compares is the gain from "
-                    f"{min(MPNET)} to {n} per class: {100 * (high - low):.1f} points for SetFit here ({low:.4f} to "
-                    f"{high:.4f}), {100 * (now - was):.1f} for mpnet in the paper ({100 * was:.1f} to "
-                    f"{100 * now:.1f}).")
-    if c.has(n, "lora", "setfit"):
-        made = c.points[("lora", n)][0]
-        said.append(f"**The project's recipe (lora)** scores {c.shown('lora', n)} with {len(made['labels'])} classes: "
-                    f"{_versus(c.pair('lora', 'setfit', n))}; {made['config']['epochs']:g} epochs of "
-                    f"{made['curve']['train_examples']} examples at batch {made['config']['batch_size']} are "
-                    f"{steps(made)} optimizer steps" +
-                    (f", against lora-small's {steps(c.points[('lora-small', n)][0])}" if c.has(n, "lora-small")
-                     else "") + ".")
-    return "\n".join(f"- {line}" for line in said)
-
-
 # docs/data-efficiency.md's report blocks (`<!-- report:NAME -->`), for lora_ft.report.BLOCKS
 BLOCKS = {"curves-table": curves_table, "curves-takeaways": curves_takeaways,
           "curves-recommendation": curves_recommendation, "curves-cost-table": curves_cost_table,
-          "curves-cost-line": curves_cost_line, "emotion-8": functools.partial(emotion_table, n=8),
-          "emotion-8-takeaways": functools.partial(emotion_takeaways, n=8),
-          "emotion-64": functools.partial(emotion_table, n=64),
-          "emotion-64-takeaways": functools.partial(emotion_takeaways, n=64)}
+          "curves-cost-line": curves_cost_line}

@@ -199,18 +199,24 @@ def changes(results_dir: Path) -> str:
         return not_run()
     default = {f.name: f.default for f in dataclasses.fields(Config)}
 
-    def said(keys: dict) -> str:  # "epochs 3 instead of 2, ..."
-        return ", ".join(f"{key} {value:g} instead of {default[key]:g}" if isinstance(value, float)
-                         else f"{key} {value} instead of {default[key]}" for key, value in keys.items())
+    def said(keys: dict, made: dict) -> str:  # "epochs 3 instead of 2, ..."
+        was = chosen(made)
+        return ", ".join(f"{key} {value:g} instead of {was[key]:g}" if isinstance(value, float)
+                         else f"{key} {value} instead of {was[key]}" for key, value in keys.items())
 
-    differ = {name: {key: made["config"][key] for key in CHANGED if made["config"][key] != default[key]}
+    def chosen(made: dict) -> dict:  # the defaults with the batch size the budget rule picks for this split
+        resolved = Config(smoke=False, epochs=made["config"]["epochs"]).budget(made["data"]["splits"]["train"])
+        return {**default, "batch_size": resolved.batch_size}
+
+    differ = {name: {key: made["config"][key] for key in CHANGED if made["config"][key] != chosen(made)[key]}
               for name, made in found.items()}
     shared = {key: value for key, value in next(iter(differ.values())).items()
               if all(d.get(key) == value for d in differ.values())}
     every = {1: "", 2: " on both", 3: " on all three"}.get(len(found), " on all")
-    own = [f"{NAMES[name]} also {said({k: v for k, v in d.items() if k not in shared})}" for name, d in differ.items()
-           if set(d) - set(shared)]
-    return "; ".join([f"{said(shared)}{every}"] * bool(shared) + own) or "no setting changed"
+    own = [f"{NAMES[name]} also {said({k: v for k, v in d.items() if k not in shared}, found[name])}"
+           for name, d in differ.items() if set(d) - set(shared)]
+    first = next(iter(found.values()))
+    return "; ".join([f"{said(shared, first)}{every}"] * bool(shared) + own) or "no setting changed"
 
 
 def public_line(results_dir: Path) -> str:

@@ -114,13 +114,18 @@ def init_head_from_probe(model, tokenizer, train, seed: int, C: float = 1.0) -> 
     model.eval()
     features = training.embed(model.base_model, tokenizer, train, pooling="pooler")
     probe = LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(features, np.asarray(train["label"]))
+    set_head(head, probe)
+    model.train(was_training)
+
+
+def set_head(head: torch.nn.Linear, probe: LogisticRegression) -> None:
+    """Copy a fitted logistic regression into a classifier layer: the same logits' argmax as probe.predict."""
     coef, intercept = probe.coef_, probe.intercept_
     if coef.shape[0] == 1:  # binary: scikit-learn fits one row (logit of class 1); the head has two
         coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor(coef, dtype=head.weight.dtype))
         head.bias.copy_(torch.as_tensor(intercept, dtype=head.bias.dtype))
-    model.train(was_training)
 
 
 def record(run: str, kind: str, config: Config, labels: list[str], split: str, references, predictions,

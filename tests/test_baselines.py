@@ -11,10 +11,12 @@ from safetensors.torch import load_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from lora_ft import Config, LoraFtError, baselines, data, results, training
-from lora_ft.adapters import save_adapter
+from lora_ft.adapters import load_adapter, save_adapter
 from lora_ft.measure import folder_mb, measure
 from lora_ft.modeling import add_lora, load_model, load_tokenizer
+from lora_ft.provenance import saved_adapter
 from lora_ft.run import record as run_record
+from lora_ft.serving import predict
 from lora_ft.training import predict_logits, score
 
 
@@ -70,6 +72,19 @@ def test_saved_sklearn_weights_reproduce_the_test_predictions(run):
     features = training.embed(encoder, load_tokenizer(config.model), test)
     logits = features @ weights["coef"].T + weights["intercept"]
     assert reproduces(run["records"]["linear_probe"], logits.argmax(-1), run)
+
+
+def test_the_probe_is_served_as_an_adapter_that_reproduces_its_predictions(run):
+    """model/linear-probe/ is also an adapter (pooling=mean, the probe's classifier, LoRA B at zero): load_adapter
+    and predict serve the probe, with the record's test predictions."""
+    config, test = run["config"], run["splits"]["test"]
+    folder = config.paths.model / "linear-probe"
+    trained, labels = saved_adapter(folder)
+    assert trained.pooling == "mean" and labels == run["labels"]
+    logits = predict_logits(load_adapter(folder, trained, labels), load_tokenizer(str(folder)), test)
+    assert reproduces(run["records"]["linear_probe"], logits.argmax(-1), run)
+    served = predict(config.replace(precision="fp32"), test["text"], adapter=folder)
+    assert [label for label, _ in served] == [labels[i] for i in logits.argmax(-1)]
 
 
 def test_full_finetune_changes_every_weight_and_saves_a_whole_model(run, tmp_path):

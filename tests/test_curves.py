@@ -213,3 +213,4 @@ def test_train_advises_the_probe_and_setfit_below_128_per_class():
     advice = pipeline.few_labels_advice(toy((200, 150, 127)))
     assert "the smallest class has 127 training examples" in advice
     assert "python -m lora_ft baseline --no-full-finetune" in advice and "SetFit" in advice
+    assert "python -m lora_ft predict --adapter model/linear-probe" in advice  # tests/test_baselines.py serves it

@@ -12,6 +12,20 @@ def test_every_marked_block_matches_the_records():
     assert report.stale() == [], "run `python -m lora_ft.report` and commit the documents it rewrites"
 
 
+def test_the_readmes_weight_counts_are_the_records():
+    """The README's LoRA arithmetic (typed in its prose, between formulas) against results/lora.json and
+    full-finetune.json: adapters + head + pooler = the trainable weights, and both shares of them."""
+    lora, full = (json.loads((ROOT / "results" / f"{run}.json").read_text()) for run in ("lora", "full-finetune"))
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    trainable, total, own = lora["params"]["trainable"], lora["params"]["total"], full["params"]["total"]
+    head, pooler, adapters = 384 * 3 + 3, 384 * 384 + 384, 6 * (4 * 8 * 768 + 2 * 8 * 1920)
+    assert adapters + head + pooler == trainable
+    assert f"hold {adapters:,} weights" in text and f"(384 x 3 + 3 = {head:,})" in text
+    assert f"(384 x 384 + 384 = {pooler:,})" in text
+    assert f"**{trainable:,} of {total:,} weights trainable ({100 * trainable / total:.2f}%)**" in text
+    assert f"the model's own {own:,} weights" in text and f"trainable share is {100 * trainable / own:.2f}%" in text
+
+
 def test_every_block_is_used_somewhere():
     text = "".join(path.read_text(encoding="utf-8") for path in report.documents())
     assert [name for name in report.BLOCKS if f"<!-- report:{name} -->" not in text] == []
