@@ -48,6 +48,9 @@ SETFIT_SMOKE_STEPS = 2  # body steps in small mode (CI): enough to run every pha
 MAX_PER_CLASS = {
     "setfit": (128, "a draw takes about 16 CPU minutes there (960 body steps), and at 512 the "
                "recipe's 1,000-step cap would train a quarter of its pairs"),
+    "lora-mean": (512, "the default's head on the mean of the tokens: level with the default up to 512 per "
+                  "class on the tweets and behind it on emotion at 64 (docs/data-efficiency.md), so the default "
+                  "keeps the pooler; at 'all' a draw would cost about 10 CPU minutes (open)"),
     "lora-lpft": (512, "LP-FT differs from lora-small only in the head's starting point, which "
                   "100 steps already forget (it trailed lora-small at every n up to 512); at 'all' (3,800 steps) it "
                   "would cost 17 CPU minutes a draw to repeat lora-small"),

@@ -291,19 +291,19 @@ def curves_line(results: Path) -> str:
     sized = [n for n in c.grid() if n is not None and c.at(n, rc.LORAS) and c.at(n, rc.EMBEDDINGS)]
     if not sized:
         return "no learning-curve records yet (`python -m lora_ft curves`)"
-    cross = next((n for n in sized if c.mean(c.at(n, rc.LORAS)[0], n) > c.mean(c.at(n, rc.EMBEDDINGS)[0], n)), None)
+    cross = next((n for n in sized if c.mean(rc.lora_at(c, n), n) > c.mean(c.at(n, rc.EMBEDDINGS)[0], n)), None)
     below, said = [n for n in sized if cross is None or n < cross], []
     if below:
-        leads = [m for m in rc.EMBEDDINGS if all(c.has(n, m) and (p := c.pair(m, c.at(n, rc.LORAS)[0], n)).beyond
+        leads = [m for m in rc.EMBEDDINGS if all(c.has(n, m) and (p := c.pair(m, rc.lora_at(c, n), n)).beyond
                                                  and p.difference > 0 for n in below)]
         both = [n for n in below if c.has(n, *rc.EMBEDDINGS)]
         level = rc._across({n: c.pair("linear-probe", "setfit", n) for n in both})
         said.append(f"{f'below {cross}' if cross else f'up to {below[-1]}'} per class, "
-                    + (f"{rc._and(leads)} lead{'s' * (len(leads) == 1)} the best LoRA recipe beyond the spread at "
-                       "every n" if leads else "no method leads the best LoRA recipe beyond the spread at every n")
+                    + (f"{rc._and(leads)} lead{'s' * (len(leads) == 1)} LoRA beyond the spread at "
+                       "every n" if leads else "no method leads LoRA beyond the spread at every n")
                     + (f" (linear-probe against setfit {level})" if both else ""))
     if cross is not None:
-        lora = c.at(cross, rc.LORAS)[0]
+        lora = rc.lora_at(c, cross)
         said.append(f"at {cross} per class {lora}'s mean tops theirs: "
                     + "; ".join(rc._versus(c.pair(lora, m, cross)) for m in c.at(cross, rc.EMBEDDINGS)))
     if c.has(None, "lora"):
