@@ -240,7 +240,7 @@ QUOTED = (
     ("public/setfit-emotion", 8, "lora", "setfit"), ("public/setfit-emotion", 64, "lora", "setfit"),
     ("public/setfit-emotion", 64, "lora", "lora-small"),
     # the head on the mean of the token vectors (pooling="mean") against the pooler's, SetFit and the probe
-    *(("curves", n, "lora-mean", "lora") for n in PER_CLASS),
+    *(("curves", n, "lora-mean", "lora") for n in PER_CLASS[:-1]),
     *(("curves", n, "lora-mean", "setfit") for n in (8, 32, 128)),
     *(("curves", n, "lora-mean", "linear-probe") for n in (8, 32)),
     *(("public/setfit-emotion", n, "lora-mean", m) for n in (8, 64) for m in ("lora", "setfit")),

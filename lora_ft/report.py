@@ -124,15 +124,24 @@ def validation_seconds(record: dict) -> float:
 
 
 def default_speed(results: Path) -> str:
-    """The committed full run's speeds (notebooks 02 and 03): LoRA against full fine-tuning, validations included."""
-    lora, full = _record(results, "lora.json"), _record(results, "full-finetune.json")
-    speed = {name: r["train"]["examples_per_second"] for name, r in (("lora", lora), ("full", full))}
-    checks = {name: validation_seconds(r) for name, r in (("lora", lora), ("full", full))}
-    return (f"LoRA trained at {speed['lora']:.1f} examples/s against full fine-tuning's {speed['full']:.1f} "
-            f"({speed['lora'] / speed['full']:.2f}x; {lora['train']['seconds']:.0f} s against "
-            f"{full['train']['seconds']:.0f} s for the same 2 epochs, validations included); a LoRA validation on "
-            f"{lora['config']['validation_sample']:,} tweets took {checks['lora']:.1f} s, full fine-tuning's "
-            f"{checks['full']:.1f} s ({checks['lora'] / checks['full']:.2f}x)")
+    """The committed full run's speeds (notebooks 02 and 03): LoRA against full fine-tuning, validations included,
+    then their steps alone against the bench (throughput.py's figures that real_run_speed.py measured that day)."""
+    runs, bench = {"LoRA": _record(results, "lora.json"), "full": _record(results, "full-finetune.json")}, \
+        _record(results, "speed/real-run.json")["bench"]
+    speed = {k: r["train"]["examples_per_second"] for k, r in runs.items()}
+    checks = {k: validation_seconds(r) for k, r in runs.items()}
+    steps = {k: speed[k] * r["train"]["seconds"] / (r["train"]["seconds"] - sum(validation_times(r)))
+             for k, r in runs.items()}
+    benched = {"LoRA": bench["project"], "full": bench["full-finetune"]}
+    return (f"LoRA trained at {speed['LoRA']:.1f} examples/s against full fine-tuning's {speed['full']:.1f} "
+            f"({speed['LoRA'] / speed['full']:.2f}x; {runs['LoRA']['train']['seconds']:.0f} s against "
+            f"{runs['full']['train']['seconds']:.0f} s for the same 2 epochs, validations included); a LoRA "
+            "validation "
+            f"on {runs['LoRA']['config']['validation_sample']:,} tweets took {checks['LoRA']:.1f} s, full "
+            f"fine-tuning's {checks['full']:.1f} s ({checks['LoRA'] / checks['full']:.2f}x); their steps alone "
+            f"(validations' time left out) at {steps['LoRA']:.1f} and {steps['full']:.1f} examples/s, "
+            f"{steps['LoRA'] / benched['LoRA']:.0%} and {steps['full'] / benched['full']:.0%} of the bench's "
+            f"{benched['LoRA']:.1f} and {benched['full']:.1f} measured the same day")
 
 
 def onnx_table(results: Path) -> str:
@@ -285,40 +294,6 @@ def headline_seeds(results: Path) -> str:
     return f"seeds {report_recipes.seed_list(every)}" + (f" ({'; '.join(fewer)})" if fewer else "")
 
 
-def curves_line(results: Path) -> str:
-    """The README's line on notebook 07: who leads at few labels, at more, and with the whole split (by draw)."""
-    c, rc = report_curves.Curves(results / "curves"), report_curves
-    sized = [n for n in c.grid() if n is not None and c.at(n, rc.LORAS) and c.at(n, rc.EMBEDDINGS)]
-    if not sized:
-        return "no learning-curve records yet (`python -m lora_ft curves`)"
-    cross = next((n for n in sized if c.mean(rc.lora_at(c, n), n) > c.mean(c.at(n, rc.EMBEDDINGS)[0], n)), None)
-    below, said = [n for n in sized if cross is None or n < cross], []
-    if below:
-        leads = [m for m in rc.EMBEDDINGS if all(c.has(n, m) and (p := c.pair(m, rc.lora_at(c, n), n)).beyond
-                                                 and p.difference > 0 for n in below)]
-        both = [n for n in below if c.has(n, *rc.EMBEDDINGS)]
-        level = rc._across({n: c.pair("linear-probe", "setfit", n) for n in both})
-        said.append(f"{f'below {cross}' if cross else f'up to {below[-1]}'} per class, "
-                    + (f"{rc._and(leads)} lead{'s' * (len(leads) == 1)} LoRA beyond the spread at "
-                       "every n" if leads else "no method leads LoRA beyond the spread at every n")
-                    + (f" (linear-probe against setfit {level})" if both else ""))
-    if cross is not None:
-        lora = rc.lora_at(c, cross)
-        said.append(f"at {cross} per class {lora}'s mean tops theirs: "
-                    + "; ".join(rc._versus(c.pair(lora, m, cross)) for m in c.at(cross, rc.EMBEDDINGS)))
-    if c.has(None, "lora"):
-        said.append("with the whole split " + "; ".join(rc._versus(c.pair(m, "lora", None)) for m in
-                                                        ("full-finetune", "lora-small") if c.has(None, m)))
-    return "; ".join(said)
-
-
-def curves_hours(results: Path) -> str:
-    """The learning-curve grid's hours of training, from its records (the reused headline runs left out)."""
-    found = [r for records in report_curves.Curves(results / "curves").points.values() for r in records
-             if "reused_from" not in r]
-    return f"{sum(r['train']['seconds'] for r in found) / 3600:.1f} hours of training"
-
-
 def adapter_size(results: Path) -> str:
     """docs/model-card.md: the committed run's adapter folder on disk (results/lora.json)."""
     return f"{_record(results, 'lora.json')['resources']['saved_mb']:.1f} MB in the committed run"
@@ -341,9 +316,6 @@ def gpu_table(results: Path) -> str:
             f"training | peak GPU memory |\n|---|---|---:|---:|---|---:|\n| {' | '.join(cells)} |")
 
 
-def setfit_published(results: Path) -> str:  # the SetFit paper's emotion accuracy at 8 per class (report_emotion)
-    return "{:.1f} ± {:.1f}".format(*(100 * x for x in report_emotion.PUBLISHED[8]))
-
 BLOCKS = {"serving-table": serving_table, "task-table": task_table, "serving-line": serving_line,
           "real-run-table": real_run_table, "default-speed": default_speed, "onnx-table": onnx_table,
           "headline-table": headline_table, "lora-vs-full": lora_vs_full, "onnx-verdict": onnx_verdict,
@@ -353,10 +325,12 @@ BLOCKS = {"serving-table": serving_table, "task-table": task_table, "serving-lin
           "recipe-grid": report_recipes.recipe_grid, "recipe-table": report_recipes.recipe_table,
           "recipe-costs": report_recipes.recipe_costs, "kernel-verdict": report_recipes.kernel_verdict,
           "which-lora-line": report_recipes.which_lora_line, "targets-line": report_recipes.targets_line,
-          "recipes-hours": report_recipes.recipes_hours, "headline-seeds": headline_seeds, "curves-line": curves_line,
-          "curves-hours": curves_hours, "adapter-size": adapter_size, "padded-positions": padded_positions,
-          "gpu-table": gpu_table, "setfit-published": setfit_published,
+          "recipes-hours": report_recipes.recipes_hours, "headline-seeds": headline_seeds,
+          "curves-line": report_curves.curves_line, "curves-hours": report_curves.curves_hours,
+          "adapter-size": adapter_size, "padded-positions": padded_positions, "gpu-table": gpu_table,
+          "setfit-published": report_emotion.setfit_published,
           **report_curves.BLOCKS, **report_emotion.BLOCKS, **report_public.BLOCKS}
+
 MARKED = re.compile(r"(<!-- report:([\w-]+) -->)(.*?)(<!-- /report:\2 -->)", re.S)
 
 

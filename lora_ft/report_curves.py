@@ -357,6 +357,40 @@ def curves_cost_line(results_dir: Path) -> str:
     return "; ".join(said + [f"training time over every method and draw: {times} (reused records left out)"])
 
 
+def curves_line(results: Path) -> str:
+    """The README's line on notebook 07: who leads at few labels, at more, and with the whole split (by draw)."""
+    c = Curves(Path(results) / "curves")
+    sized = [n for n in c.grid() if n is not None and c.at(n, LORAS) and c.at(n, EMBEDDINGS)]
+    if not sized:
+        return "no learning-curve records yet (`python -m lora_ft curves`)"
+    cross = next((n for n in sized if c.mean(lora_at(c, n), n) > c.mean(c.at(n, EMBEDDINGS)[0], n)), None)
+    below, said = [n for n in sized if cross is None or n < cross], []
+    if below:
+        leads = [m for m in EMBEDDINGS if all(c.has(n, m) and (p := c.pair(m, lora_at(c, n), n)).beyond
+                                                 and p.difference > 0 for n in below)]
+        both = [n for n in below if c.has(n, *EMBEDDINGS)]
+        level = _across({n: c.pair("linear-probe", "setfit", n) for n in both})
+        said.append(f"{f'below {cross}' if cross else f'up to {below[-1]}'} per class, "
+                    + (f"{_and(leads)} lead{'s' * (len(leads) == 1)} LoRA beyond the spread at "
+                       "every n" if leads else "no method leads LoRA beyond the spread at every n")
+                    + (f" (linear-probe against setfit {level})" if both else ""))
+    if cross is not None:
+        lora = lora_at(c, cross)
+        said.append(f"at {cross} per class {lora}'s mean tops theirs: "
+                    + "; ".join(_versus(c.pair(lora, m, cross)) for m in c.at(cross, EMBEDDINGS)))
+    if c.has(None, "lora"):
+        said.append("with the whole split " + "; ".join(_versus(c.pair(m, "lora", None)) for m in
+                                                        ("full-finetune", "lora-small") if c.has(None, m)))
+    return "; ".join(said)
+
+
+def curves_hours(results: Path) -> str:
+    """The learning-curve grid's hours of training, from its records (the reused headline runs left out)."""
+    found = [r for records in Curves(Path(results) / "curves").points.values() for r in records
+             if "reused_from" not in r]
+    return f"{sum(r['train']['seconds'] for r in found) / 3600:.1f} hours of training"
+
+
 # docs/data-efficiency.md's report blocks (`<!-- report:NAME -->`), for lora_ft.report.BLOCKS
 BLOCKS = {"curves-table": curves_table, "curves-takeaways": curves_takeaways,
           "curves-recommendation": curves_recommendation, "curves-cost-table": curves_cost_table,

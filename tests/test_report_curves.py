@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from lora_ft import Config, curves, experiments, report, report_curves, report_emotion, stats
+from lora_ft import Config, curves, experiments, report_curves, report_emotion, stats
 from lora_ft.config import ROOT
 from lora_ft.report import MARKED
 
@@ -115,7 +115,7 @@ def test_the_recommendation_switches_where_loras_mean_first_tops_the_embedding_m
 
 
 def test_the_readmes_line_agrees_with_the_recommendation_and_pairs_the_whole_split_by_draw():
-    text, recommended = report.curves_line(RESULTS), report_curves.curves_recommendation(RESULTS)
+    text, recommended = report_curves.curves_line(RESULTS), report_curves.curves_recommendation(RESULTS)
     cross = re.search(r"From (\d+) per class on", recommended)[1]
     assert text.startswith(f"below {cross} per class, ")
     p = paired(FOLDER, "full-finetune", "lora", None)
