@@ -60,7 +60,8 @@ def one_run(kind: str, pad: int | None, train_size: int) -> dict:
     splits, prepared = data.load_prepared()
     splits["train"] = data.subsample(splits["train"], train_size, prepared.split_seed)
     config = prepared.replace(epochs=1.0, pad_to_multiple_of=pad, smoke=False,
-                              **({"learning_rate": FULL_FINETUNE_LEARNING_RATE} if kind == "full-finetune" else {}))
+                              **({"learning_rate": FULL_FINETUNE_LEARNING_RATE} if kind == "full-finetune" else {})
+                              ).budget(len(splits["train"]))  # the batch size and epochs the run takes
     clock, build = StepClock(), training.build_trainer
 
     def clocked(*args, **kwargs):
@@ -89,6 +90,7 @@ def bench(recipes: list[str], steps: int) -> dict:
 
     config = Config(smoke=False)
     splits = data.prepare(config)
+    config = config.budget(len(splits["train"]))  # the batch size the whole split trains with
     labels, tokenizer = data.labels_of(splits), load_tokenizer(config.model)
     return {name: statistics.median(throughput.time_recipe(name, splits, tokenizer, config, labels, steps, 2)
                                     ["examples_per_second"] for _ in range(3)) for name in recipes}

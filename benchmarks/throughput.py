@@ -293,6 +293,7 @@ def main(argv=None) -> int:
 
     config = Config(smoke=False)
     splits = data.prepare(config)
+    config = config.budget(len(splits["train"]))  # the batch size the whole split trains with (Config.budget)
     labels, tokenizer = data.labels_of(splits), load_tokenizer(config.model)
     precision = training.resolve_precision(config.precision)  # what "project" and "full-finetune" train in
     peaks = {"fp32": matmul_peak(torch.float32)}

@@ -5,6 +5,7 @@ cannot be committed without re-running the notebook that writes the record.
 
 import functools
 import json
+import sys
 
 import pytest
 
@@ -97,3 +98,23 @@ def test_the_command_line_runs_the_notebooks_settings():
     assert parameters("06_lora_sweep")["grid"] == {}  # notebook 06 runs experiments.SWEEP, as the CLI does
     assert parameters("03_lora_training")["overrides"] == {}  # notebook 03 trains Config's defaults, as train does
     assert set(parameters("02_baseline_evaluation")) == {"run_full_finetune"}  # no setting restated
+
+
+@pytest.mark.parametrize("name", ["emotion", "sst2", "imdb"])
+def test_a_public_benchmark_record_holds_the_settings_public_data_gives_today(name):
+    """benchmarks/public_data.py's settings, with the budget rule applied to the record's training split, are the
+    record's: a changed default or benchmark setting cannot leave results/public/ stale unnoticed."""
+    path = RESULTS / "public" / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"no {path.relative_to(ROOT)} yet: run benchmarks/public_data.py {name}")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import public_data  # a script beside the package, not a module of it
+
+    record, settings = results.read(path), public_data.BENCHMARKS[name]
+    folder = ROOT.parent / "shared" / "datasets" / settings["dataset"]  # only its name is compared
+    today = Config(smoke=False, **{**settings, "dataset": str(folder)})
+    wanted = results.config_settings(today.budget(record["data"]["splits"]["train"]))
+    made = results.settings(record)
+    differ = {k: (made.get(k), v) for k, v in wanted.items() if made.get(k) != v}
+    assert not differ, f"{path.relative_to(ROOT)} differs from today's settings (recorded, today): {differ}: re-run " \
+                       f"python benchmarks/public_data.py {name}"
