@@ -18,6 +18,7 @@ from . import data, stats
 from .config import DEFAULT_SEED, FULL_FINETUNE_LEARNING_RATE, LEARNING_RATE, ROOT, TARGET_SETS, Config
 from .errors import ConfigError
 from .grids import CURVE_METHODS as METHODS
+from .grids import LORA_RECIPES
 from .modeling import resolve_model
 from .run import record
 
@@ -167,7 +168,7 @@ def table(summaries: dict[str, dict]) -> pd.DataFrame:
         rows.append({"method": method, "per class": "all" if n is None else n, "draws": summary["n"],
                      "accuracy": stats.mean_std(summary["metrics"]["accuracy"]),
                      "f1_macro": stats.mean_std(summary["metrics"]["f1_macro"]),
-                     "train time (s)": round(train["seconds"]["mean"], 1) if "seconds" in train else None,
+                     "mean train time (s)": round(train["seconds"]["mean"], 1) if "seconds" in train else None,
                      "examples/s": round(train["examples_per_second"]["mean"], 1)
                      if "examples_per_second" in train else None,
                      "_order": (METHODS.index(method), math.inf if n is None else n)})
@@ -180,8 +181,8 @@ def _show(n) -> str:
 
 
 def takeaways(drawn: pd.DataFrame, metric: str = "accuracy") -> list[str]:
-    """Sentences from each draw's scores (points): who leads at each n; SetFit against the better LoRA; where TF-IDF
-    is within a point of the best; the recommendation (the leader at the smallest n, until one leads it beyond)."""
+    """Sentences from each draw's scores (points): who leads at each n; SetFit against LoRA; where TF-IDF is within a
+    point of the best. Which method to use is report_curves.curves_recommendation's, the one rule."""
     scores = {key: dict(zip(group["seed"], group[metric]))
               for key, group in drawn.groupby(["method", drawn["per_class"].fillna(-1)])}
     scores = {(m, None if n == -1 else int(n)): s for (m, n), s in scores.items()}
@@ -199,29 +200,19 @@ def takeaways(drawn: pd.DataFrame, metric: str = "accuracy") -> list[str]:
             said.add((n, frozenset(here[:2])))
             lines.append(f"n = {_show(n)} per class: {here[0]} leads with {means[(here[0], n)]:.4f}; "
                          f"{paired(here[0], here[1], n)}.")
-    for n in grid:
-        best = max((m for m in ("lora-small", "lora") if (m, n) in means), key=lambda m: means[(m, n)], default=None)
+    for n in grid:  # LoRA is the default unless another recipe leads it beyond the spread (report_curves.lora_at)
+        ran = sorted((m for m in LORA_RECIPES if (m, n) in means), key=lambda m: -means[(m, n)])
+        best = next((m for m in ran if m != "lora" and ("lora", n) in means and paired(m, "lora", n).beyond
+                     and means[(m, n)] > means[("lora", n)]), "lora" if ("lora", n) in means else
+                    (ran[0] if ran else None))
         if ("setfit", n) in means and best and (n, frozenset(("setfit", best))) not in said:
-            lines.append(f"n = {_show(n)} per class, SetFit against the better LoRA recipe: "
-                         f"{paired('setfit', best, n)}.")
+            lines.append(f"n = {_show(n)} per class, SetFit against LoRA ({best}): {paired('setfit', best, n)}.")
     if any(m == "tfidf-logreg" for m, _ in means):
         close = [n for n in grid if ("tfidf-logreg", n) in means and
                  max(means[(m, k)] for m, k in means if k == n) - means[("tfidf-logreg", n)] <= 0.01]
         lines.append(f"TF-IDF + logistic regression is within 1 point of the best at n = "
                      f"{', '.join(map(_show, close))} per class." if close else
                      "TF-IDF + logistic regression is more than 1 point behind the best at every n.")
-    current, switches = None, []  # switches: (n, the method recommended below n)
-    for n in grid:
-        if (current, n) not in means or paired(leaders[n], current, n).beyond:
-            if current is not None and leaders[n] != current:
-                switches.append((n, current))
-            current = leaders[n]
-    if switches:
-        parts = [f"with fewer than {_show(n)} labelled examples per class, use {before}" for n, before in switches]
-        lines.append(f"Recommendation: {'; '.join(parts)}; from {_show(switches[-1][0])} on, use {current} "
-                     "(a lead inside the spread does not change it).")
-    elif grid:
-        lines.append(f"Recommendation: use {current} at every n measured here.")
     return lines
 
 

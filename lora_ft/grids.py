@@ -8,6 +8,7 @@ from .config import LEARNING_RATE, TARGET_SETS
 
 CURVE_METHODS = ("lora", "lora-mean", "lora-small", "lora-lpft", "setfit", "full-finetune", "linear-probe",
                  "tfidf-logreg")
+LORA_RECIPES = ("lora", "lora-mean", "lora-small", "lora-lpft")  # the LoRA recipes among them
 
 RECIPE_BUDGET = {"epochs": 2.0, "batch_size": 32, "train_size": None, "early_stopping_patience": 0}  # final weights
 # what every recipe starts from, fixed here so that the grid's records stay valid when Config's defaults change;

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from . import results, stats
 from .grids import CURVE_METHODS as METHODS
+from .grids import LORA_RECIPES
 
 # lora_ft.curves' methods (curves imports torch; tests/test_report_curves.py checks that the two agree)
-LORAS = ("lora", "lora-mean", "lora-small", "lora-lpft")  # the LoRA recipes
+LORAS = LORA_RECIPES  # the LoRA recipes
 EMBEDDINGS = ("linear-probe", "setfit")  # the sentence-embedding methods
 GOAL = 32  # the project's bar for LoRA with few labels: within SetFit's spread (mean - std) at this n per class
 
