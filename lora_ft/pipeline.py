@@ -147,13 +147,15 @@ def task(name: str, config: Config, results_dir: Path, log=print) -> dict[str, d
     """One task of notebook 09 in config's output root: LoRA (train) and full fine-tuning, their records written as
     results_dir/<name>-lora.json and <name>-full-finetune.json; each reused while its record and model match."""
     full = config.replace(learning_rate=FULL_FINETUNE_LEARNING_RATE, loraplus_lr_ratio=None)  # as full_finetune's
-    found, examples = {}, len(_splits(config)["train"])  # the records keep the budget rule's settings
+    found, splits = {}, _splits(config)
     for kind, made, folder in (("lora", config, config.paths.adapter),
                                ("full-finetune", full, config.paths.model / "full-finetune")):
         path = results.path_of(results_dir, f"{name}-{kind}")
-        scored = results.finished(path, results.config_settings(made.budget(examples))) if folder.is_dir() else None
+        # the records keep the budget rule's settings
+        wanted = results.config_settings(made.budget(len(splits["train"])))
+        scored = results.finished(path, wanted) if folder.is_dir() else None
         if scored is None:
-            scored = train(config, log=log)[0] if kind == "lora" else baselines.full_finetune(_splits(config), config)
+            scored = train(config, log=log)[0] if kind == "lora" else baselines.full_finetune(splits, config)
             scored = {**scored, "run": f"{name}-{kind}"}
             on_main_process(results.write, scored, results_dir)
         found[kind] = scored

@@ -10,10 +10,9 @@ from pathlib import Path
 
 from . import results, stats
 from .grids import CURVE_METHODS as METHODS
-from .grids import LORA_RECIPES
+from .grids import LORA_RECIPES as LORAS  # the LoRA recipes
 
 # lora_ft.curves' methods (curves imports torch; tests/test_report_curves.py checks that the two agree)
-LORAS = LORA_RECIPES  # the LoRA recipes
 EMBEDDINGS = ("linear-probe", "setfit")  # the sentence-embedding methods
 GOAL = 32  # the project's bar for LoRA with few labels: within SetFit's spread (mean - std) at this n per class
 
@@ -188,8 +187,7 @@ def _timed(c: Curves, a: str, b: str, n) -> str:
 
 
 def _pooling(c: Curves) -> str | None:
-    shared = c.grid("lora-mean", "lora")
-    if not shared:
+    if not (shared := c.grid("lora-mean", "lora")):
         return None
     embedded = [f"{_versus(c.pair('lora-mean', m, n))} {_at([n])}" for n in shared for m in EMBEDDINGS if c.has(n, m)]
     return (f"**The head on the mean of the tokens (lora-mean, pooling=mean) against the pooler's (lora)**: "
@@ -298,17 +296,25 @@ def curves_takeaways(results_dir: Path, metric: str = "accuracy") -> str:
     return "\n".join(said) or "- (no learning-curve records to compare: run `python -m lora_ft curves`)"
 
 
+def _switch(c: Curves) -> tuple | None:
+    """(first n where LoRA's mean tops both embedding methods', or None; the n below; who leads LoRA beyond the spread
+    at all of those), or None where no n has both kinds."""
+    if not (sized := [n for n in _sized(c) if c.at(n, LORAS) and c.at(n, EMBEDDINGS)]):
+        return None
+    cross = next((n for n in sized if c.mean(lora_at(c, n), n) > c.mean(c.at(n, EMBEDDINGS)[0], n)), None)
+    below = [n for n in sized if cross is None or n < cross]
+    leads = [m for m in EMBEDDINGS if below and all(c.has(n, m) and (p := c.pair(m, lora_at(c, n), n)).beyond
+                                                    and p.difference > 0 for n in below)]
+    return cross, below, leads
+
+
 def curves_recommendation(results_dir: Path, metric: str = "accuracy") -> str:
     """Which method for how many labels, from the comparisons the takeaways give."""
     c = Curves(Path(results_dir) / "curves", metric)
-    sized = [n for n in _sized(c) if c.at(n, LORAS) and c.at(n, EMBEDDINGS)]
-    if not sized:
+    if (switch := _switch(c)) is None:
         return "(no LoRA recipe and sentence-embedding method share a point: nothing to recommend from)"
-    cross = next((n for n in sized if c.mean(lora_at(c, n), n) > c.mean(c.at(n, EMBEDDINGS)[0], n)), None)
-    below, text = [n for n in sized if cross is None or n < cross], "**Recommendation**: "
+    (cross, below, leads), text = switch, "**Recommendation**: "
     if below:
-        leads = [m for m in EMBEDDINGS if all(c.has(n, m) and (p := c.pair(m, lora_at(c, n), n)).beyond
-                                              and p.difference > 0 for n in below)]
         text += (f"{f'below {cross}' if cross else f'up to {below[-1]}'} labelled examples per class, " +
                  (f"{_and(leads)}, ahead of LoRA beyond the spread at every n there" if leads else
                   "no method leads LoRA beyond the spread at every n"))
@@ -361,14 +367,10 @@ def curves_cost_line(results_dir: Path) -> str:
 def curves_line(results: Path) -> str:
     """The README's line on notebook 07: who leads at few labels, at more, and with the whole split (by draw)."""
     c = Curves(Path(results) / "curves")
-    sized = [n for n in c.grid() if n is not None and c.at(n, LORAS) and c.at(n, EMBEDDINGS)]
-    if not sized:
+    if (switch := _switch(c)) is None:
         return "no learning-curve records yet (`python -m lora_ft curves`)"
-    cross = next((n for n in sized if c.mean(lora_at(c, n), n) > c.mean(c.at(n, EMBEDDINGS)[0], n)), None)
-    below, said = [n for n in sized if cross is None or n < cross], []
+    (cross, below, leads), said = switch, []
     if below:
-        leads = [m for m in EMBEDDINGS if all(c.has(n, m) and (p := c.pair(m, lora_at(c, n), n)).beyond
-                                                 and p.difference > 0 for n in below)]
         both = [n for n in below if c.has(n, *EMBEDDINGS)]
         level = _across({n: c.pair("linear-probe", "setfit", n) for n in both})
         said.append(f"{f'below {cross}' if cross else f'up to {below[-1]}'} per class, "

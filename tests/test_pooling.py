@@ -17,14 +17,8 @@ from lora_ft.multitask import Tasks
 from lora_ft.run import NO_VALIDATION, train_and_score
 from lora_ft.serving import export
 from lora_ft.training import embed, predict_logits
+from tests.test_lora import LABELS, TEXTS
 from tests.test_model_families import save_tiny_model
-
-LABELS = ["negative", "neutral", "positive"]
-TEXTS = [
-    ("I hate waiting on hold for hours", 0), ("terrible service, lost my bag", 0), ("worst flight ever", 0),
-    ("the flight leaves at noon", 1), ("gate 12 is in terminal B", 1), ("the car drives itself", 1),
-    ("loved the crew, great trip", 2), ("amazing service, thank you", 2), ("best airline, landed early", 2),
-]
 
 
 @pytest.fixture(scope="module")
