@@ -9,6 +9,11 @@ ROOT = Path(__file__).resolve().parent
 os.environ["LORA_FT_SMOKE"] = "1"
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the defaults need no network; fail fast rather than hang
+# pytest-xdist (pyproject's addopts) runs the tests in one process per core: each takes its share of the cores,
+# since PyTorch would otherwise start a thread per core in every process and they would contend for them
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
 import contextlib  # noqa: E402  (after the variables above, which lora_ft reads when imported)
@@ -45,11 +50,22 @@ def copy_of_small_run(small_run, tmp_path_factory):
 SHARED = ROOT.parent / "shared" / "datasets"
 
 
+# Tests that share what they write in the default output root (smoke/ in small mode): one xdist worker runs each
+# group, in the order collected. Notebooks 01-08 read what the ones before them wrote, and test_steps prepares the data
+# notebook 01 prepares; notebooks 09 and 10 train and write in folders of their own.
+GROUPS = {"notebooks/09": "smoke-tasks", "notebooks/10": "smoke-label-errors",  # before "notebooks/0", which holds 09
+          "notebooks/0": "smoke-root", "tests/test_steps.py": "smoke-root"}
+
+
 def pytest_collection_modifyitems(items):
-    """Notebooks 09 and 10 train on dair-ai emotion and SST-2: from ../shared/datasets here, from the hub online."""
+    """Notebooks 09 and 10 train on dair-ai emotion and SST-2: from ../shared/datasets here, from the hub online.
+    The notebooks, and the tests that share their output root, run in one xdist group (--dist loadgroup)."""
     missing = not ((SHARED / "emotion").is_dir() and (SHARED / "sst2").is_dir())
     skip = pytest.mark.skip(reason=f"notebooks 09 and 10 need the emotion and SST-2 copies in {SHARED}, absent "
                             "here (online they read them from the hub; CI has no network)")
     for item in items:
+        group = next((name for prefix, name in GROUPS.items() if item.nodeid.startswith(prefix)), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
         if missing and ("09_many_tasks" in item.nodeid or "10_label_errors" in item.nodeid):
             item.add_marker(skip)
