@@ -280,6 +280,8 @@ def main(argv=None) -> int:
                         help="notebook 08 recipes to time too (all: every one); writes results/recipes/speed.json")
     parser.add_argument("--profile", action="store_true",
                         help="print where the time of project and full-finetune steps goes")
+    parser.add_argument("--out", type=Path, default=OUTPUT,
+                        help=f"where the record goes (default {OUTPUT.relative_to(ROOT)}, docs/speed.md's peak table)")
     args = parser.parse_args(argv)
     recipes = [name for name in args.recipes.split(",") if name]  # none: time only the --which recipes
     unknown = [r for r in recipes if r not in RECIPES and not known_knobs(r)]
@@ -389,9 +391,12 @@ def main(argv=None) -> int:
     recipes_run = {name: {**row, "precision": recipe_precision(name.split("+")[0], config),
                           "share_of_peak": row["gflops"] / peaks[recipe_precision(name.split("+")[0], config)]}
                    for name, row in rows.items()}
-    write_json_atomic(OUTPUT, {"recipes": recipes_run, "peaks": peaks, "profile": profiles, "steps": args.steps,
-                               "repeats": args.repeats, "meta": meta(config)})
-    print(f"\nwrote {OUTPUT.relative_to(ROOT)}")
+    write_json_atomic(args.out, {"recipes": recipes_run, "peaks": peaks, "profile": profiles, "steps": args.steps,
+                                 "repeats": args.repeats, "same_budget": {"budget": args.budget,
+                                                                          "validation": len(validation),
+                                                                          "accuracy": scores},
+                                 "inference": served, "meta": meta(config)})
+    print(f"\nwrote {args.out}")
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import report_curves, report_emotion, report_public, report_recipes, stats
+from . import report_curves, report_emotion, report_public, report_recipes, report_speed, stats
 from .config import ROOT
 from .io import atomic_file
 from .results import records
@@ -316,12 +316,27 @@ def gpu_table(results: Path) -> str:
             f"training | peak GPU memory |\n|---|---|---:|---:|---|---:|\n| {' | '.join(cells)} |")
 
 
+def predict_file_table(results: Path) -> str:
+    """benchmarks/predict_file.py's sizes (results/speed/predict-file.json): `predict --input` on large CSVs."""
+    made = _record(results, "speed/predict-file.json")
+    rows = ["| rows | rows out, same order | blank rows left unlabelled | wall time (model loading included) | rows/s "
+            "| peak resident memory |", "|---:|---|---|---:|---:|---:|"]
+    rows += [f"| {r['rows']:,} | {r['rows_out']:,}, {'yes' if r['same_order'] else 'no'} | {r['blank_rows']:,}, "
+             f"{'yes' if r['blank_rows_unlabelled'] else 'no'} | {r['seconds']:.1f} s | {r['rows_per_second']:,.0f} | "
+             f"{r['peak_memory_mb']:,.0f} MB |" for r in made["runs"]]
+    small, large = made["runs"][0], made["runs"][-1]
+    grown = large["peak_memory_mb"] - small["peak_memory_mb"]
+    return "\n".join(rows) + (f"\n\n{large['rows'] / small['rows']:.0f} times the rows moved the peak by "
+                              f"{grown:+,.0f} MB ({made['meta']['device']}).")
+
+
 BLOCKS = {"serving-table": serving_table, "task-table": task_table, "serving-line": serving_line,
           "real-run-table": real_run_table, "default-speed": default_speed, "onnx-table": onnx_table,
           "headline-table": headline_table, "lora-vs-full": lora_vs_full, "onnx-verdict": onnx_verdict,
           "notebook-table": notebook_table, "slow-cells": slow_cells, "peak-share-table": peak_share_table,
           "peak-share-line": peak_share_line, "validation-cost": validation_cost, "recipe-findings": recipe_findings,
-          "validation-bench": validation_bench,
+          "validation-bench": validation_bench, "predict-file-table": predict_file_table,
+          "kernel-speeds": report_recipes.kernel_speeds,
           "recipe-grid": report_recipes.recipe_grid, "recipe-table": report_recipes.recipe_table,
           "recipe-costs": report_recipes.recipe_costs, "kernel-verdict": report_recipes.kernel_verdict,
           "which-lora-line": report_recipes.which_lora_line, "targets-line": report_recipes.targets_line,
@@ -329,7 +344,7 @@ BLOCKS = {"serving-table": serving_table, "task-table": task_table, "serving-lin
           "curves-line": report_curves.curves_line, "curves-hours": report_curves.curves_hours,
           "adapter-size": adapter_size, "padded-positions": padded_positions, "gpu-table": gpu_table,
           "setfit-published": report_emotion.setfit_published,
-          **report_curves.BLOCKS, **report_emotion.BLOCKS, **report_public.BLOCKS}
+          **report_curves.BLOCKS, **report_emotion.BLOCKS, **report_public.BLOCKS, **report_speed.BLOCKS}
 
 MARKED = re.compile(r"(<!-- report:([\w-]+) -->)(.*?)(<!-- /report:\2 -->)", re.S)
 
