@@ -172,6 +172,22 @@ def kernel_sentence(runs: dict) -> str:
             "project's rule")
 
 
+KERNEL_SPEEDS = ("all-linear", "all-linear-dropout0", "all-linear-dropout0-eager")  # dropout on/off, sdpa/eager
+
+
+def kernel_speeds(results: Path) -> str:
+    """The CPU bench's speeds of the default's settings with the model's dropout on and off, each attention kernel
+    (bash benchmarks/recipe_speeds.sh: results/recipes/speed.json), as a table."""
+    timed, runs = speeds(results), recipe_runs(results)
+    rows = ["| recipe | attention | model dropout | examples/s | peak MB |", "|---|---|---:|---:|---:|"]
+    for name in KERNEL_SPEEDS:
+        dropout = settings(runs[name][0])["base_dropout"]
+        shown = "the model's own" if dropout is None else f"{dropout:g}"
+        rows.append(f"| {name} | {kernel(runs[name][0])} | {shown} | {timed[name]['examples_per_second']:.1f} | "
+                    f"{timed[name]['peak_memory_mb']:,.0f} |")
+    return "\n".join(rows)
+
+
 def kernel_verdict(results: Path) -> str:
     return kernel_sentence(recipe_runs(results))
 
@@ -192,8 +208,9 @@ def findings(runs: dict, timed: dict, headline: list[dict] | None) -> str:
         then = {"behind": "so the default keeps every linear layer", "level": "so on this budget the extra weights "
                 "buy no accuracy beyond the spread", "ahead": "so query/value is the better choice on these records"}
         weights = runs[d][0]["params"]["trainable"] / runs[qv][0]["params"]["trainable"]
-        default = (f"**Every linear layer** ({d}: the default's settings) scores {score(runs, d)}, query/value with "
-                   f"the same settings {score(runs, qv)}; {_against(runs, qv, d)}: {then[outcome(p)]}, for "
+        default = (f"**Every linear layer** ({d}: the default's settings, trained without validations) scores "
+                   f"{score(runs, d)}, query/value with the same settings {score(runs, qv)}; "
+                   f"{_against(runs, qv, d)}: {then[outcome(p)]}, for "
                    f"{weights:.1f}x the trainable weights. With the model's dropout on, "
                    f"{_against(runs, 'all-linear', 'query-value')}.")
     lr = [a for pair in COMPARISONS["learning-rate"] for a in pair if a in runs]
@@ -236,7 +253,9 @@ def findings(runs: dict, timed: dict, headline: list[dict] | None) -> str:
         head = (f"**The default's headline run** (notebook 03, seed{'s' * (len(headline) > 1)} {seeds}) scores an "
                 f"accuracy of {spread_text(headline)} and a macro-F1 of {spread_text(headline, 'f1_macro')}: the "
                 "numbers the README and notebook 04 quote. The grid's numbers are its own runs on the same budget "
-                "without validations, each compared only with the grid's. Validations set no weight, yet a run "
+                "without validations, each compared only with the grid's. The default's accuracy is this one "
+                f"(results/summaries/lora.json); the grid's figure for {d} is the same recipe trained without "
+                "validations, not a second accuracy for the default. Validations set no weight, yet a run "
                 "without them ends at other weights (checked on a small run in fp32; why is open): the grid's "
                 f"{d} against the headline run, "
                 f"{_against({**runs, 'headline': headline}, d, 'headline').split(': ', 1)[1]}.")
