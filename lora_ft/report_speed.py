@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .config import PAD_TO_MULTIPLE_OF
+
 BENCH = "speed/padding-bench.json"
 
 
@@ -61,11 +63,38 @@ def padding_factors(results: Path) -> str:
     rows, served = made["recipes"], made["inference"]
     positions = rows["fixed-128"]["tokens_per_second"] / rows["fixed-128"]["real_tokens_per_second"]
     names = list(served)
-    return (f"padding each batch to its longest text in length-grouped batches, "
-            f"{_ratio(rows, 'project-fp32', 'fixed-128'):.2f}x (fixed-128 computes {positions:.1f} positions per real "
-            f"token); bf16 autocast on top, {_ratio(rows, 'project', 'project-fp32'):.2f}x; no dropout on the "
-            f"adapters' input, {_ratio(rows, 'project-fp32', 'project-dropout'):.2f}x in fp32; for inference, "
+    return (f"padding each batch to its longest text (rounded up to a multiple of {PAD_TO_MULTIPLE_OF}) in "
+            f"length-grouped batches, {_ratio(rows, 'project-fp32', 'fixed-128'):.2f}x (fixed-128 computes "
+            f"{positions:.1f} positions per real token); bf16 autocast on top, "
+            f"{_ratio(rows, 'project', 'project-fp32'):.2f}x; no dropout on the adapters' input, "
+            f"{_ratio(rows, 'project-fp32', 'project-dropout'):.2f}x in fp32; for inference, "
             + "; ".join(f"{b} {_ratio(served, b, a):.2f}x {a}" for a, b in zip(names, names[1:])))
 
 
-BLOCKS = {"padding-table": padding_table, "padding-line": padding_line, "padding-factors": padding_factors}
+def compile_line(results: Path) -> str:
+    """torch.compile against eager mode for the default recipe (results/speed/compile-bench.json), and after how many
+    training examples its compiling pays for itself, against the examples the headline run (results/lora.json)
+    trains on."""
+    made = json.loads((Path(results) / "speed/compile-bench.json").read_text(encoding="utf-8"))
+    eager, compiled = made["recipes"]["project"], made["recipes"]["project+compile"]
+    ratio = _ratio(made["recipes"], "project+compile", "project")
+    saved = 1 / eager["examples_per_second"] - 1 / compiled["examples_per_second"]  # seconds per example
+    headline = json.loads((Path(results) / "lora.json").read_text(encoding="utf-8"))["train"]
+    trained = headline["examples_per_second"] * headline["seconds"]  # examples the headline run processed
+    compiling = compiled["warmup_seconds"] - eager["warmup_seconds"]
+    if saved <= 0:
+        paid = "it never pays its compiling back"
+    else:
+        longer = compiling / saved > trained
+        verdict = ("so on the default run compiling costs more than it saves; runs past that many examples gain from "
+                   "`compile=true`" if longer else "so even the default run gains from `compile=true`")
+        paid = (f"its compiling is paid back after about {compiling / saved:,.0f} training examples, against the "
+                f"{trained:,.0f} of the headline run: {verdict}")
+    return (f"compiled, the default recipe stepped at {compiled['examples_per_second']:.1f} examples/s against eager "
+            f"mode's {eager['examples_per_second']:.1f} ({ratio:.2f}x), after {compiled['warmup_seconds']:.0f} s of "
+            f"warm-up steps spent compiling {compiled['compiled_graphs']:.0f} graphs (eager: "
+            f"{eager['warmup_seconds']:.1f} s; {made['steps']} timed steps, {made['meta']['device']}): {paid}")
+
+
+BLOCKS = {"padding-table": padding_table, "padding-line": padding_line, "padding-factors": padding_factors,
+          "compile-line": compile_line}
