@@ -57,6 +57,7 @@ GROUPS = {"notebooks/09": "smoke-tasks", "notebooks/10": "smoke-label-errors",  
           "notebooks/0": "smoke-root", "tests/test_steps.py": "smoke-root"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups
 def pytest_collection_modifyitems(items):
     """Notebooks 09 and 10 train on dair-ai emotion and SST-2: from ../shared/datasets here, from the hub online.
     The notebooks, and the tests that share their output root, run in one xdist group (--dist loadgroup)."""
