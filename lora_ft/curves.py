@@ -18,7 +18,7 @@ from . import data, stats
 from .config import DEFAULT_SEED, FULL_FINETUNE_LEARNING_RATE, LEARNING_RATE, ROOT, TARGET_SETS, Config
 from .errors import ConfigError
 from .grids import CURVE_METHODS as METHODS
-from .grids import LORA_RECIPES
+from .grids import LORA_RECIPES, speaks_for_lora
 from .modeling import resolve_model
 from .run import record
 
@@ -200,11 +200,9 @@ def takeaways(drawn: pd.DataFrame, metric: str = "accuracy") -> list[str]:
             said.add((n, frozenset(here[:2])))
             lines.append(f"n = {_show(n)} per class: {here[0]} leads with {means[(here[0], n)]:.4f}; "
                          f"{paired(here[0], here[1], n)}.")
-    for n in grid:  # LoRA is the default unless another recipe leads it beyond the spread (report_curves.lora_at)
+    for n in grid:  # the LoRA recipe that speaks for LoRA, by the one rule (grids.speaks_for_lora)
         ran = sorted((m for m in LORA_RECIPES if (m, n) in means), key=lambda m: -means[(m, n)])
-        best = next((m for m in ran if m != "lora" and ("lora", n) in means and paired(m, "lora", n).beyond
-                     and means[(m, n)] > means[("lora", n)]), "lora" if ("lora", n) in means else
-                    (ran[0] if ran else None))
+        best = speaks_for_lora(ran, lambda a, b: paired(a, b, n)) if ran else None
         if ("setfit", n) in means and best and (n, frozenset(("setfit", best))) not in said:
             lines.append(f"n = {_show(n)} per class, SetFit against LoRA ({best}): {paired('setfit', best, n)}.")
     if any(m == "tfidf-logreg" for m, _ in means):

@@ -1,6 +1,7 @@
 """The grids as data, without torch: notebook 08's recipes (each a name and the settings it changes), the groups and
-comparisons notebook 08 makes of them, and notebook 07's learning-curve methods. lora_ft.experiments runs them;
-lora_ft.report_recipes and report_curves render their records."""
+comparisons notebook 08 makes of them, and notebook 07's learning-curve methods, with the rule for which LoRA recipe
+speaks for LoRA at a point. lora_ft.experiments runs them; lora_ft.report_recipes and report_curves render their
+records."""
 
 from __future__ import annotations
 
@@ -9,6 +10,16 @@ from .config import LEARNING_RATE, TARGET_SETS
 CURVE_METHODS = ("lora", "lora-mean", "lora-small", "lora-lpft", "setfit", "full-finetune", "linear-probe",
                  "tfidf-logreg")
 LORA_RECIPES = ("lora", "lora-mean", "lora-small", "lora-lpft")  # the LoRA recipes among them
+
+
+def speaks_for_lora(ran: list[str], pair) -> str:
+    """Of the LoRA recipes that ran at a learning-curve point (best mean first), the one that speaks for LoRA there:
+    the default, unless another leads it beyond the spread (pair(a, b): their stats.Paired); a higher mean alone is
+    no evidence (the best of several noisy means is biased upward)."""
+    if "lora" not in ran:
+        return ran[0]
+    return next((m for m in ran if m != "lora" and (p := pair(m, "lora")).beyond and p.difference > 0), "lora")
+
 
 RECIPE_BUDGET = {"epochs": 2.0, "batch_size": 32, "train_size": None, "early_stopping_patience": 0}  # final weights
 # what every recipe starts from, fixed here so that the grid's records stay valid when Config's defaults change;

@@ -11,6 +11,7 @@ from pathlib import Path
 from . import results, stats
 from .grids import CURVE_METHODS as METHODS
 from .grids import LORA_RECIPES as LORAS  # the LoRA recipes
+from .grids import speaks_for_lora
 
 # lora_ft.curves' methods (curves imports torch; tests/test_report_curves.py checks that the two agree)
 EMBEDDINGS = ("linear-probe", "setfit")  # the sentence-embedding methods
@@ -51,13 +52,8 @@ class Curves:
         return stats.paired(*(stats.by_seed(self.points[(m, n)], self.metric) for m in (a, b)), a, b, self.metric)
 
 
-def lora_at(c: Curves, n) -> str:
-    """The LoRA recipe that speaks for LoRA at n (one that ran there): the default, unless another recipe leads it
-    beyond the spread; a higher mean alone is no evidence (the best of several noisy means is biased upward)."""
-    ran = c.at(n, LORAS)
-    if "lora" not in ran:
-        return ran[0]
-    return next((m for m in ran if m != "lora" and (p := c.pair(m, "lora", n)).beyond and p.difference > 0), "lora")
+def lora_at(c: Curves, n) -> str:  # the LoRA recipe that speaks for LoRA at n, of those that ran there
+    return speaks_for_lora(c.at(n, LORAS), lambda a, b: c.pair(a, b, n))
 
 
 def steps(record: dict) -> int:
