@@ -15,14 +15,10 @@ import pandas as pd
 from . import report_curves, report_emotion, report_public, report_recipes, report_speed, stats
 from .config import ROOT
 from .io import atomic_file
-from .results import records
+from .results import read_json, records
 
 SERVING_WAYS = {"adapters": "one base + an adapter per task", "merged": "a merged model per task",
                 "full": "a fully fine-tuned model per task"}  # benchmarks/serving_tasks.py's ways, as shown
-
-
-def _record(results: Path, name: str) -> dict:
-    return json.loads((results / name).read_text(encoding="utf-8"))
 
 
 def serving_frame(reports: list[dict]) -> pd.DataFrame:
@@ -35,7 +31,7 @@ def serving_frame(reports: list[dict]) -> pd.DataFrame:
 
 def serving_table(results: Path) -> str:
     """Notebook 09's serving measurements (results/tasks/serving.json) as a table."""
-    reports = _record(results, "tasks/serving.json")["reports"]
+    reports = read_json(results, "tasks/serving.json")["reports"]
     rows = ["| set-up | tasks | memory held (MB) | while classifying (MB) | load (s) | rows/s | rows/s, tasks mixed |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(reports, key=lambda r: (list(SERVING_WAYS).index(r["way"]), len(r["tasks"]))):
@@ -50,8 +46,8 @@ def task_table(results: Path) -> str:
     rows = ["| task | classes | train / test examples | LoRA accuracy | full fine-tuning | LoRA train (s) | "
             "full train (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for path in sorted((results / "tasks").glob("*-lora.json")):
-        lora = _record(path.parent, path.name)
-        full = _record(path.parent, path.name.replace("-lora", "-full-finetune"))
+        lora = read_json(path.parent, path.name)
+        full = read_json(path.parent, path.name.replace("-lora", "-full-finetune"))
         rows.append(f"| {lora['run'].removesuffix('-lora')} | {len(lora['labels'])} | "
                     f"{lora['config']['train_size']:,} / {lora['n_examples']:,} | {lora['metrics']['accuracy']:.4f} | "
                     f"{full['metrics']['accuracy']:.4f} | {lora['train']['seconds']:.0f} | "
@@ -61,7 +57,7 @@ def task_table(results: Path) -> str:
 
 def serving_line(results: Path) -> str:
     """The README's line on notebook 09."""
-    reports = _record(results, "tasks/serving.json")["reports"]
+    reports = read_json(results, "tasks/serving.json")["reports"]
     most = max(len(r["tasks"]) for r in reports)
     at = {r["way"]: r for r in reports if len(r["tasks"]) == most}
     agree = sum(a == b for a, b in zip(at["adapters"]["predicted"], at["merged"]["predicted"]))
@@ -74,7 +70,7 @@ def serving_line(results: Path) -> str:
 
 def real_run_table(results: Path) -> str:
     """benchmarks/real_run_speed.py's runs (results/speed/real-run.json): the real run's steps against the bench."""
-    made = _record(results, "speed/real-run.json")
+    made = read_json(results, "speed/real-run.json")
     rows = ["| run | batches padded to | examples/s, whole run | examples/s, steps | bench's examples/s | "
             "steps / bench | s in steps | s in validations | s else | memory every 50 steps (MB) | accuracy |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
@@ -94,7 +90,7 @@ def real_run_table(results: Path) -> str:
 
 def validation_cost(results: Path) -> str:
     """What the validations of the committed LoRA run cost."""
-    lora = _record(results, "lora.json")
+    lora = read_json(results, "lora.json")
     times = validation_times(lora)
     return (f"{sum(times) / len(times):.1f} s each in the committed LoRA run, so its {len(times)} validations add "
             f"{sum(times):.0f} s, {sum(times) / lora['train']['seconds']:.0%} of its {lora['train']['seconds']:.0f} s")
@@ -102,7 +98,7 @@ def validation_cost(results: Path) -> str:
 
 def validation_bench(results: Path) -> str:
     """benchmarks/validation_cost.py's run: seconds per validation each way, against full fine-tuning's (cast once)."""
-    found = _record(results, "speed/validation.json")
+    found = read_json(results, "speed/validation.json")
     seconds = {row["way"]: row["seconds"] for row in found["rows"]}
     full = seconds["full fine-tuning, weights cast once"]
     rows = "\n".join(f"| {way} | {s:.2f} | {s / full:.2f}x |" for way, s in seconds.items())
@@ -126,8 +122,8 @@ def validation_seconds(record: dict) -> float:
 def default_speed(results: Path) -> str:
     """The committed full run's speeds (notebooks 02 and 03): LoRA against full fine-tuning, validations included,
     then their steps alone against the bench (throughput.py's figures that real_run_speed.py measured that day)."""
-    runs, bench = {"LoRA": _record(results, "lora.json"), "full": _record(results, "full-finetune.json")}, \
-        _record(results, "speed/real-run.json")["bench"]
+    runs, bench = {"LoRA": read_json(results, "lora.json"), "full": read_json(results, "full-finetune.json")}, \
+        read_json(results, "speed/real-run.json")["bench"]
     speed = {k: r["train"]["examples_per_second"] for k, r in runs.items()}
     checks = {k: validation_seconds(r) for k, r in runs.items()}
     steps = {k: speed[k] * r["train"]["seconds"] / (r["train"]["seconds"] - sum(validation_times(r)))
@@ -146,7 +142,7 @@ def default_speed(results: Path) -> str:
 
 def onnx_table(results: Path) -> str:
     """benchmarks/serving_onnx.py's paths (results/speed/serving-onnx.json): speed, memory, size, accuracy."""
-    made = _record(results, "speed/serving-onnx.json")
+    made = read_json(results, "speed/serving-onnx.json")
     first = made["paths"][0]
     rows = [f"| path | load (s) | rows/s | x {first['path']} | peak memory (MB) | model on disk (MB) | "
             f"test accuracy | change (points) | predictions as {first['path']} |",
@@ -182,7 +178,7 @@ def notebook_table(results: Path) -> str:
 
 def slow_cells(results: Path) -> str:
     """The README's line on the notebooks' two trainings: their seconds and peak memory."""
-    full, lora = _record(results, "full-finetune.json"), _record(results, "lora.json")
+    full, lora = read_json(results, "full-finetune.json"), read_json(results, "lora.json")
     peaks = sorted(r["resources"]["peak_memory_mb"] / 1000 for r in (full, lora))
     return (f"The slow cells are full fine-tuning in 02 ({full['train']['seconds']:.0f} s) and LoRA in 03 "
             f"({lora['train']['seconds']:.0f} s); training peaks at {peaks[0]:.1f} to {peaks[1]:.1f} GB of memory "
@@ -192,7 +188,7 @@ def slow_cells(results: Path) -> str:
 def peak_share_table(results: Path) -> str:
     """throughput.py's recipes (results/speed/throughput.json): speed, share of the matrix-product peak, and where a
     profiled step's time goes."""
-    made = _record(results, "speed/throughput.json")
+    made = read_json(results, "speed/throughput.json")
     kinds = list(next(iter(made["profile"].values()), {}))
     rows = ["| recipe | precision | examples/s | GFLOP/s | % of peak | " + "".join(f"{k} | " for k in kinds)
             + "peak MB |", "|---|---|---:|---:|---:|" + "---:|" * len(kinds) + "---:|"]
@@ -207,7 +203,7 @@ def peak_share_table(results: Path) -> str:
 
 def peak_share_line(results: Path) -> str:
     """LoRA's step against full fine-tuning's: share of the peak, and of the step's time in matrix products."""
-    made = _record(results, "speed/throughput.json")
+    made = read_json(results, "speed/throughput.json")
     lora, full = made["recipes"]["project"], made["recipes"]["full-finetune"]
     line = (f"LoRA's step ran at {lora['share_of_peak']:.0%} of the {lora['precision']} matrix-product peak, full "
             f"fine-tuning's at {full['share_of_peak']:.0%} ({lora['examples_per_second']:.1f} against "
@@ -226,14 +222,14 @@ SERVING_TOLERANCE = 0.2  # points of test accuracy a faster serving path may cos
 
 def fastest_serving(results: Path) -> tuple[dict, dict]:
     """serving_onnx.py's fastest path within SERVING_TOLERANCE points of the first (predict's), and the fastest."""
-    paths = _record(results, "speed/serving-onnx.json")["paths"]
+    paths = read_json(results, "speed/serving-onnx.json")["paths"]
     close = [p for p in paths if abs(100 * (p["accuracy"] - paths[0]["accuracy"])) <= SERVING_TOLERANCE]
     return max(close, key=lambda p: p["rows_per_second"]), max(paths, key=lambda p: p["rows_per_second"])
 
 
 def onnx_verdict(results: Path) -> str:
     best, fastest = fastest_serving(results)
-    paths = _record(results, "speed/serving-onnx.json")["paths"]
+    paths = read_json(results, "speed/serving-onnx.json")["paths"]
     change = 100 * (fastest["accuracy"] - paths[0]["accuracy"])
     return (f"the fastest path within {SERVING_TOLERANCE} points of {paths[0]['path']}'s test accuracy is "
             f"{best['path']} ({best['rows_per_second']:,.0f} rows/s); the fastest of all, {fastest['path']} "
@@ -296,18 +292,18 @@ def headline_seeds(results: Path) -> str:
 
 def adapter_size(results: Path) -> str:
     """docs/model-card.md: the committed run's adapter folder on disk (results/lora.json)."""
-    return f"{_record(results, 'lora.json')['resources']['saved_mb']:.1f} MB in the committed run"
+    return f"{read_json(results, 'lora.json')['resources']['saved_mb']:.1f} MB in the committed run"
 
 
 def padded_positions(results: Path) -> str:
     """docs/speed.md: positions the bench's LoRA steps computed beyond the real tokens (results/speed/)."""
-    lora = _record(results, "speed/throughput.json")["recipes"]["project"]
+    lora = read_json(results, "speed/throughput.json")["recipes"]["project"]
     return f"{lora['tokens_per_second'] / lora['real_tokens_per_second'] - 1:.0%} more positions than real tokens"
 
 
 def gpu_table(results: Path) -> str:
     """docs/scaling.md: the default LoRA run on a GPU (results/gpu/lora-h100.json)."""
-    made = _record(results, "gpu/lora-h100.json")
+    made = read_json(results, "gpu/lora-h100.json")
     train, metrics, validations = made["train"], made["metrics"], len(validation_times(made))
     cells = ["LoRA, bf16 autocast", made["meta"]["device"], f"{metrics['accuracy']:.4f}", f"{metrics['f1_macro']:.4f}",
              f"{train['seconds']:.1f} s, {train['examples_per_second']:.1f} examples/s with its {validations} "
@@ -318,7 +314,7 @@ def gpu_table(results: Path) -> str:
 
 def predict_file_table(results: Path) -> str:
     """benchmarks/predict_file.py's sizes (results/speed/predict-file.json): `predict --input` on large CSVs."""
-    made = _record(results, "speed/predict-file.json")
+    made = read_json(results, "speed/predict-file.json")
     rows = ["| rows | rows out, same order | blank rows left unlabelled | wall time (model loading included) | rows/s "
             "| peak resident memory |", "|---:|---|---|---:|---:|---:|"]
     rows += [f"| {r['rows']:,} | {r['rows_out']:,}, {'yes' if r['same_order'] else 'no'} | {r['blank_rows']:,}, "

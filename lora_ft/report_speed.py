@@ -3,16 +3,12 @@ tutorial recipe against this project's (results/speed/padding-bench.json; its co
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .config import PAD_TO_MULTIPLE_OF
+from .results import read, read_json
 
 BENCH = "speed/padding-bench.json"
-
-
-def _bench(results: Path) -> dict:
-    return json.loads((Path(results) / BENCH).read_text(encoding="utf-8"))
 
 
 def _ratio(rows: dict, a: str, b: str) -> float:
@@ -22,7 +18,7 @@ def _ratio(rows: dict, a: str, b: str) -> float:
 def padding_table(results: Path) -> str:
     """The training recipes (examples/s, padded positions against real tokens, share of the peak, memory), then the
     ways of serving the project's model trained on the same budget."""
-    made = _bench(results)
+    made = read_json(results, BENCH)
     rows, peaks = made["recipes"], made["peaks"]
     lines = ["| recipe | precision | examples/s | x fixed-128 | tokens/s (computed) | real tokens/s | GFLOP/s | "
              "% of peak | peak MB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -45,7 +41,7 @@ def padding_table(results: Path) -> str:
 
 def padding_line(results: Path) -> str:
     """What the tables show: the project's recipe against fixed-128, LoRA against full fine-tuning, and serving."""
-    made = _bench(results)
+    made = read_json(results, BENCH)
     rows, served, accuracy = made["recipes"], made["inference"], made["same_budget"]["accuracy"]
     first, fastest = next(iter(served)), max(served, key=lambda name: served[name]["examples_per_second"])
     gap, budget = 100 * (accuracy["project"] - accuracy["fixed-128"]), made["same_budget"]["budget"]
@@ -59,7 +55,7 @@ def padding_line(results: Path) -> str:
 
 def padding_factors(results: Path) -> str:
     """Each of the recipe's choices as a factor of examples/s, from the same run."""
-    made = _bench(results)
+    made = read_json(results, BENCH)
     rows, served = made["recipes"], made["inference"]
     positions = rows["fixed-128"]["tokens_per_second"] / rows["fixed-128"]["real_tokens_per_second"]
     names = list(served)
@@ -75,11 +71,11 @@ def compile_line(results: Path) -> str:
     """torch.compile against eager mode for the default recipe (results/speed/compile-bench.json), and after how many
     training examples its compiling pays for itself, against the examples the headline run (results/lora.json)
     trains on."""
-    made = json.loads((Path(results) / "speed/compile-bench.json").read_text(encoding="utf-8"))
+    made = read_json(results, "speed/compile-bench.json")
     eager, compiled = made["recipes"]["project"], made["recipes"]["project+compile"]
     ratio = _ratio(made["recipes"], "project+compile", "project")
     saved = 1 / eager["examples_per_second"] - 1 / compiled["examples_per_second"]  # seconds per example
-    headline = json.loads((Path(results) / "lora.json").read_text(encoding="utf-8"))["train"]
+    headline = read(Path(results) / "lora.json")["train"]
     trained = headline["examples_per_second"] * headline["seconds"]  # examples the headline run processed
     compiling = compiled["warmup_seconds"] - eager["warmup_seconds"]
     if saved <= 0:

@@ -70,6 +70,11 @@ def read(path: Path) -> dict:
     return record
 
 
+def read_json(results_dir: Path, name: str) -> dict:
+    """A JSON file under results_dir that is no run's record (a benchmark's, for one), as it is: not validated."""
+    return json.loads((Path(results_dir) / name).read_text(encoding="utf-8"))
+
+
 def load_all(results_dir: Path) -> dict[str, dict]:
     """Every results record of the notebooks' seed in results_dir, by run name."""
     return {record["run"]: record for record in map(read, sorted(Path(results_dir).glob("*.json")))}
