@@ -50,11 +50,11 @@ def copy_of_small_run(small_run, tmp_path_factory):
 SHARED = ROOT.parent / "shared" / "datasets"
 
 
-# Tests that share what they write in the default output root (smoke/ in small mode): one xdist worker runs each
-# group, in the order collected. Notebooks 01-08 read what the ones before them wrote, and test_steps prepares the data
-# notebook 01 prepares; notebooks 09 and 10 train and write in folders of their own.
-GROUPS = {"notebooks/09": "smoke-tasks", "notebooks/10": "smoke-label-errors",  # before "notebooks/0", which holds 09
-          "notebooks/0": "smoke-root", "tests/test_steps.py": "smoke-root"}
+# What writes to the default output root (smoke/ in small mode): one xdist worker runs each group, in the order
+# collected. The notebooks read what the ones before them wrote, and test_steps prepares the data notebook 01
+# prepares; the notebooks in OWN_FOLDERS train and write in folders of their own, each its own group.
+SMOKE_ROOT = ("notebooks/", "tests/test_steps.py")
+OWN_FOLDERS = ("09_many_tasks", "10_label_errors")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups
@@ -65,8 +65,8 @@ def pytest_collection_modifyitems(items):
     skip = pytest.mark.skip(reason=f"notebooks 09 and 10 need the emotion and SST-2 copies in {SHARED}, absent "
                             "here (online they read them from the hub; CI has no network)")
     for item in items:
-        group = next((name for prefix, name in GROUPS.items() if item.nodeid.startswith(prefix)), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+        if item.nodeid.startswith(SMOKE_ROOT):
+            own = next((name for name in OWN_FOLDERS if name in item.nodeid), None)
+            item.add_marker(pytest.mark.xdist_group(own or "smoke-root"))
         if missing and ("09_many_tasks" in item.nodeid or "10_label_errors" in item.nodeid):
             item.add_marker(skip)

@@ -24,16 +24,17 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from lora_ft import Config, sources
+from lora_ft.config import ROOT
+from lora_ft.io import write_json_atomic
+from lora_ft.run import meta
+
 OUTPUT = ROOT / "results" / "speed" / "predict-file.json"
 BLANK_EVERY = 500  # every 500th text is blank: its row must come back, unlabelled, in its place
 
 
 def write_input(path: Path, rows: int) -> None:
     """rows tweets from the corpus, repeated as needed, streamed to path; every 500th text is blank."""
-    sys.path.insert(0, str(ROOT))
-    from lora_ft import sources
-
     texts = pd.read_csv(sources.tweets_path(), encoding="latin-1")["text"].astype(str).tolist()
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
@@ -72,11 +73,6 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(measure_one(args.one, args.adapter, Path(tmp))))
         return
-    sys.path.insert(0, str(ROOT))
-    from lora_ft import Config
-    from lora_ft.io import write_json_atomic
-    from lora_ft.run import meta
-
     runs = []
     for rows in (int(n) for n in args.rows.split(",")):
         done = subprocess.run([sys.executable, __file__, "--one", str(rows), "--adapter", str(args.adapter)],
