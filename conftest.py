@@ -50,23 +50,29 @@ def copy_of_small_run(small_run, tmp_path_factory):
 SHARED = ROOT.parent / "shared" / "datasets"
 
 
-# What writes to the default output root (smoke/ in small mode): one xdist worker runs each group, in the order
-# collected. The notebooks read what the ones before them wrote, and test_steps prepares the data notebook 01
-# prepares; the notebooks in OWN_FOLDERS train and write in folders of their own, each its own group.
+# pytest-xdist runs each group on one worker, in the order collected (--dist loadgroup). What writes to the default
+# output root (smoke/ in small mode) is one group: the notebooks read what the ones before them wrote, and test_steps
+# prepares the data notebook 01 prepares; the notebooks in OWN_FOLDERS train and write in folders of their own. Every
+# other test module is a group of its own, so that its module-scoped runs are made once, not once per worker; the
+# modules that share the session's small_run are one group, which makes it once.
 SMOKE_ROOT = ("notebooks/", "tests/test_steps.py")
 OWN_FOLDERS = ("09_many_tasks", "10_label_errors")
+SMALL_RUN_USERS = ("tests/test_bad_settings.py", "tests/test_cli.py")
+
+
+def xdist_group(nodeid: str) -> str:
+    if nodeid.startswith(SMOKE_ROOT):
+        return next((name for name in OWN_FOLDERS if name in nodeid), "smoke-root")
+    return "small-run" if nodeid.startswith(SMALL_RUN_USERS) else nodeid.split("::")[0]
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups
 def pytest_collection_modifyitems(items):
-    """Notebooks 09 and 10 train on dair-ai emotion and SST-2: from ../shared/datasets here, from the hub online.
-    The notebooks, and the tests that share their output root, run in one xdist group (--dist loadgroup)."""
+    """Notebooks 09 and 10 train on dair-ai emotion and SST-2: from ../shared/datasets here, from the hub online."""
     missing = not ((SHARED / "emotion").is_dir() and (SHARED / "sst2").is_dir())
     skip = pytest.mark.skip(reason=f"notebooks 09 and 10 need the emotion and SST-2 copies in {SHARED}, absent "
                             "here (online they read them from the hub; CI has no network)")
     for item in items:
-        if item.nodeid.startswith(SMOKE_ROOT):
-            own = next((name for name in OWN_FOLDERS if name in item.nodeid), None)
-            item.add_marker(pytest.mark.xdist_group(own or "smoke-root"))
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item.nodeid)))
         if missing and ("09_many_tasks" in item.nodeid or "10_label_errors" in item.nodeid):
             item.add_marker(skip)
