@@ -15,7 +15,7 @@ import pandas as pd
 from . import report_curves, report_emotion, report_public, report_recipes, report_speed, stats
 from .config import ROOT
 from .io import atomic_file
-from .results import read_json, records
+from .results import read, read_json, records
 
 SERVING_WAYS = {"adapters": "one base + an adapter per task", "merged": "a merged model per task",
                 "full": "a fully fine-tuned model per task"}  # benchmarks/serving_tasks.py's ways, as shown
@@ -46,8 +46,8 @@ def task_table(results: Path) -> str:
     rows = ["| task | classes | train / test examples | LoRA accuracy | full fine-tuning | LoRA train (s) | "
             "full train (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for path in sorted((results / "tasks").glob("*-lora.json")):
-        lora = read_json(path.parent, path.name)
-        full = read_json(path.parent, path.name.replace("-lora", "-full-finetune"))
+        lora = read(path)
+        full = read(path.with_name(path.name.replace("-lora", "-full-finetune")))
         rows.append(f"| {lora['run'].removesuffix('-lora')} | {len(lora['labels'])} | "
                     f"{lora['config']['train_size']:,} / {lora['n_examples']:,} | {lora['metrics']['accuracy']:.4f} | "
                     f"{full['metrics']['accuracy']:.4f} | {lora['train']['seconds']:.0f} | "
@@ -90,7 +90,7 @@ def real_run_table(results: Path) -> str:
 
 def validation_cost(results: Path) -> str:
     """What the validations of the committed LoRA run cost."""
-    lora = read_json(results, "lora.json")
+    lora = read(results / "lora.json")
     times = validation_times(lora)
     return (f"{sum(times) / len(times):.1f} s each in the committed LoRA run, so its {len(times)} validations add "
             f"{sum(times):.0f} s, {sum(times) / lora['train']['seconds']:.0%} of its {lora['train']['seconds']:.0f} s")
@@ -122,7 +122,7 @@ def validation_seconds(record: dict) -> float:
 def default_speed(results: Path) -> str:
     """The committed full run's speeds (notebooks 02 and 03): LoRA against full fine-tuning, validations included,
     then their steps alone against the bench (throughput.py's figures that real_run_speed.py measured that day)."""
-    runs, bench = {"LoRA": read_json(results, "lora.json"), "full": read_json(results, "full-finetune.json")}, \
+    runs, bench = {"LoRA": read(results / "lora.json"), "full": read(results / "full-finetune.json")}, \
         read_json(results, "speed/real-run.json")["bench"]
     speed = {k: r["train"]["examples_per_second"] for k, r in runs.items()}
     checks = {k: validation_seconds(r) for k, r in runs.items()}
@@ -178,7 +178,7 @@ def notebook_table(results: Path) -> str:
 
 def slow_cells(results: Path) -> str:
     """The README's line on the notebooks' two trainings: their seconds and peak memory."""
-    full, lora = read_json(results, "full-finetune.json"), read_json(results, "lora.json")
+    full, lora = read(results / "full-finetune.json"), read(results / "lora.json")
     peaks = sorted(r["resources"]["peak_memory_mb"] / 1000 for r in (full, lora))
     return (f"The slow cells are full fine-tuning in 02 ({full['train']['seconds']:.0f} s) and LoRA in 03 "
             f"({lora['train']['seconds']:.0f} s); training peaks at {peaks[0]:.1f} to {peaks[1]:.1f} GB of memory "
@@ -292,7 +292,7 @@ def headline_seeds(results: Path) -> str:
 
 def adapter_size(results: Path) -> str:
     """docs/model-card.md: the committed run's adapter folder on disk (results/lora.json)."""
-    return f"{read_json(results, 'lora.json')['resources']['saved_mb']:.1f} MB in the committed run"
+    return f"{read(results / 'lora.json')['resources']['saved_mb']:.1f} MB in the committed run"
 
 
 def padded_positions(results: Path) -> str:
@@ -303,7 +303,7 @@ def padded_positions(results: Path) -> str:
 
 def gpu_table(results: Path) -> str:
     """docs/scaling.md: the default LoRA run on a GPU (results/gpu/lora-h100.json)."""
-    made = read_json(results, "gpu/lora-h100.json")
+    made = read(results / "gpu/lora-h100.json")
     train, metrics, validations = made["train"], made["metrics"], len(validation_times(made))
     cells = ["LoRA, bf16 autocast", made["meta"]["device"], f"{metrics['accuracy']:.4f}", f"{metrics['f1_macro']:.4f}",
              f"{train['seconds']:.1f} s, {train['examples_per_second']:.1f} examples/s with its {validations} "
