@@ -115,12 +115,12 @@ def probe_adapter(model, tokenizer, classifier, config: Config, labels: list[str
 def full_finetune(splits, config: Config, learning_rate: float = FULL_FINETUNE_LEARNING_RATE,
                   schedule: dict | None = None, quiet: bool = False) -> dict:
     """Every weight trained with the LoRA run's settings, at 1/20 of its step size (LoRA's would wreck the encoder),
-    and saved under model/full-finetune/; the adapter settings (method, LoRA+) do not apply. schedule and quiet: as
-    run.train_and_score's."""
+    and saved under model/full-finetune/; the adapter settings (method, LoRA+, the contrastive phase) do not apply.
+    schedule and quiet: as run.train_and_score's."""
     if config.quantize_4bit:
         raise ConfigError("full fine-tuning trains every weight, which a 4-bit quantized base cannot: "
                           "set quantize_4bit=False")
-    config = config.replace(learning_rate=learning_rate, loraplus_lr_ratio=None)
+    config = config.replace(learning_rate=learning_rate, loraplus_lr_ratio=None, contrastive=False)
     return train_and_score(config, splits, "full-finetune", kind="full-finetune", adapters=None, schedule=schedule,
                            save_to=config.paths.model / "full-finetune", quiet=quiet)[0]
 

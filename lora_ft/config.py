@@ -28,6 +28,10 @@ LEARNING_RATE = 1e-3  # LoRA's peak step size: only the small adapters and the n
 # a handful of steps, which left the default at 0.46 on emotion at 64 per class (docs/data-efficiency.md)
 BATCH_SIZE, SMALL_BATCH_SIZE, MIN_STEPS = 32, 16, 100
 FULL_FINETUNE_LEARNING_RATE = 5e-5  # full fine-tuning's (lora_ft.baselines): larger steps would wreck the encoder
+# Few labels (Config.contrastive): below CONTRASTIVE_BELOW examples per class the default trains the adapters on pairs
+# of texts as SetFit trains its body (lora_ft.contrastive: CONTRASTIVE_PAIRS pairs per text and epoch, so 2 epochs
+# are SetFit's 40; at most CONTRASTIVE_MAX_STEPS steps), then sets the head from a probe on the mean-pooled tokens
+CONTRASTIVE_BELOW, CONTRASTIVE_PAIRS, CONTRASTIVE_MAX_STEPS = 64, 20, 1000
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRUNCATIONS = ("head", "head+tail")
@@ -51,6 +55,12 @@ POOLINGS = ("cls", "mean")  # what the head reads (Config.pooling)
 # same weights (a test); in bf16 the products round differently per batch shape (docs/speed.md runs both ways).
 # min_steps shows in batch_size and epochs, which Config.budget resolves before a run records them.
 NOT_TRAINED = ("output_root", "eval_batch_size", "report_to", "smoke", "pad_to_multiple_of", "min_steps")
+
+# Settings that came in after runs were saved, at the value those runs had (where it is not today's default): before
+# `attention` existed every run used the model's own kernel, "sdpa"; before `contrastive`, none trained contrastively,
+# and before `pooling` could be None (resolved by Config.budget) every head read the pooler. Saved adapters
+# (Config.load), records (results.settings) and fingerprints (provenance) read a missing setting as this
+BEFORE_SETTINGS = {"attention": "sdpa", "contrastive": False, "pooling": "cls"}
 
 # Batches are padded to a multiple of this many tokens: on a CPU every new batch shape costs oneDNN new kernels and
 # memory that stays (padded only to its longest text, a LoRA run's memory grew by about 1 GB in 300 steps:
@@ -148,10 +158,15 @@ class Config:
         None, "layers that get adapters, e.g. query,value (the paper's); None: every linear layer outside the head")
     modules_to_save: tuple[str, ...] | None = _setting(
         None, "layers trained in full beside the classifier; None: the pooler if any")
-    pooling: str = _setting(
-        "cls", '"cls": the head reads the pooler on the first token (transformers\' BERT head); "mean": the mean of '
-               "the last layer's token vectors over the attention mask (how sentence encoders such as "
-               "all-MiniLM-L6-v2 were trained to be read), in place of the pooler of a BERT-like model")
+    pooling: str | None = _setting(
+        None, '"cls": the head reads the pooler on the first token (transformers\' BERT head); "mean": the mean of '
+              "the last layer's token vectors over the attention mask (how sentence encoders such as "
+              "all-MiniLM-L6-v2 were trained to be read), in place of the pooler of a BERT-like model; None: mean "
+              "where the adapters train contrastively, else cls")
+    contrastive: bool | None = _setting(
+        None, f"train the adapters on pairs of texts (same class or not, SetFit's recipe) and set the head from a "
+              f"logistic regression on the mean-pooled tokens, in place of the Trainer's steps; None: where the "
+              f"training split has fewer than {CONTRASTIVE_BELOW} examples per class (docs/data-efficiency.md)")
     trust_remote_code: bool = _setting(False, "run a hub repository's own model code: only if you trust its authors")
     loraplus_lr_ratio: float | None = _setting(
         None, "LoRA+: B's learning rate over A's (e.g. 16; peft also gives 1-d weights, biases, B's rate); None: off")
@@ -226,8 +241,13 @@ class Config:
                 fail(f"{name}={value!r} is invalid", f"set {name} to a positive integer")
         if self.batch_size is not None and (not integer(self.batch_size) or self.batch_size <= 0):
             fail(f"batch_size={self.batch_size!r} is invalid", "set batch_size to a positive integer, or None")
-        if self.pooling not in POOLINGS:
-            fail(f"pooling={self.pooling!r} is unknown", f"set pooling to one of {list(POOLINGS)}")
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            fail(f"pooling={self.pooling!r} is unknown", f"set pooling to one of {list(POOLINGS)}, or None")
+        if self.contrastive not in (True, False, None):
+            fail(f"contrastive={self.contrastive!r} is invalid", "set it to true, false, or None (by the data size)")
+        if self.contrastive and self.pooling == "cls":
+            fail("contrastive training shapes the mean of the token vectors, and pooling='cls' reads the pooler",
+                 "set pooling=mean (or leave it unset), or contrastive=false")
         if self.r > MAX_RANK:
             fail(f"r={self.r} is larger than any layer it could adapt", f"set r to at most {MAX_RANK} (e.g. 8)")
         if self.max_length < MIN_MAX_LENGTH:
@@ -309,13 +329,21 @@ class Config:
             raise ConfigError(f"unknown setting(s) {sorted(unknown)}: the settings are {sorted(self.to_dict())}")
         return dataclasses.replace(self, **changes)
 
-    def budget(self, examples: int) -> Config:
-        """These settings for a training split of examples, by the budget rule: batch_size resolved (see its help),
-        and epochs raised where they give fewer than min_steps optimizer steps (the Trainer's count: the epochs
-        times the batches in an epoch, rounded up). Applying it twice changes nothing."""
+    def budget(self, examples: int, classes: int | None = None) -> Config:
+        """These settings for a training split of examples over classes, by the budget rule: contrastive (None: on
+        below CONTRASTIVE_BELOW per class; off where classes is None, for large splits), pooling (None: mean where
+        contrastive, else cls), batch_size (see its help; SMALL_BATCH_SIZE pairs where contrastive, as SetFit), and
+        epochs raised where they give fewer than min_steps optimizer steps (the Trainer's count: epochs times the
+        batches in an epoch, rounded up; lora_ft.contrastive counts its own). Applying it twice changes nothing."""
         if examples < 1:
             raise ConfigError("the training split is empty: give the data set training examples, or lower "
                               "validation_fraction and test_fraction")
+        contrastive = self.contrastive
+        if contrastive is None:
+            contrastive = classes is not None and examples / classes < CONTRASTIVE_BELOW and self.pooling != "cls"
+        pooling = self.pooling or ("mean" if contrastive else "cls")
+        if contrastive:
+            return self.replace(contrastive=True, pooling=pooling, batch_size=self.batch_size or SMALL_BATCH_SIZE)
 
         def steps(batch: int, epochs: float) -> int:
             return math.ceil(epochs * math.ceil(examples / batch))
@@ -328,13 +356,14 @@ class Config:
             epochs = self.min_steps / math.ceil(examples / batch)
             while steps(batch, epochs) > self.min_steps:  # the division rounded up: one ulp less is exact
                 epochs = math.nextafter(epochs, 0)
-        return self.replace(batch_size=batch, epochs=epochs)
+        return self.replace(contrastive=False, pooling=pooling, batch_size=batch, epochs=epochs)
 
     def untrained(self) -> Config:
         """These settings as a run that takes no optimizer steps records them: with no budget to resolve, the batch
         size None stands for is BATCH_SIZE (the batch the majority class, the pretrained model and the TF-IDF and
-        linear-probe baselines record)."""
-        return self if self.batch_size is not None else self.replace(batch_size=BATCH_SIZE)
+        linear-probe baselines record), no contrastive phase, and the pooling None stands for without one (cls)."""
+        return self.replace(batch_size=self.batch_size or BATCH_SIZE, contrastive=bool(self.contrastive),
+                            pooling=self.pooling or ("mean" if self.contrastive else "cls"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -359,7 +388,7 @@ class Config:
         unknown = set(changes) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown setting(s) {sorted(unknown)}: the settings are {sorted(saved)}")
-        return cls(**{**saved, **changes})
+        return cls(**{**BEFORE_SETTINGS, **saved, **changes})
 
 
 def _number(value) -> bool:

@@ -27,16 +27,18 @@ HEADLINE = ("lora", "full-finetune", "linear-probe", "tfidf-logreg")  # at "all"
 
 # Each method's settings on top of the prepared data's ("lora" is notebook 03). lora-small: every linear layer
 # adapted (notebook 06's best), a fixed number of steps (2 epochs of 24 examples are 2 steps), no early stopping
+# (the recipes compared with the default keep to the Trainer's steps at every n: contrastive=False)
 LORA_SMALL = dict(target_modules=TARGET_SETS["all-linear"], learning_rate=LEARNING_RATE, batch_size=16, warmup=0.1,
-                  early_stopping_patience=0)
+                  early_stopping_patience=0, contrastive=False)
 SETTINGS = {
-    "lora": {},
-    "lora-mean": {"pooling": "mean"},  # the default with the head on the mean of the token vectors (Config.pooling)
+    "lora": {},  # contrastive below CONTRASTIVE_BELOW per class (Config.budget)
+    # the default's Trainer recipe with the head on the mean of the token vectors (Config.pooling)
+    "lora-mean": {"pooling": "mean", "contrastive": False},
     "lora-small": LORA_SMALL,
     # LP-FT: lora-small with the head started from a linear probe (run.init_head_from_probe)
     "lora-lpft": LORA_SMALL,
     "setfit": dict(batch_size=16, epochs=1.0, learning_rate=2e-5),  # the SetFit paper's: pairs of 16, 1 epoch
-    "full-finetune": dict(learning_rate=FULL_FINETUNE_LEARNING_RATE),  # notebook 02's
+    "full-finetune": dict(learning_rate=FULL_FINETUNE_LEARNING_RATE, contrastive=False),  # notebook 02's
     "linear-probe": {},
     "tfidf-logreg": {},
 }

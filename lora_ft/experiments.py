@@ -35,7 +35,8 @@ class Experiment:
     recipe: settings outside Config a record keeps (SetFit's); method and per_class: a learning curve's point;
     examples: the size of the training split the Trainer gets, which the budget rule reads (Config.budget); None
     for a run that takes no optimizer steps (Config.untrained) or whose changes resolve the budget already (a seed
-    re-runs its record's settings)."""
+    re-runs its record's settings); classes: how many classes those examples spread over, where few enough per class
+    for the rule to train contrastively (a learning curve's small points); None: too many for it."""
 
     name: str
     changes: dict = field(default_factory=dict)
@@ -44,10 +45,11 @@ class Experiment:
     method: str = "lora"
     per_class: int | None = None
     examples: int | None = None
+    classes: int | None = None
 
     def settings(self, config: Config) -> Config:
         made = config.replace(seed=self.seed, **self.changes)
-        return made.untrained() if self.examples is None else made.budget(self.examples)
+        return made.untrained() if self.examples is None else made.budget(self.examples, self.classes)
 
     def wanted(self, config: Config) -> dict:
         """What results.settings must give this experiment's record for it to count as finished."""
@@ -271,7 +273,7 @@ def curve_grid(config: Config, methods=curves.METHODS, per_class=curves.PER_CLAS
         recipe = curves.setfit_recipe(config) if method == "setfit" else None
         size = train_examples if n is None else n * classes
         points += [Experiment(curves.run_name(method, n), curves.changes(config, method, n, classes, train_examples),
-                              seed, recipe, method, n, size if method in curves.TRAINED else None)
+                              seed, recipe, method, n, size if method in curves.TRAINED else None, classes)
                    for seed in curves.draw_seeds(n, draws)]
     return points
 

@@ -78,8 +78,8 @@ def train(config: Config, resume: bool = False, log=print):
     model/lora-merged/; resume continues this run's last checkpoint. (record, trained model)"""
     checkpoint = check("train", config, resume=resume)
     splits = _splits(config)
-    config = config.budget(len(splits["train"]))  # what the fingerprint, card and record say was trained
     labels = data.labels_of(splits)
+    config = config.budget(len(splits["train"]), len(labels))  # what the fingerprint, card and record say was trained
     advice = few_labels_advice(splits["train"])
     if advice:
         _log(log, advice)
@@ -104,7 +104,7 @@ def train(config: Config, resume: bool = False, log=print):
     scored["resources"]["saved_mb"] = folder_mb(config.paths.adapter)  # the record's, card included
     _log(log, f"adapter saved in {config.paths.adapter} ({scored['resources']['saved_mb']} MB)")
     _write_record(scored, config, log)
-    if config.pooling != "cls":  # serving.export says why
+    if scored["config"]["pooling"] != "cls":  # serving.export says why
         _log(log, "no merged model: transformers' BERT head reads the pooler, not the mean of the tokens; predict "
                   "serves the adapter (merged in memory)")
     elif not config.quantize_4bit:  # a 4-bit base cannot be merged into full weights
@@ -146,13 +146,14 @@ def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), log=print) -> d
 def task(name: str, config: Config, results_dir: Path, log=print) -> dict[str, dict]:
     """One task of notebook 09 in config's output root: LoRA (train) and full fine-tuning, their records written as
     results_dir/<name>-lora.json and <name>-full-finetune.json; each reused while its record and model match."""
-    full = config.replace(learning_rate=FULL_FINETUNE_LEARNING_RATE, loraplus_lr_ratio=None)  # as full_finetune's
+    full = config.replace(learning_rate=FULL_FINETUNE_LEARNING_RATE, loraplus_lr_ratio=None,
+                          contrastive=False)  # as full_finetune's
     found, splits = {}, _splits(config)
     for kind, made, folder in (("lora", config, config.paths.adapter),
                                ("full-finetune", full, config.paths.model / "full-finetune")):
         path = results.path_of(results_dir, f"{name}-{kind}")
         # the records keep the budget rule's settings
-        wanted = results.config_settings(made.budget(len(splits["train"])))
+        wanted = results.config_settings(made.budget(len(splits["train"]), len(data.labels_of(splits))))
         scored = results.finished(path, wanted) if folder.is_dir() else None
         if scored is None:
             scored = train(config, log=log)[0] if kind == "lora" else baselines.full_finetune(splits, config)

@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import data, results
-from .config import DATA_FIELDS, FINGERPRINT, NOT_TRAINED, Config
+from .config import BEFORE_SETTINGS, DATA_FIELDS, FINGERPRINT, NOT_TRAINED, Config
 from .errors import ConfigError, listed
 from .io import follow_umask, restore_backup, write_json_atomic
 
@@ -149,9 +149,9 @@ def refuse_mismatch(saved: dict, current: dict, what: str, fix: str) -> None:
 
 
 def _before(name: str):
-    """The value setting name had in runs made before it existed: results.BEFORE_SETTINGS, else its default."""
-    if name in results.BEFORE_SETTINGS:
-        return results.BEFORE_SETTINGS[name]
+    """The value setting name had in runs made before it existed: BEFORE_SETTINGS, else its default."""
+    if name in BEFORE_SETTINGS:
+        return BEFORE_SETTINGS[name]
     default = next(f.default for f in dataclasses.fields(Config) if f.name == name)
     return None if default is dataclasses.MISSING else default
 

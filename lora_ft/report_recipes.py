@@ -39,7 +39,7 @@ def minutes(found: list[dict], timed: dict) -> float:
 
 def kernel(record: dict) -> str:
     """The attention kernel a run trained with: its train section's record of it, else its setting (a run from
-    before the setting existed used the model's own, "sdpa": results.BEFORE_SETTINGS)."""
+    before the setting existed used the model's own, "sdpa": config.BEFORE_SETTINGS)."""
     return record["train"].get("attention") or settings(record)["attention"]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DEFAULT_SEED, Config
+from .config import BEFORE_SETTINGS, DEFAULT_SEED, Config
 from .errors import ConfigError, LoraFtError
 from .io import write_json_atomic
 
@@ -80,9 +80,6 @@ def load_all(results_dir: Path) -> dict[str, dict]:
     return {record["run"]: record for record in map(read, sorted(Path(results_dir).glob("*.json")))}
 
 
-# settings that came in after records were written, at the value those records ran with (where it is not today's
-# default): before `attention` existed every run used the model's own kernel, "sdpa"
-BEFORE_SETTINGS = {"attention": "sdpa"}
 
 
 def settings(record: dict) -> dict:

@@ -13,16 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import PeftModel
+from peft.utils import ModulesToSaveWrapper
 from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 
-from . import data, results, training
+from . import contrastive, data, results, training
 from .adapters import save_adapter
 from .config import Config
 from .errors import ConfigError
 from .io import replace_dir_atomic, write_json_atomic
 from .measure import folder_mb, measure
 from .modeling import (
+    MeanPooler,
     add_lora,
     add_lora_from_scratch,
     count_params,
@@ -56,7 +58,7 @@ def train_and_score(config: Config, splits, run: str = "lora", *, kind: str = "l
     trainable-weight count; the record keeps config with Config.budget applied. resources: peak memory from loading
     to saving, and the size of what was saved."""
     labels, test = data.labels_of(splits), splits["test"]
-    config = config.budget(len(splits["train"]))  # the batch size and epochs the record keeps
+    config = config.budget(len(splits["train"]), len(labels))  # the batch size and epochs the record keeps
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     with tempfile.TemporaryDirectory() as scratch, measure() as resources:
         model = model_for_training(config, labels)
@@ -69,12 +71,19 @@ def train_and_score(config: Config, splits, run: str = "lora", *, kind: str = "l
             log(str(config))
             log(f"training {params['trainable']:,} of {params['total']:,} weights on "
                 f"{len(splits['train']):,} examples")
-        output_dir = Path(checkpoints) if checkpoints is not None else Path(scratch) / "checkpoints"
-        trainer = training.build_trainer(config, model, tokenizer, splits, output_dir=output_dir,
-                                         **(schedule or {}), **(dict(disable_tqdm=True) if quiet else {}))
-        if fingerprint is not None:
-            trainer.add_callback(WriteFingerprint(fingerprint))
-        info = training.train(trainer, None if resume_from is None else str(resume_from))
+        if config.contrastive:  # few labels: pairs of texts train the adapters, then a probe sets the head
+            if resume_from is not None:
+                raise ConfigError("a contrastive run (few labels) keeps no checkpoints to resume: run it again "
+                                  "without --resume (it takes minutes)")
+            info = contrastive.train(model, splits["train"], config, quiet=quiet)
+            init_head_from_probe(model, tokenizer, splits["train"], config.seed)
+        else:
+            output_dir = Path(checkpoints) if checkpoints is not None else Path(scratch) / "checkpoints"
+            trainer = training.build_trainer(config, model, tokenizer, splits, output_dir=output_dir,
+                                             **(schedule or {}), **(dict(disable_tqdm=True) if quiet else {}))
+            if fingerprint is not None:
+                trainer.add_callback(WriteFingerprint(fingerprint))
+            info = training.train(trainer, None if resume_from is None else str(resume_from))
         target = Path(save_to) if save_to is not None else Path(scratch) / "saved"
         if isinstance(model, PeftModel):
             on_main_process(save_adapter, model, tokenizer, config, labels, target, fingerprint)
@@ -103,16 +112,21 @@ def _save_full(model, tokenizer, config: Config, folder: Path) -> None:
 
 
 def init_head_from_probe(model, tokenizer, train, seed: int, C: float = 1.0) -> None:
-    """LP-FT's first step (Kumar et al. 2022): copy into the classifier a logistic regression fitted on the frozen
-    pooler output of the training examples. C is fixed: with few labels there is no validation data to spare."""
-    head = getattr(model, "classifier", None)
-    if not isinstance(head, torch.nn.Linear) or getattr(model.base_model, "pooler", None) is None:
-        raise ConfigError(f"lora-lpft starts the head from a linear probe on the pooler output, which needs a "
-                          f"BERT-style head (one linear layer on the pooler); {model.config.model_type} has another: "
-                          "use lora-small")
+    """Copy into the classifier a logistic regression fitted on the features it reads of the training examples (the
+    pooler output, or the mean-pooled tokens with pooling="mean"): LP-FT's first step (Kumar et al. 2022) before
+    training, a contrastive run's head after it. C is fixed: with few labels there is no validation data to spare."""
+    head = getattr(model.get_base_model() if isinstance(model, PeftModel) else model, "classifier", None)
+    if isinstance(head, ModulesToSaveWrapper):  # under peft: the head's trained copy
+        head = head.modules_to_save[model.active_adapter]
+    encoder = model.get_base_model().base_model if isinstance(model, PeftModel) else model.base_model
+    mean = isinstance(getattr(encoder, "pooler", None), MeanPooler)
+    if not isinstance(head, torch.nn.Linear) or getattr(encoder, "pooler", None) is None:
+        raise ConfigError(f"a head started from a linear probe needs a BERT-style head (one linear layer on the "
+                          f"pooler or the mean of the tokens); {model.config.model_type} has another: use lora-small, "
+                          "or contrastive=false")
     was_training = model.training
     model.eval()
-    features = training.embed(model.base_model, tokenizer, train, pooling="pooler")
+    features = training.embed(encoder, tokenizer, train, pooling="mean" if mean else "pooler")
     probe = LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(features, np.asarray(train["label"]))
     set_head(head, probe)
     model.train(was_training)

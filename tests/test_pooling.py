@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
     """A mean-pooled LoRA run through the one run function, its adapter saved: (config, tokenizer, splits, model)."""
     root = tmp_path_factory.mktemp("mean")
     config = Config(smoke=True, output_root=str(root), learning_rate=5e-2, epochs=2.0, batch_size=3, min_steps=1,
-                    early_stopping_patience=0, pooling="mean")
+                    early_stopping_patience=0, pooling="mean", contrastive=False)  # the Trainer's steps
     tokenizer = load_tokenizer(config.model)
     features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
     split = Dataset.from_dict({"text": [t for t, _ in TEXTS], "label": [y for _, y in TEXTS]}, features=features)

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from lora_ft import Config, curves, experiments, report_curves, report_emotion, stats
-from lora_ft.config import ROOT
+from lora_ft.config import CONTRASTIVE_BELOW, ROOT
 from lora_ft.report import MARKED
 
 RESULTS = ROOT / "results"
@@ -123,10 +123,11 @@ def test_the_readmes_line_agrees_with_the_recommendation_and_pairs_the_whole_spl
 
 
 def test_the_default_keeps_the_pooler_because_the_mean_leads_it_nowhere():
-    """Config.pooling stays "cls" (docs/data-efficiency.md, curves.MAX_PER_CLASS say why): on the committed records
+    """The Trainer's recipe reads the pooler (Config.budget resolves pooling to "cls" where the run is not
+    contrastive; docs/data-efficiency.md, curves.MAX_PER_CLASS say why): on the committed records
     the head on the mean of the tokens (lora-mean) leads the default beyond the spread at no point both ran, and
     trails it beyond the spread somewhere."""
-    assert Config().pooling == "cls"
+    assert Config().budget(3 * CONTRASTIVE_BELOW, classes=3).pooling == "cls"
     pairs = [paired(RESULTS / where, "lora-mean", "lora", n) for where in ("curves", report_emotion.EMOTION)
              for n in report_curves.Curves(RESULTS / where).grid("lora-mean", "lora")]
     assert pairs and not any(p.beyond and p.difference > 0 for p in pairs)
