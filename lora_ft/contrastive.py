@@ -14,6 +14,7 @@ import time
 import warnings
 
 from sklearn.linear_model import LogisticRegression
+from transformers import ProgressCallback
 
 from .config import CONTRASTIVE_BELOW, CONTRASTIVE_MAX_STEPS, CONTRASTIVE_PAIRS, Config
 from .errors import ConfigError
@@ -68,9 +69,10 @@ def train(model, train_split, config: Config, quiet: bool = False) -> dict:
             output_dir=scratch, batch_size=config.batch_size, num_epochs=1, num_iterations=size["iterations"],
             max_steps=size["steps"], body_learning_rate=config.learning_rate, warmup_proportion=config.warmup,
             max_length=config.max_length, seed=config.seed, report_to="none", show_progress_bar=False,
-            save_strategy="no", logging_strategy="no")
+            save_strategy="no", logging_strategy="no", logging_first_step=False)
         trainer = Trainer(model=SetFitModel(model_body=body, model_head=LogisticRegression()), args=args)
-        trainer.st_trainer.args.disable_tqdm = quiet
+        if quiet:
+            trainer.st_trainer.remove_callback(ProgressCallback)
         said = logging.getLogger("setfit").level
         start = time.perf_counter()
         with warnings.catch_warnings():  # its data loader asks for pinned memory, which a CPU has none of
@@ -83,4 +85,4 @@ def train(model, train_split, config: Config, quiet: bool = False) -> dict:
         seconds = time.perf_counter() - start
     model.eval()
     return {"seconds": round(seconds, 1), "examples_per_second": round(size["pairs"] / seconds, 2),  # pairs
-            "epochs": config.epochs, "history": [], "contrastive": size}
+            "epochs": config.epochs, **size, "history": []}

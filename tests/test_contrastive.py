@@ -58,7 +58,7 @@ def test_the_pairs_phase_is_setfits_size_with_a_cap():
 def test_the_run_trains_the_adapters_and_sets_the_head_from_a_probe(trained):
     config, tokenizer, splits, model, record = trained
     assert (record["config"]["contrastive"], record["config"]["pooling"]) == (True, "mean")
-    assert record["train"]["contrastive"]["steps"] == 4
+    assert (record["train"]["steps"], record["train"]["pairs"]) == (4, 4 * SMALL_BATCH_SIZE)
     lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: the pairs moved it
     encoder = model.get_base_model().base_model
