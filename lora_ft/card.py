@@ -110,6 +110,9 @@ def _training(settings: Config, record: dict | None, lora: dict | None) -> str:
     budget = (f"up to {settings.epochs:g} epochs with early stopping on validation macro-F1 (patience "
               f"{settings.early_stopping_patience}), the best checkpoint kept" if settings.early_stopping_patience
               else f"{settings.epochs:g} epochs, the final weights kept")
+    if settings.contrastive:  # the few-labels branch (lora_ft.contrastive)
+        budget = ("the adapters trained on pairs of texts (same class or not; SetFit's recipe, cosine-similarity "
+                  "loss), then the classifier set from a logistic regression on the mean-pooled training texts")
     lines = ["## Training", "",
              f"- LoRA: rank r = {settings.r}, alpha = {settings.alpha:g} (update scale alpha / r = "
              f"{settings.alpha / settings.r:g}), dropout {settings.dropout:g}, on `{targets or 'peft default'}`; "
@@ -118,7 +121,7 @@ def _training(settings: Config, record: dict | None, lora: dict | None) -> str:
              f"weight decay {settings.weight_decay:g}, warmup {settings.warmup:g} of the steps, "
              f"{budget}; texts cut to {settings.max_length} tokens "
              f"({settings.truncation}); seed {settings.seed}; precision {settings.precision}"]
-    if settings.pooling != "cls":
+    if settings.pooling == "mean":
         lines.append(f"- head: reads the mean of the last layer's token vectors (pooling={settings.pooling}), not "
                      "BERT's pooler; load it with lora_ft (`load_adapter`, `python -m lora_ft predict`), which pools "
                      "so: plain peft on `AutoModelForSequenceClassification` reads the pooler and mislabels")
@@ -126,7 +129,10 @@ def _training(settings: Config, record: dict | None, lora: dict | None) -> str:
         params, train, meta = record["params"], record.get("train", {}), record["meta"]
         lines.append(f"- trainable weights: {params['trainable']:,} of {params['total']:,} "
                      f"({100 * params['trainable'] / params['total']:.2f}%)")
-        if train:
+        if train and "pairs" in train:
+            lines.append(f"- training: {train['seconds']:,.0f} s, {train['pairs']:,} pairs in {train['steps']:,} "
+                         f"steps ({train['examples_per_second']:,.1f} pairs/s) on {meta['device']}")
+        elif train:
             lines.append(f"- training: {train['seconds']:,.0f} s, {train['examples_per_second']:,.1f} examples/s, "
                          f"{train['epochs']:g} epochs (best: {train.get('best_epoch')}) on {meta['device']}")
         versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)

@@ -24,15 +24,15 @@ SEEDS = (DEFAULT_SEED, 43, 44)  # the seeds behind every reported spread: `pytho
 
 LEARNING_RATE = 1e-3  # LoRA's peak step size: only the small adapters and the new head move
 # The budget rule (Config.budget): batches of BATCH_SIZE, or SMALL_BATCH_SIZE where those would give fewer than
-# MIN_STEPS optimizer steps, and epochs raised until a run takes MIN_STEPS; two epochs of a few hundred examples are
-# a handful of steps, which left the default at 0.46 on emotion at 64 per class (docs/data-efficiency.md)
+# MIN_STEPS optimizer steps, and epochs raised until a run takes MIN_STEPS (two epochs of a few hundred examples are
+# a handful of steps); it resolves the BUDGETED settings from the data (docs/data-efficiency.md)
 BATCH_SIZE, SMALL_BATCH_SIZE, MIN_STEPS = 32, 16, 100
 FULL_FINETUNE_LEARNING_RATE = 5e-5  # full fine-tuning's (lora_ft.baselines): larger steps would wreck the encoder
 # Few labels (Config.contrastive): below CONTRASTIVE_BELOW examples per class the default trains the adapters on pairs
 # of texts as SetFit trains its body (lora_ft.contrastive: CONTRASTIVE_PAIRS pairs per text and epoch, so 2 epochs
 # are SetFit's 40; at most CONTRASTIVE_MAX_STEPS steps), then sets the head from a probe on the mean-pooled tokens
 CONTRASTIVE_BELOW, CONTRASTIVE_PAIRS, CONTRASTIVE_MAX_STEPS = 64, 20, 1000
-
+BUDGETED = ("batch_size", "epochs", "contrastive", "pooling")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRUNCATIONS = ("head", "head+tail")
 
@@ -166,7 +166,8 @@ class Config:
     contrastive: bool | None = _setting(
         None, f"train the adapters on pairs of texts (same class or not, SetFit's recipe) and set the head from a "
               f"logistic regression on the mean-pooled tokens, in place of the Trainer's steps; None: where the "
-              f"training split has fewer than {CONTRASTIVE_BELOW} examples per class (docs/data-efficiency.md)")
+              f"training split has fewer than {CONTRASTIVE_BELOW} examples per class on average and pooling is not "
+              "cls (docs/data-efficiency.md)")
     trust_remote_code: bool = _setting(False, "run a hub repository's own model code: only if you trust its authors")
     loraplus_lr_ratio: float | None = _setting(
         None, "LoRA+: B's learning rate over A's (e.g. 16; peft also gives 1-d weights, biases, B's rate); None: off")
@@ -359,9 +360,8 @@ class Config:
         return self.replace(contrastive=False, pooling=pooling, batch_size=batch, epochs=epochs)
 
     def untrained(self) -> Config:
-        """These settings as a run that takes no optimizer steps records them: with no budget to resolve, the batch
-        size None stands for is BATCH_SIZE (the batch the majority class, the pretrained model and the TF-IDF and
-        linear-probe baselines record), no contrastive phase, and the pooling None stands for without one (cls)."""
+        """These settings as a run that takes no optimizer steps records them: with no budget to resolve, batch size
+        BATCH_SIZE (what the baselines record), no contrastive phase, and the pooling None stands for without it."""
         return self.replace(batch_size=self.batch_size or BATCH_SIZE, contrastive=bool(self.contrastive),
                             pooling=self.pooling or ("mean" if self.contrastive else "cls"))
 

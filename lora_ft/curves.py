@@ -229,7 +229,7 @@ QUOTED = (
     *(("curves", n, "lora", "setfit") for n in (8, 32, 128)), ("curves", 8, "full-finetune", "lora"),
     ("public/setfit-emotion", 8, "setfit", "lora-small"), ("public/setfit-emotion", 64, "lora-small", "setfit"),
     ("public/setfit-emotion", 8, "lora", "setfit"), ("public/setfit-emotion", 64, "lora", "setfit"),
-    ("public/setfit-emotion", 64, "lora", "lora-small"),
+    ("public/setfit-emotion", 64, "lora", "lora-small"), ("public/setfit-emotion", 8, "lora", "lora-small"),
     # the head on the mean of the token vectors (pooling="mean") against the pooler's, SetFit and the probe
     *(("curves", n, "lora-mean", "lora") for n in PER_CLASS[:-1]),
     *(("curves", n, "lora-mean", "setfit") for n in (8, 32, 128)),

@@ -187,8 +187,9 @@ def mean_pooled(model):
     pooler on the first token; the classifier and its dropout stay as transformers built them."""
     encoder = model.base_model
     if getattr(encoder, "pooler", None) is None:
-        raise ConfigError(f"pooling='mean' replaces the pooler of a BERT-like model, and {model.config.model_type}'s "
-                          "head has none: set pooling='cls'")
+        raise ConfigError(f"pooling='mean' (which the few-labels branch, contrastive, sets too) replaces the pooler "
+                          f"of a BERT-like model, and {model.config.model_type}'s head has none: set pooling='cls' "
+                          "(with few labels, that also keeps the Trainer's recipe)")
     pooler = encoder.pooler = MeanPooler()
 
     def hand_over(module, args, kwargs):

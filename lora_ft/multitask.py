@@ -181,7 +181,7 @@ def _same_base(saved: dict[str, tuple[Config, list[str]]]) -> Config:
         raise ConfigError("the adapters were trained on different base models ("
                           + ", ".join(f"{name}: {model!r}" for name, (model, _) in bases.items())
                           + "), and one process serves one base: serve each base's adapters in a process of its own")
-    poolings = {name: trained.pooling for name, (trained, _) in saved.items()}
+    poolings = {name: trained.pooling or "cls" for name, (trained, _) in saved.items()}  # None: cls
     if len(set(poolings.values())) > 1:  # the pooling is the shared base's forward pass, not a task's head
         raise ConfigError(f"the adapters read the tokens with different poolings ({poolings}), and one forward pass "
                           "pools one way: serve each pooling's adapters in a process of its own")

@@ -4,6 +4,7 @@ so both leave the same files. Each step first calls check(), so that a failing s
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from datasets import DatasetDict
 
 from . import baselines, card, data, label_errors, provenance, results, serving, training
 from .adapters import load_adapter
-from .config import FULL_FINETUNE_LEARNING_RATE, Config
+from .config import CONTRASTIVE_BELOW, FULL_FINETUNE_LEARNING_RATE, Config
 from .errors import ConfigError
 from .io import check_writable
 from .measure import folder_mb
@@ -104,30 +105,38 @@ def train(config: Config, resume: bool = False, log=print):
     scored["resources"]["saved_mb"] = folder_mb(config.paths.adapter)  # the record's, card included
     _log(log, f"adapter saved in {config.paths.adapter} ({scored['resources']['saved_mb']} MB)")
     _write_record(scored, config, log)
-    if scored["config"]["pooling"] != "cls":  # serving.export says why
-        _log(log, "no merged model: transformers' BERT head reads the pooler, not the mean of the tokens; predict "
-                  "serves the adapter (merged in memory)")
-    elif not config.quantize_4bit:  # a 4-bit base cannot be merged into full weights
+    if config.pooling == "mean" or config.quantize_4bit:  # serving.export says why
+        _log(log, "no merged model: " + ("a 4-bit base cannot be merged into full weights" if config.quantize_4bit
+                                         else "transformers' BERT head reads the pooler, not the mean of the tokens")
+             + "; predict serves the adapter (merged in memory)")
+        if config.paths.merged.is_dir():  # an earlier run's export, which no longer matches the adapter
+            on_main_process(shutil.rmtree, config.paths.merged)
+            _log(log, f"removed {config.paths.merged}: the merged model of an earlier run, not of this adapter")
+    else:
         serving.export(config, log=log)
     return scored, model
 
 
-# Below this many training examples in a class, notebook 07 found the frozen encoder's linear probe and SetFit as
-# accurate as every LoRA recipe on the tweets or more (8 and 32 per class; all level at 128: docs/data-efficiency.md)
+# Below this many training examples in a class, notebook 07 found the sentence-embedding methods (a linear probe on
+# the frozen encoder, SetFit) close to LoRA on the tweets (8 and 32 per class; level at 128: docs/data-efficiency.md)
 FEW_PER_CLASS = 128
 
 
 def few_labels_advice(train) -> str | None:
-    """What to try beside LoRA when the smallest class of train has fewer than FEW_PER_CLASS examples, else None."""
+    """What the run does and what else to try when the smallest class of train has fewer than FEW_PER_CLASS
+    examples, else None."""
     fewest = int(np.bincount(train["label"], minlength=train.features["label"].num_classes).min())
     if fewest >= FEW_PER_CLASS:
         return None
-    return (f"few labels: the smallest class has {fewest} training examples. Below {FEW_PER_CLASS} per class, "
-            "notebook 07 found a logistic regression on the frozen encoder's mean-pooled embeddings (a linear probe) "
-            "and SetFit as accurate as LoRA or more (docs/data-efficiency.md). `python -m lora_ft baseline "
-            "--no-full-finetune` fits the probe and scores it on this test split beside LoRA "
-            "(results/linear-probe.json), and `python -m lora_ft predict --adapter model/linear-probe` serves it "
-            "as it serves an adapter; docs/data-efficiency.md shows how to run SetFit.")
+    return (f"few labels: the smallest class has {fewest} training examples. Below {CONTRASTIVE_BELOW} per class (on "
+            "average) the default trains its adapters on pairs of texts, as SetFit trains its body, then sets the "
+            "head from a logistic regression (contrastive=false keeps the Trainer's recipe). Below "
+            f"{FEW_PER_CLASS} per class notebook 07 compared LoRA with SetFit and a logistic regression on the frozen "
+            "encoder's mean-pooled embeddings (a linear probe), which are close at that size (docs/data-efficiency.md "
+            "has the verdicts): `python -m lora_ft baseline --no-full-finetune` fits the probe and scores it on this "
+            "test split beside LoRA (results/linear-probe.json), and `python -m lora_ft predict --adapter "
+            "model/linear-probe` serves it as it serves an adapter; `python -m lora_ft curves --methods "
+            "lora,setfit,linear-probe` compares the three on draws of this data (docs/data-efficiency.md).")
 
 
 def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), log=print) -> dict[str, tuple]:

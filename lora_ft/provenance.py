@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import data, results
-from .config import BEFORE_SETTINGS, DATA_FIELDS, FINGERPRINT, NOT_TRAINED, Config
+from .config import BEFORE_SETTINGS, BUDGETED, DATA_FIELDS, FINGERPRINT, NOT_TRAINED, Config
 from .errors import ConfigError, listed
 from .io import follow_umask, restore_backup, write_json_atomic
 
@@ -37,9 +37,9 @@ def record_path(run: str, config: Config) -> Path:
 def resumable_checkpoint(config: Config) -> Path | None:
     """The checkpoint `train --resume` continues: the last one in model/checkpoints/, if config's settings made it."""
     checkpoint = last_checkpoint(config)
-    if checkpoint is not None:  # batch_size and epochs follow the data's size (Config.budget): train compares them
+    if checkpoint is not None:  # BUDGETED settings follow the data's size (Config.budget): train compares them
         def unbudgeted(settings: dict) -> dict:
-            return {k: v for k, v in settings.items() if k not in ("batch_size", "epochs")}
+            return {k: v for k, v in settings.items() if k not in BUDGETED}
 
         saved = read_fingerprint(checkpoint)
         refuse_mismatch({**saved, "settings": unbudgeted(saved.get("settings") or {})},

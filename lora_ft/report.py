@@ -122,8 +122,9 @@ def validation_seconds(record: dict) -> float:
 def default_speed(results: Path) -> str:
     """The committed full run's speeds (notebooks 02 and 03): LoRA against full fine-tuning, validations included,
     then their steps alone against the bench (throughput.py's figures that real_run_speed.py measured that day)."""
-    runs, bench = {"LoRA": read(results / "lora.json"), "full": read(results / "full-finetune.json")}, \
-        read_json(results, "speed/real-run.json")["bench"]
+    runs, measured = {"LoRA": read(results / "lora.json"), "full": read(results / "full-finetune.json")}, \
+        read_json(results, "speed/real-run.json")
+    bench, days = measured["bench"], {k: r["meta"]["created"][:10] for k, r in {**runs, "bench": measured}.items()}
     speed = {k: r["train"]["examples_per_second"] for k, r in runs.items()}
     checks = {k: validation_seconds(r) for k, r in runs.items()}
     steps = {k: speed[k] * r["train"]["seconds"] / (r["train"]["seconds"] - sum(validation_times(r)))
@@ -137,7 +138,9 @@ def default_speed(results: Path) -> str:
             f"fine-tuning's {checks['full']:.1f} s ({checks['LoRA'] / checks['full']:.2f}x); their steps alone "
             f"(validations' time left out) at {steps['LoRA']:.1f} and {steps['full']:.1f} examples/s, "
             f"{steps['LoRA'] / benched['LoRA']:.0%} and {steps['full'] / benched['full']:.0%} of the bench's "
-            f"{benched['LoRA']:.1f} and {benched['full']:.1f} measured the same day")
+            f"{benched['LoRA']:.1f} and {benched['full']:.1f}, measured " + (
+                "the same day" if len(set(days.values())) == 1 else
+                f"on {days['bench']} (the LoRA run on {days['LoRA']}, full fine-tuning on {days['full']})"))
 
 
 def onnx_table(results: Path) -> str:

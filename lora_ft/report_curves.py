@@ -186,8 +186,9 @@ def _pooling(c: Curves) -> str | None:
     if not (shared := c.grid("lora-mean", "lora")):
         return None
     embedded = [f"{_versus(c.pair('lora-mean', m, n))} {_at([n])}" for n in shared for m in EMBEDDINGS if c.has(n, m)]
-    return (f"**The head on the mean of the tokens (lora-mean, pooling=mean) against the pooler's (lora)**: "
-            f"{_across({n: c.pair('lora-mean', 'lora', n) for n in shared})}" +
+    pooler = [n for n in shared if not c.points[("lora", n)][0]["config"].get("contrastive")]  # lora's Trainer runs
+    return (f"**The head on the mean of the tokens (lora-mean, pooling=mean) against the pooler's (lora, where it "
+            f"trains with the Trainer)**: {_across({n: c.pair('lora-mean', 'lora', n) for n in pooler})}" +
             (f"; against the sentence-embedding methods, which read the same mean: {'; '.join(embedded)}" if embedded
              else "") + ".")
 
@@ -313,7 +314,7 @@ def curves_recommendation(results_dir: Path, metric: str = "accuracy") -> str:
     if below:
         text += (f"{f'below {cross}' if cross else f'up to {below[-1]}'} labelled examples per class, " +
                  (f"{_and(leads)}, ahead of LoRA beyond the spread at every n there" if leads else
-                  "no method leads LoRA beyond the spread at every n"))
+                  "no method leads LoRA beyond the spread at every n there, so the default serves there too"))
         both = [n for n in below if c.has(n, *EMBEDDINGS)]
         if both:
             share = [c.seconds("linear-probe", n) / c.seconds("setfit", n) for n in both]
@@ -352,7 +353,8 @@ def curves_cost_line(results_dir: Path) -> str:
                     f"sentence, {min(per_step):.1f} to {max(per_step):.1f} s per step of "
                     f"{setfit[0]['config']['batch_size']} pairs)")
     for m in (m for m in ("lora", "lora-small") if c.grid(m)):
-        said.append(f"{m}'s optimizer steps: " + _and(f"{steps(c.points[(m, n)][0]):,} " + (
+        said.append(f"{m}'s optimizer steps: " + _and(f"{steps(made := c.points[(m, n)][0]):,} " + (
+            "of pairs " if made["config"].get("contrastive") else "") + (
             "with the whole split" if n is None else f"at {n}") for n in c.grid(m)))
     for (_, n), found in sorted(c.points.items(), key=lambda item: _order(item[0][1])):
         minutes[n] = minutes.get(n, 0) + sum(r["train"]["seconds"] for r in found if "reused_from" not in r) / 60

@@ -63,16 +63,25 @@ def emotion_takeaways(results_dir: Path, n: int) -> str:
     if c.has(n, "lora", "setfit"):
         made = c.points[("lora", n)][0]
         said.append(f"**The project's recipe (lora)** scores {c.shown('lora', n)} with {len(made['labels'])} classes: "
-                    f"{_versus(c.pair('lora', 'setfit', n))}; {made['config']['epochs']:g} epochs of "
-                    f"{made['curve']['train_examples']} examples at batch {made['config']['batch_size']} are "
-                    f"{steps(made)} optimizer steps" +
-                    (f", against lora-small's {steps(c.points[('lora-small', n)][0])}" if c.has(n, "lora-small")
-                     else "") + ".")
+                    f"{_versus(c.pair('lora', 'setfit', n))}; " + (trained_how(made) + (
+                        f", against lora-small's {steps(c.points[('lora-small', n)][0])} optimizer steps"
+                        if c.has(n, "lora-small") else "")) + ".")
     if c.has(n, "lora-mean", "lora"):
         said.append(f"**The head on the mean of the tokens (lora-mean, pooling=mean)** scores "
                     f"{c.shown('lora-mean', n)}: "
                     f"{'; '.join(_versus(c.pair('lora-mean', m, n)) for m in ('lora', 'setfit') if c.has(n, m))}.")
     return "\n".join(f"- {line}" for line in said)
+
+
+def trained_how(record: dict) -> str:
+    """How much training a LoRA record had, in words: the contrastive phase's pairs (Config.contrastive), else the
+    Trainer's epochs, batch and steps."""
+    train, config, examples = record["train"], record["config"], record["curve"]["train_examples"]
+    if config.get("contrastive"):
+        return (f"{steps(record)} steps of {config['batch_size']} pairs of texts ({train['pairs'] / examples:g} pairs "
+                f"per text, SetFit's recipe) on its adapters, then a logistic-regression head")
+    return (f"{config['epochs']:g} epochs of {examples} examples at batch {config['batch_size']} are "
+            f"{steps(record)} optimizer steps")
 
 
 def setfit_published(results: Path) -> str:  # the SetFit paper's emotion accuracy at 8 per class

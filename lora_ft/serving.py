@@ -219,7 +219,7 @@ def export(config: Config, adapter: Path | str | None = None, output: Path | str
     if trained.quantize_4bit:
         raise ConfigError(f"the adapter at {folder} sits on a 4-bit base, which cannot be merged into full weights: "
                           "train without quantize_4bit to export a merged model")
-    if trained.pooling != "cls":
+    if trained.pooling == "mean":
         raise ConfigError(f"the adapter at {folder} reads the mean of the token vectors (pooling={trained.pooling}), "
                           "which transformers' BERT head cannot express, so a merged plain transformers model would "
                           f"read the pooler instead and mislabel: serve it with `python -m lora_ft predict --adapter "

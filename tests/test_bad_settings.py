@@ -9,6 +9,7 @@ import pytest
 from lora_ft import cli
 
 SMALL = ["train_size=48", "eval_size=32"]
+TRAINER = "contrastive=false"  # what conftest.small_run trains with
 UNWRITABLE = "/sys/lora-ft-test"  # a folder even root cannot create
 
 
@@ -43,7 +44,7 @@ def test_bad_values_are_refused_before_anything_is_replaced_and_a_plain_rerun_su
         line = refused(capsys, "train", word, f"output_root={trained}")
         assert word.split("=")[0] in line, line
     assert state(trained) == before  # the good adapter, its record and the prepared data's settings are intact
-    assert cli.main(["train", f"output_root={trained}"]) == 0  # nothing bad was saved for the next run to inherit
+    assert cli.main(["train", TRAINER, f"output_root={trained}"]) == 0  # nothing bad saved for the next run to inherit
 
 
 def test_r_larger_than_the_models_width_is_refused_before_training(trained, capsys):

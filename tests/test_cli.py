@@ -16,6 +16,7 @@ from lora_ft.cli import STEPS, main, make_config, parse_overrides, read_config_f
 from lora_ft.measure import folder_mb
 
 SMALL = ["train_size=64", "eval_size=32", "epochs=1"]
+TRAINER = "contrastive=false"  # what conftest.small_run trains with: the Trainer's recipe, which checkpoints
 LABELS = ["negative", "neutral", "positive"]
 BASELINES = ("majority", "pretrained-baseline", "tfidf-logreg", "linear-probe", "full-finetune")
 
@@ -175,7 +176,7 @@ def test_evaluate_reloads_the_adapter_and_matches_the_trained_record(trained):
 def test_resume_continues_from_the_last_checkpoint(trained):
     root, _ = trained
     before = results.load_all(root / "results")["lora"]
-    status, out = run(["train", "--resume", f"output_root={root}"])
+    status, out = run(["train", "--resume", TRAINER, f"output_root={root}"])  # small_run's settings
     after = results.load_all(root / "results")["lora"]
     assert status == 0 and f"resuming from {root / 'model' / 'checkpoints' / 'checkpoint-'}" in out
     # the Trainer keeps only the best checkpoint of a finished run, so the steps after it are trained again: the same
@@ -193,7 +194,7 @@ def untimed(history: list[dict]) -> list[dict]:
 def test_a_moved_output_root_resumes_and_keeps_its_checkpoint(trained, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(trained[0], moved)  # the Trainer's state still names the checkpoint in the old root
-    status, out = run(["train", "--resume", f"output_root={moved}"])
+    status, out = run(["train", "--resume", TRAINER, f"output_root={moved}"])
     assert status == 0 and f"resuming from {moved / 'model' / 'checkpoints'}" in out
     assert [p.name for p in (moved / "model" / "checkpoints").iterdir()] == ["checkpoint-2"]  # not rotated away
 

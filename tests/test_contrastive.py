@@ -3,13 +3,14 @@ pairs of texts, as SetFit trains its body, and sets the head from a logistic reg
 what it saves is an ordinary mean-pooled adapter, which reloads and merges to the same logits."""
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from sklearn.linear_model import LogisticRegression
 
-from lora_ft import Config, ConfigError, contrastive, data
+from lora_ft import Config, ConfigError, card, cli, contrastive, data
 from lora_ft.adapters import load_adapter
 from lora_ft.config import CONTRASTIVE_BELOW, CONTRASTIVE_MAX_STEPS, SMALL_BATCH_SIZE
 from lora_ft.modeling import load_tokenizer
@@ -87,3 +88,27 @@ def test_a_resume_and_a_missing_setfit_are_refused_with_the_fix(trained, tmp_pat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "setfit" else found(name, *a))
     with pytest.raises(ConfigError, match=r"pip install 'setfit>=1.1', or set contrastive=false"):
         train_and_score(config, splits, quiet=True)
+
+
+def test_the_model_card_says_how_it_trained(trained):
+    config, _, splits, _, record = trained
+    settings = config.budget(len(splits["train"]), len(LABELS))
+    text = str(card.for_adapter(settings, LABELS, config.paths.adapter, record))
+    assert "the adapters trained on pairs of texts" in text and "pairs in 4 steps" in text
+    assert "reads the mean of the last layer's token vectors" in text  # and how to load it
+
+
+def test_train_on_few_labels_from_the_command_line_serves_and_drops_a_stale_merged_model(tmp_path, capsys):
+    root = tmp_path / "run"
+    settings = ["smoke=true", "train_size=48", "eval_size=32", f"output_root={root}"]
+    assert cli.main(["prepare", *settings]) == 0
+    stale = root / "model" / "lora-merged"  # an earlier run's export, which the new adapter would contradict
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text("{}")
+    assert cli.main(["train", *settings]) == 0
+    said = capsys.readouterr().out
+    assert "few labels" in said and "no merged model" in said and f"removed {stale}" in said and not stale.exists()
+    saved = json.loads((root / "model" / "lora-adapter" / "lora_ft_config.json").read_text())
+    assert (saved["contrastive"], saved["pooling"]) == (True, "mean")
+    assert cli.main(["predict", *settings, "worst flight ever"]) == 0
+    assert capsys.readouterr().out.split("\t")[0] in ("negative", "neutral", "positive")

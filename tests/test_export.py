@@ -37,7 +37,7 @@ CLASSES = {  # class -> words its texts are made of
 PROBE = ["I hate this awful delay", "the gate is in terminal B", "thanks, great crew!", "why is it late?",
          " ".join(["a very long text"] * 20) + " love it"]  # longer than max_length: both sides must cut it alike
 SETTINGS = ["smoke=false", "epochs=2", "batch_size=8", "learning_rate=0.01", "warmup=0", "early_stopping_patience=0",
-            "max_length=32"]
+            "max_length=32", "contrastive=false"]  # the Trainer's recipe, whose BERT head exports
 
 
 def hub_cache(folder: Path) -> Path:

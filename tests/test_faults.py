@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 from lora_ft import cli
 
 # 96 training examples in batches of 8: 12 optimizer steps per epoch, two epochs (small mode would cut them to one),
-# validated and checkpointed every 6 steps
+# validated and checkpointed every 6 steps (the Trainer's recipe: 32 per class would train on pairs, no checkpoints)
 TINY = ["smoke=false", "train_size=96", "eval_size=32", "epochs=2", "batch_size=8", "early_stopping_patience=0",
-        "max_length=32", "evaluations_per_epoch=2", "min_steps=1"]
+        "max_length=32", "evaluations_per_epoch=2", "min_steps=1", "contrastive=false"]
 STEPS_PER_EPOCH = 12
 CHECKPOINT_EVERY = 6
 

@@ -81,7 +81,7 @@ def save_tiny_model(family: str, folder) -> str:
 
 def tiny_config(folder: str, root, **changes) -> Config:
     return Config(model=folder, output_root=str(root), smoke=True, learning_rate=1e-2, batch_size=4, warmup=0.0,
-                  early_stopping_patience=0, max_length=32, **changes)
+                  early_stopping_patience=0, max_length=32, **{"contrastive": False, **changes})  # the Trainer's
 
 
 def tokenized_splits(tokenizer) -> DatasetDict:

@@ -11,7 +11,7 @@ from lora_ft.config import ROOT
 from lora_ft.errors import ConfigError
 
 TINY = dict(smoke=False, train_size=48, eval_size=30, epochs=1.0, batch_size=8, max_length=32,
-            early_stopping_patience=0)
+            early_stopping_patience=0, contrastive=False)  # the Trainer's recipe, whose history shows each seed
 
 
 @pytest.fixture(scope="module")
