@@ -129,7 +129,7 @@ def _training(settings: Config, record: dict | None, lora: dict | None) -> str:
         params, train, meta = record["params"], record.get("train", {}), record["meta"]
         lines.append(f"- trainable weights: {params['trainable']:,} of {params['total']:,} "
                      f"({100 * params['trainable'] / params['total']:.2f}%)")
-        if train and "pairs" in train:
+        if train and settings.contrastive:
             lines.append(f"- training: {train['seconds']:,.0f} s, {train['pairs']:,} pairs in {train['steps']:,} "
                          f"steps ({train['examples_per_second']:,.1f} pairs/s) on {meta['device']}")
         elif train:

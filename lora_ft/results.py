@@ -80,8 +80,6 @@ def load_all(results_dir: Path) -> dict[str, dict]:
     return {record["run"]: record for record in map(read, sorted(Path(results_dir).glob("*.json")))}
 
 
-
-
 def settings(record: dict) -> dict:
     """What made a record (config_settings of today's Config, settings newer than the record as BEFORE_SETTINGS or
     their defaults), plus its "recipe" (settings outside Config, e.g. SetFit's) where it has one."""

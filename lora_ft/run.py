@@ -24,7 +24,6 @@ from .errors import ConfigError
 from .io import replace_dir_atomic, write_json_atomic
 from .measure import folder_mb, measure
 from .modeling import (
-    MeanPooler,
     add_lora,
     add_lora_from_scratch,
     count_params,
@@ -58,7 +57,7 @@ def train_and_score(config: Config, splits, run: str = "lora", *, kind: str = "l
     trainable-weight count; the record keeps config with Config.budget applied. resources: peak memory from loading
     to saving, and the size of what was saved."""
     labels, test = data.labels_of(splits), splits["test"]
-    config = config.budget(len(splits["train"]), len(labels))  # the batch size and epochs the record keeps
+    config = config.budget(len(splits["train"]), len(labels))  # what the record keeps (BUDGETED settings resolved)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     with tempfile.TemporaryDirectory() as scratch, measure() as resources:
         model = model_for_training(config, labels)
@@ -112,21 +111,21 @@ def _save_full(model, tokenizer, config: Config, folder: Path) -> None:
 
 
 def init_head_from_probe(model, tokenizer, train, seed: int, C: float = 1.0) -> None:
-    """Copy into the classifier a logistic regression fitted on the features it reads of the training examples (the
-    pooler output, or the mean-pooled tokens with pooling="mean"): LP-FT's first step (Kumar et al. 2022) before
-    training, a contrastive run's head after it. C is fixed: with few labels there is no validation data to spare."""
-    head = getattr(model.get_base_model() if isinstance(model, PeftModel) else model, "classifier", None)
+    """Copy into the classifier a logistic regression fitted on the pooler output of the training examples, what the
+    classifier reads (BERT's pooler, or the mean of the tokens with pooling="mean"): LP-FT's first step (Kumar et al.
+    2022) before training, a contrastive run's head after it. C is fixed: with few labels there is no validation
+    data to spare."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    head, encoder = getattr(base, "classifier", None), base.base_model
     if isinstance(head, ModulesToSaveWrapper):  # under peft: the head's trained copy
         head = head.modules_to_save[model.active_adapter]
-    encoder = model.get_base_model().base_model if isinstance(model, PeftModel) else model.base_model
-    mean = isinstance(getattr(encoder, "pooler", None), MeanPooler)
     if not isinstance(head, torch.nn.Linear) or getattr(encoder, "pooler", None) is None:
         raise ConfigError(f"a head started from a linear probe needs a BERT-style head (one linear layer on the "
                           f"pooler or the mean of the tokens); {model.config.model_type} has another: use lora-small, "
                           "or contrastive=false")
     was_training = model.training
     model.eval()
-    features = training.embed(encoder, tokenizer, train, pooling="mean" if mean else "pooler")
+    features = training.embed(encoder, tokenizer, train, pooling="pooler")
     probe = LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(features, np.asarray(train["label"]))
     set_head(head, probe)
     model.train(was_training)

@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
+from conftest import TRAINER  # what conftest.small_run trains with
 from lora_ft import cli
 
 SMALL = ["train_size=48", "eval_size=32"]
-TRAINER = "contrastive=false"  # what conftest.small_run trains with
 UNWRITABLE = "/sys/lora-ft-test"  # a folder even root cannot create
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TRAINER  # what conftest.small_run trains with
 from lora_ft import Config, cli, results
 from lora_ft.cli import STEPS, main, make_config, parse_overrides, read_config_file
 from lora_ft.measure import folder_mb
 
 SMALL = ["train_size=64", "eval_size=32", "epochs=1"]
-TRAINER = "contrastive=false"  # what conftest.small_run trains with: the Trainer's recipe, which checkpoints
 LABELS = ["negative", "neutral", "positive"]
 BASELINES = ("majority", "pretrained-baseline", "tfidf-logreg", "linear-probe", "full-finetune")
 
