@@ -121,10 +121,12 @@ def validation_seconds(record: dict) -> float:
 
 def default_speed(results: Path) -> str:
     """The committed full run's speeds (notebooks 02 and 03): LoRA against full fine-tuning, validations included,
-    then their steps alone against the bench (throughput.py's figures that real_run_speed.py measured that day)."""
+    then their steps alone against the bench (throughput.py's share-of-peak run of the same two recipes), with the
+    days each was measured on."""
     runs, measured = {"LoRA": read(results / "lora.json"), "full": read(results / "full-finetune.json")}, \
-        read_json(results, "speed/real-run.json")
-    bench, days = measured["bench"], {k: r["meta"]["created"][:10] for k, r in {**runs, "bench": measured}.items()}
+        read_json(results, "speed/throughput.json")
+    bench = {name: row["examples_per_second"] for name, row in measured["recipes"].items()}
+    days = {k: r["meta"]["created"][:10] for k, r in {**runs, "bench": measured}.items()}
     speed = {k: r["train"]["examples_per_second"] for k, r in runs.items()}
     checks = {k: validation_seconds(r) for k, r in runs.items()}
     steps = {k: speed[k] * r["train"]["seconds"] / (r["train"]["seconds"] - sum(validation_times(r)))

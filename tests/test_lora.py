@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from peft.helpers import disable_input_dtype_casting
 from safetensors.torch import load_file
-from transformers import Trainer
+from transformers import DataCollatorWithPadding, Trainer
 
 from lora_ft import Config, ConfigError, data
 from lora_ft.adapters import changed_base_weights, frozen_snapshot, load_adapter, save_adapter
@@ -126,6 +127,38 @@ def test_training_runs_in_the_precision_asked_even_after_scoring(setup, scored_f
     handle.remove()
     assert set(seen) == {torch.float32}
 
+
+
+def test_training_under_autocast_skips_peft_input_casts_with_the_same_gradients(setup, tmp_path):
+    """Under bf16 autocast peft's cast of an adapted layer's bf16 input to the adapters' fp32 is undone by autocast at
+    once: the same loss and gradients to the bit without it, and the Trainer trains without it (and restores it)."""
+    config, tokenizer, splits = setup["config"], setup["tokenizer"], setup["splits"]
+    model = add_lora(load_model(config.model, LABELS, config.seed), config)
+    batch = DataCollatorWithPadding(tokenizer)(splits["train"].remove_columns("text").to_list())
+    dtypes, grads, losses = set(), {}, {}
+    adapter = next(m for n, m in model.named_modules() if n.endswith("output.dense.lora_A.default"))
+    hook = adapter.register_forward_pre_hook(lambda module, inputs: dtypes.add(inputs[0].dtype))
+    for cast in (True, False):
+        model.zero_grad()
+        with disable_input_dtype_casting(model, active=not cast), torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        loss.backward()
+        losses[cast] = loss.item()
+        grads[cast] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    hook.remove()
+    assert dtypes == {torch.float32, torch.bfloat16}  # the input reached the adapter cast, then as it was
+    assert losses[True] == losses[False] and len(grads[True]) > 70
+    assert all(torch.equal(grads[True][n], grads[False][n]) for n in grads[True])
+
+    enabled = []
+    hook = adapter.register_forward_pre_hook(lambda module, inputs: enabled.append(
+        model.get_submodule(adapter_layer).cast_input_dtype_enabled))
+    adapter_layer = next(n for n, m in model.named_modules() if m is adapter).rsplit(".lora_A", 1)[0]
+    train(build_trainer(config.replace(precision="bf16"), model, tokenizer, splits, tmp_path, max_steps=1,
+                        eval_strategy="no", save_strategy="no"))
+    hook.remove()
+    release(model)
+    assert enabled and not any(enabled) and model.get_submodule(adapter_layer).cast_input_dtype_enabled
 
 
 def test_validation_with_weights_cast_once_scores_the_same(setup, tmp_path):
