@@ -16,8 +16,8 @@ import torch
 import transformers
 from accelerate import PartialState
 from accelerate.utils import extract_model_from_parallel, parse_flag_from_env
-from peft.helpers import disable_input_dtype_casting
 from peft.optimizers import create_loraplus_optimizer
+from peft.tuners.lora import LoraLayer
 from transformers import (
     DataCollatorWithPadding,
     EarlyStoppingCallback,
@@ -191,10 +191,7 @@ class ResumableTrainer(Trainer):
     """A Trainer whose run resumed mid-epoch trains on the batches, and to the weights, of the uninterrupted run, and
     whose validations cast the weights once (weights_as).
 
-    Under autocast, peft's adapted layers do not cast their input to the adapters' fp32 (peft's
-    disable_input_dtype_casting): autocast casts it straight back to half precision for the adapters' products, so
-    the round trip, a copy of every bf16 input in the forward pass and of its gradient in the backward, changes no
-    number (tests/test_lora.py) and only costs time (docs/speed.md)."""
+    Under autocast, LoRA layers leave their input's dtype to autocast (input_casts_off)."""
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
@@ -203,13 +200,31 @@ class ResumableTrainer(Trainer):
         return sampler
 
     def train(self, *args, **kwargs):
-        with disable_input_dtype_casting(self.model, active=self.args.bf16 or self.args.fp16):
+        with input_casts_off(self.model, active=self.args.bf16 or self.args.fp16):
             return super().train(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
         half = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
-        with weights_as(self.model, half), disable_input_dtype_casting(self.model, active=half is not None):
+        with weights_as(self.model, half), input_casts_off(self.model, active=half is not None):
             return super().evaluate(*args, **kwargs)
+
+
+@contextmanager
+def input_casts_off(model, active: bool = True):
+    """Inside, when active (under autocast): plain LoRA layers do not cast their input to the adapters' fp32, which
+    autocast casts straight back to half precision for the adapters' products. The round trip, a copy of each bf16
+    input in the forward pass and of its gradient in the backward, changes no number (tests/test_lora.py) and only
+    costs time (docs/speed.md). peft's own switch, peft.helpers.disable_input_dtype_casting, fails on methods whose
+    layers lack it (IA3, VeRA); DoRA and the other LoRA variants keep their casts."""
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and not m.lora_variant] if active else []
+    before = [m.cast_input_dtype_enabled for m in layers]
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    try:
+        yield
+    finally:
+        for layer, enabled in zip(layers, before):
+            layer.cast_input_dtype_enabled = enabled
 
 
 @contextmanager

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
-from peft.helpers import disable_input_dtype_casting
 from safetensors.torch import load_file
 from transformers import DataCollatorWithPadding, Trainer
 
 from lora_ft import Config, ConfigError, data
 from lora_ft.adapters import changed_base_weights, frozen_snapshot, load_adapter, save_adapter
 from lora_ft.modeling import add_lora, count_params, load_model, load_tokenizer, lora_targets
-from lora_ft.training import build_trainer, predict_logits, release, train
+from lora_ft.training import build_trainer, input_casts_off, predict_logits, release, train
 
 LABELS = ["negative", "neutral", "positive"]
 TEXTS = [
@@ -140,7 +139,7 @@ def test_training_under_autocast_skips_peft_input_casts_with_the_same_gradients(
     hook = adapter.register_forward_pre_hook(lambda module, inputs: dtypes.add(inputs[0].dtype))
     for cast in (True, False):
         model.zero_grad()
-        with disable_input_dtype_casting(model, active=not cast), torch.autocast("cpu", dtype=torch.bfloat16):
+        with input_casts_off(model, active=not cast), torch.autocast("cpu", dtype=torch.bfloat16):
             loss = model(**batch).loss
         loss.backward()
         losses[cast] = loss.item()
