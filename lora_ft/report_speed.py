@@ -93,5 +93,19 @@ def compile_line(results: Path) -> str:
             f"{eager['warmup_seconds']:.1f} s; {made['steps']} timed steps, {made['meta']['device']}): {paid}")
 
 
+def headline_steps(results: Path) -> str:
+    """The optimizer steps of the headline LoRA run (results/lora.json): its last logged step."""
+    steps = max(entry["step"] for entry in read(Path(results) / "lora.json")["train"]["history"])
+    return f"{steps:,}"
+
+
+def real_run_validation_share(results: Path) -> str:
+    """The share of benchmarks/real_run_speed.py's LoRA runs (results/speed/real-run.json) spent validating."""
+    shares = sorted(r["in_validations"] / r["seconds"] for r in read_json(results, "speed/real-run.json")["runs"]
+                    if r["kind"] == "lora")
+    return f"{shares[0]:.0%} to {shares[-1]:.0%} of the time" if len(shares) > 1 else f"{shares[0]:.0%} of the time"
+
+
 BLOCKS = {"padding-table": padding_table, "padding-line": padding_line, "padding-factors": padding_factors,
-          "compile-line": compile_line}
+          "compile-line": compile_line, "headline-steps": headline_steps,
+          "real-run-validation-share": real_run_validation_share}
