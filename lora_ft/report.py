@@ -125,13 +125,13 @@ def default_speed(results: Path) -> str:
     days each was measured on."""
     runs, measured = {"LoRA": read(results / "lora.json"), "full": read(results / "full-finetune.json")}, \
         read_json(results, "speed/throughput.json")
-    bench = {name: row["examples_per_second"] for name, row in measured["recipes"].items()}
     days = {k: r["meta"]["created"][:10] for k, r in {**runs, "bench": measured}.items()}
     speed = {k: r["train"]["examples_per_second"] for k, r in runs.items()}
     checks = {k: validation_seconds(r) for k, r in runs.items()}
     steps = {k: speed[k] * r["train"]["seconds"] / (r["train"]["seconds"] - sum(validation_times(r)))
              for k, r in runs.items()}
-    benched = {"LoRA": bench["project"], "full": bench["full-finetune"]}
+    benched = {k: measured["recipes"][name]["examples_per_second"] for k, name in (("LoRA", "project"),
+                                                                                  ("full", "full-finetune"))}
     return (f"LoRA trained at {speed['LoRA']:.1f} examples/s against full fine-tuning's {speed['full']:.1f} "
             f"({speed['LoRA'] / speed['full']:.2f}x; {runs['LoRA']['train']['seconds']:.0f} s against "
             f"{runs['full']['train']['seconds']:.0f} s for the same 2 epochs, validations included); a LoRA "

@@ -199,12 +199,16 @@ class ResumableTrainer(Trainer):
             return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, self.args.seed)
         return sampler
 
+    def _half(self) -> torch.dtype | None:
+        """The dtype autocast computes in, None without autocast."""
+        return torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+
     def train(self, *args, **kwargs):
-        with input_casts_off(self.model, active=self.args.bf16 or self.args.fp16):
+        with input_casts_off(self.model, active=self._half() is not None):
             return super().train(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
-        half = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+        half = self._half()
         with weights_as(self.model, half), input_casts_off(self.model, active=half is not None):
             return super().evaluate(*args, **kwargs)
 

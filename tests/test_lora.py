@@ -135,7 +135,8 @@ def test_training_under_autocast_skips_peft_input_casts_with_the_same_gradients(
     model = add_lora(load_model(config.model, LABELS, config.seed), config)
     batch = DataCollatorWithPadding(tokenizer)(splits["train"].remove_columns("text").to_list())
     dtypes, grads, losses = set(), {}, {}
-    adapter = next(m for n, m in model.named_modules() if n.endswith("output.dense.lora_A.default"))
+    name, adapter = next((n, m) for n, m in model.named_modules() if n.endswith("output.dense.lora_A.default"))
+    layer = model.get_submodule(name.rsplit(".lora_A", 1)[0])  # the adapted layer that holds the switch
     hook = adapter.register_forward_pre_hook(lambda module, inputs: dtypes.add(inputs[0].dtype))
     for cast in (True, False):
         model.zero_grad()
@@ -150,14 +151,12 @@ def test_training_under_autocast_skips_peft_input_casts_with_the_same_gradients(
     assert all(torch.equal(grads[True][n], grads[False][n]) for n in grads[True])
 
     enabled = []
-    hook = adapter.register_forward_pre_hook(lambda module, inputs: enabled.append(
-        model.get_submodule(adapter_layer).cast_input_dtype_enabled))
-    adapter_layer = next(n for n, m in model.named_modules() if m is adapter).rsplit(".lora_A", 1)[0]
+    hook = adapter.register_forward_pre_hook(lambda module, inputs: enabled.append(layer.cast_input_dtype_enabled))
     train(build_trainer(config.replace(precision="bf16"), model, tokenizer, splits, tmp_path, max_steps=1,
                         eval_strategy="no", save_strategy="no"))
     hook.remove()
     release(model)
-    assert enabled and not any(enabled) and model.get_submodule(adapter_layer).cast_input_dtype_enabled
+    assert enabled and not any(enabled) and layer.cast_input_dtype_enabled
 
 
 def test_validation_with_weights_cast_once_scores_the_same(setup, tmp_path):
