@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import report_curves, report_emotion, report_public, report_recipes, report_speed, stats
+from . import report_curves, report_emotion, report_public, report_recipes, report_search, report_speed, stats
 from .config import ROOT
 from .io import atomic_file
 from .results import read, read_json, records
@@ -345,7 +345,8 @@ BLOCKS = {"serving-table": serving_table, "task-table": task_table, "serving-lin
           "curves-line": report_curves.curves_line, "curves-hours": report_curves.curves_hours,
           "adapter-size": adapter_size, "padded-positions": padded_positions, "gpu-table": gpu_table,
           "setfit-published": report_emotion.setfit_published,
-          **report_curves.BLOCKS, **report_emotion.BLOCKS, **report_public.BLOCKS, **report_speed.BLOCKS}
+          **report_curves.BLOCKS, **report_emotion.BLOCKS, **report_public.BLOCKS, **report_search.BLOCKS,
+          **report_speed.BLOCKS}
 
 MARKED = re.compile(r"(<!-- report:([\w-]+) -->)(.*?)(<!-- /report:\2 -->)", re.S)
 
