@@ -1,10 +1,10 @@
 """Can a LoRA recipe lead SetFit beyond the spread on the tweets at 128 examples per class? A search, honest about
-selection: each candidate changes one setting of lora-mean (the learning curves' LoRA recipe with the head on the
-mean of the tokens, the best LoRA mean there) and is scored on the VALIDATION split, on the learning curves' three
+selection: each candidate changes one thing in lora-mean (the learning curves' LoRA recipe with the head on the
+mean of the tokens, the best LoRA test mean there) and is scored on the VALIDATION split, on the learning curves' three
 draws; the candidate that leads lora-mean beyond the spread there (the largest such lead), else lora-mean itself, is
 then scored once on the TEST split, on the same draws, and compared with the committed SetFit, lora-mean and lora
-draws of notebook 07 (results/curves/). Choosing on validation keeps the test score free of the selection: the best of
-ten noisy test means would be biased upward.
+draws of notebook 07 (results/curves/). Choosing on validation keeps the choice among the candidates out of the test
+score: the best of ten noisy test means would be biased upward.
 
     python benchmarks/search_128.py        # about 30 CPU minutes; finished runs are skipped
 

@@ -12,7 +12,8 @@ from .report_curves import _days, _versus
 PER_CLASS = 128
 FOLDER = "search-128"  # under results/: validation/ (the choice) and test/ (the chosen candidate)
 BASELINE = "lora-mean"  # the learning curves' LoRA recipe with the best mean at 128 per class
-# each candidate: one change from lora-mean's settings (a longer budget, another rate, rank or regularizer)
+# each candidate: one change from lora-mean's settings (a longer budget, another rate, rank at alpha/r = 2, or
+# regularizer; lr5e-4-steps200 pairs a lower rate with a longer budget)
 CANDIDATES = {
     BASELINE: {},
     "steps200": {"min_steps": 200},
@@ -68,7 +69,10 @@ def search_table(results_dir: Path) -> str:
     if not test:
         return "\n".join(rows + ["", f"Chosen: {pick}; its test draws have not run."])
     curves = Path(results_dir) / "curves"
-    versus = [stats.paired(test, _scores(curves, f"curve-{m}-n{PER_CLASS}"), pick, m) for m in COMPARED]
+    drawn = {m: _scores(curves, f"curve-{m}-n{PER_CLASS}") for m in COMPARED}
+    if not all(drawn.values()):
+        return "\n".join(rows + ["", f"Chosen: {pick}; notebook 07's draws at {PER_CLASS} per class are missing."])
+    versus = [stats.paired(test, drawn[m], pick, m) for m in COMPARED]
     setfit = versus[0]
     draws = ", ".join(f"{d:+.2f} on draw {k}" for k, d in zip(setfit.keys, setfit.differences))
     found = ("leads SetFit beyond the spread" if setfit.beyond and setfit.difference > 0
