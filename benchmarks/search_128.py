@@ -15,20 +15,18 @@ naming); docs/data-efficiency.md renders them (lora_ft.report_search).
 from __future__ import annotations
 
 import sys
-import tempfile
 
 from datasets import DatasetDict
 
 from lora_ft import curves, data, experiments
 from lora_ft.config import ROOT
-from lora_ft.report_search import CANDIDATES, FOLDER, PER_CLASS, chosen
-from lora_ft.run import NO_VALIDATION, train_and_score
+from lora_ft.report_search import BASELINE, CANDIDATES, FOLDER, PER_CLASS, chosen
 
 RESULTS = ROOT / "results" / FOLDER
 
 
 def grid(config, classes: int, train_examples: int) -> list[experiments.Experiment]:
-    base = curves.changes(config, "lora-mean", PER_CLASS, classes, train_examples)  # the curve point's settings
+    base = curves.changes(config, BASELINE, PER_CLASS, classes, train_examples)  # the curve point's settings
     return [experiments.Experiment(name, {**base, **changes}, seed, examples=PER_CLASS * classes, classes=classes)
             for name, changes in CANDIDATES.items() for seed in curves.draw_seeds(PER_CLASS)]
 
@@ -40,15 +38,11 @@ def main() -> int:
         return 0
     points = grid(config, len(data.labels_of(splits)), len(splits["train"]))
 
-    def trainer(split: str):
+    def trainer(split: str):  # a learning-curve point's training (experiments.train_point), scored on split
         def train(point: experiments.Experiment, settings) -> dict:
             drawn = DatasetDict({"train": data.sample_per_class(splits["train"], PER_CLASS, point.seed),
                                  "validation": splits["validation"], "test": splits[split]})
-            with tempfile.TemporaryDirectory() as tmp:
-                made = train_and_score(settings.replace(output_root=tmp), drawn, point.name, schedule=NO_VALIDATION,
-                                       quiet=True)[0]
-            made["config"]["output_root"] = config.output_root
-            return {**made, "split": split}
+            return {**experiments.train_point(BASELINE, drawn, settings), "run": point.name, "split": split}
         return train
 
     experiments.run(points, config, RESULTS / "validation", trainer("validation"))

@@ -296,7 +296,7 @@ def learning_curves(config: Config, methods=curves.METHODS, per_class=curves.PER
             made = {**made, "reused_from": str(headline.relative_to(config.paths.results.parent))}
         else:
             drawn = DatasetDict({**splits, "train": sample(splits["train"], point.per_class, point.seed)})
-            made = _train_point(point.method, drawn, settings)
+            made = train_point(point.method, drawn, settings)
         made.update(run=point.name, curve={"method": point.method, "per_class": point.per_class, "seed": point.seed,
                                            "train_examples": settings.train_size or len(splits["train"])})
         return made
@@ -304,7 +304,7 @@ def learning_curves(config: Config, methods=curves.METHODS, per_class=curves.PER
     return run(points, config, folder, train, log)
 
 
-def _train_point(method: str, drawn, config: Config) -> dict:
+def train_point(method: str, drawn, config: Config) -> dict:
     """method trained on drawn["train"] and tested; only the record is kept. Without early stopping validations
     choose nothing, so the Trainer's methods skip them, as the recipes' grid does; but on the whole split ("all") a
     method trains as the headline runs reused there did (with validations, which change the weights:

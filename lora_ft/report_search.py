@@ -29,27 +29,37 @@ CANDIDATES = {
 COMPARED = ("setfit", BASELINE, "lora")  # notebook 07's draws at PER_CLASS the chosen candidate is paired with
 
 
+def _records(folder: Path, name: str) -> list[dict]:
+    return results.records(folder, name) if results.path_of(folder, name).exists() else []
+
+
 def _scores(folder: Path, name: str) -> dict:
-    return stats.by_seed(results.records(folder, name)) if results.path_of(folder, name).exists() else {}
+    return stats.by_seed(_records(folder, name))
+
+
+def _pick(ran: dict) -> str:
+    """Of the candidates' validation scores by draw, the one that leads lora-mean beyond the spread by the most."""
+    base = ran.get(BASELINE)
+    leads = [(p.difference, name) for name, scores in ran.items() if name != BASELINE and scores and base
+             and (p := stats.paired(scores, base)).beyond and p.difference > 0]
+    return max(leads)[1] if leads else BASELINE
 
 
 def chosen(results_dir: Path) -> str:
     """The candidate that leads lora-mean beyond the spread on the validation split by the most, else lora-mean."""
     folder = Path(results_dir) / FOLDER / "validation"
-    base = _scores(folder, BASELINE)
-    leads = [(p.difference, name) for name in CANDIDATES if name != BASELINE and (scores := _scores(folder, name))
-             and base and (p := stats.paired(scores, base)).beyond and p.difference > 0]
-    return max(leads)[1] if leads else BASELINE
+    return _pick({name: _scores(folder, name) for name in CANDIDATES})
 
 
 def search_table(results_dir: Path) -> str:
     """The candidates on validation against lora-mean, then the chosen one on test against notebook 07's draws."""
     root = Path(results_dir) / FOLDER
-    base = _scores(root / "validation", BASELINE)
-    ran = {name: _scores(root / "validation", name) for name in CANDIDATES}
-    if not base or not all(ran.values()):
+    made = {name: _records(root / "validation", name) for name in CANDIDATES}
+    if not all(made.values()):
         return "(the search has not run: `python benchmarks/search_128.py`)"
-    found = [r for name in CANDIDATES for r in results.records(root / "validation", name)]
+    ran = {name: stats.by_seed(found) for name, found in made.items()}
+    base = ran[BASELINE]
+    found = [r for records in made.values() for r in records]
     rows = [f"{len(base)} draws of {PER_CLASS} per class (the learning curves' draws), made {_days(found)}: "
             f"validation accuracy on {found[0]['n_examples']:,} examples, mean ± std over the draws, and each "
             f"candidate against {BASELINE} paired over them:", "",
@@ -60,7 +70,7 @@ def search_table(results_dir: Path) -> str:
         cell = "-" if name == BASELINE else f"{(p := stats.paired(ran[name], base)).amount}, {p.verdict}"
         wins = "-" if name == BASELINE else f"{p.wins} of {p.n}"
         rows.append(f"| {name} | {change} | {stats.mean_std(stats.spread(ran[name].values()))} | {cell} | {wins} |")
-    pick = chosen(results_dir)
+    pick = _pick(ran)
     test = _scores(root / "test", pick) if pick != BASELINE else {}
     if pick == BASELINE:
         rows += ["", f"No candidate leads {BASELINE} beyond the spread on validation, so {BASELINE}'s test draws in "
