@@ -12,9 +12,9 @@ from .report_curves import _days, _versus
 PER_CLASS = 128
 FOLDER = "search-128"  # under results/: validation/ (the choice) and test/ (the chosen candidate)
 BASELINE = "lora-mean"  # the learning curves' LoRA recipe with the best mean at 128 per class
-# each candidate: one change from lora-mean's settings (a longer budget, another rate, rank at alpha/r = 2, or
-# regularizer; lr5e-4-steps200 pairs a lower rate with a longer budget)
-CANDIDATES = {
+# round one: each candidate one change from lora-mean's settings (a longer budget, another rate, rank at alpha/r = 2,
+# or regularizer; lr5e-4-steps200 pairs a lower rate with a longer budget)
+FIRST = {
     BASELINE: {},
     "steps200": {"min_steps": 200},
     "steps300": {"min_steps": 300},
@@ -26,6 +26,12 @@ CANDIDATES = {
     "lora-dropout0.1": {"dropout": 0.1},
     "weight-decay0.1": {"weight_decay": 0.1},
 }
+# round two, run after round one's choice fell level with SetFit on test: the changes of the four round-one
+# candidates with the best validation means (r32, r16, steps300, lr2e-3), two at a time (not r16 with r32: both ranks)
+PAIRS = (("r16", "steps300"), ("r32", "steps300"), ("r16", "lr2e-3"), ("r32", "lr2e-3"), ("steps300", "lr2e-3"))
+SECOND = {f"{a}-{b}": {**FIRST[a], **FIRST[b]} for a, b in PAIRS}
+ROUNDS = (FIRST, SECOND)
+CANDIDATES = {**FIRST, **SECOND}
 COMPARED = ("setfit", BASELINE, "lora")  # notebook 07's draws at PER_CLASS the chosen candidate is paired with
 
 
@@ -45,54 +51,95 @@ def _pick(ran: dict) -> str:
     return max(leads)[1] if leads else BASELINE
 
 
-def chosen(results_dir: Path) -> str:
-    """The candidate that leads lora-mean beyond the spread on the validation split by the most, else lora-mean."""
+def _picks(ran: dict) -> list[str]:
+    """Each round's choice, among the candidates of that round and the rounds before it."""
+    seen, picks = {}, []
+    for candidates in ROUNDS:
+        seen |= {name: ran.get(name, {}) for name in candidates}
+        picks.append(_pick(seen))
+    return picks
+
+
+def chosen(results_dir: Path) -> list[str]:
+    """Each round's candidate that leads lora-mean beyond the spread on the validation split by the most (among it
+    and the rounds before), else lora-mean: the candidates the test split scores."""
     folder = Path(results_dir) / FOLDER / "validation"
-    return _pick({name: _scores(folder, name) for name in CANDIDATES})
+    return _picks({name: _scores(folder, name) for name in CANDIDATES})
+
+
+def _tested(pick: str, rounds: list[int], test: dict, drawn: dict, ran: dict) -> list[str]:
+    versus = [stats.paired(test, drawn[m], pick, m) for m in COMPARED]
+    setfit = versus[0]
+    draws = ", ".join(f"{d:+.2f} on draw {k}" for k, d in zip(setfit.keys, setfit.differences))
+    found = ("leads SetFit beyond the spread" if setfit.beyond and setfit.difference > 0
+             else "does not lead SetFit beyond the spread")
+    which = f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {' and '.join(map(str, rounds))}"
+    return [f"Chosen on validation in {which}: **{pick}** (the largest lead beyond the spread). On the test "
+            f"split, the same draws: {stats.mean_std(stats.spread(test.values()))}; "
+            + "; ".join(_versus(p) for p in versus) + ".",
+            "", f"**What it shows.** The choice of {which} {found} at {PER_CLASS} per class on the tweets: against "
+            f"SetFit, draw by draw, {draws} points. Its lead over {BASELINE}, "
+            f"{stats.paired(ran[pick], ran[BASELINE]).amount} points on validation, is {versus[1].amount} on test "
+            f"({versus[1].verdict})."]
+
+
+def _pairs_add_up(ran: dict) -> str:
+    """Round two's takeaway: whether two changes together beat each alone and lora-mean, on validation means."""
+    mean = {name: stats.spread(scores.values())["mean"] for name, scores in ran.items()}
+    below = [f"{a}-{b}" for a, b in PAIRS if mean[f"{a}-{b}"] < min(mean[a], mean[b])]
+    behind = [name for name in SECOND if mean[name] < mean[BASELINE]]
+    said = (f"**What round 2 shows.** {len(below)} of {len(PAIRS)} pairs score below both of their changes alone, "
+            f"and {len(behind)} of {len(PAIRS)} below {BASELINE} itself (validation means)")
+    if len(below) == len(PAIRS):
+        return said + (": changes that each helped alone do not add up at this size (likely because each makes "
+                       "the adapter's update larger or longer, and two at once are too much for 384 examples).")
+    return said + "."
 
 
 def search_table(results_dir: Path) -> str:
-    """The candidates on validation against lora-mean, then the chosen one on test against notebook 07's draws."""
+    """The candidates on validation against lora-mean, round by round, then each round's choice on test against
+    notebook 07's draws."""
     root = Path(results_dir) / FOLDER
     made = {name: _records(root / "validation", name) for name in CANDIDATES}
     if not all(made.values()):
-        return "(the search has not run: `python benchmarks/search_128.py`)"
+        missing = [k + 1 for k, candidates in enumerate(ROUNDS) if not all(made[name] for name in candidates)]
+        return f"(round {missing[0]} of the search has not run: `python benchmarks/search_128.py`)"
     ran = {name: stats.by_seed(found) for name, found in made.items()}
     base = ran[BASELINE]
     found = [r for records in made.values() for r in records]
     rows = [f"{len(base)} draws of {PER_CLASS} per class (the learning curves' draws), made {_days(found)}: "
             f"validation accuracy on {found[0]['n_examples']:,} examples, mean ± std over the draws, and each "
             f"candidate against {BASELINE} paired over them:", "",
-            f"| candidate | change from {BASELINE} | validation accuracy | against {BASELINE} (points) | ahead in |",
-            "|---|---|---|---|---:|"]
-    for name, changes in CANDIDATES.items():
-        change = ", ".join(f"{k}={v}" for k, v in changes.items()) or "(none)"
-        cell = "-" if name == BASELINE else f"{(p := stats.paired(ran[name], base)).amount}, {p.verdict}"
-        wins = "-" if name == BASELINE else f"{p.wins} of {p.n}"
-        rows.append(f"| {name} | {change} | {stats.mean_std(stats.spread(ran[name].values()))} | {cell} | {wins} |")
-    pick = _pick(ran)
-    test = _scores(root / "test", pick) if pick != BASELINE else {}
-    if pick == BASELINE:
+            f"| round | candidate | change from {BASELINE} | validation accuracy | against {BASELINE} (points) | "
+            "ahead in |",
+            "|---:|---|---|---|---|---:|"]
+    for k, candidates in enumerate(ROUNDS, 1):
+        for name, changes in candidates.items():
+            change = ", ".join(f"{key}={v}" for key, v in changes.items()) or "(none)"
+            p = None if name == BASELINE else stats.paired(ran[name], base)
+            cell, wins = ("-", "-") if p is None else (f"{p.amount}, {p.verdict}", f"{p.wins} of {p.n}")
+            rows.append(f"| {k} | {name} | {change} | {stats.mean_std(stats.spread(ran[name].values()))} | {cell} | "
+                        f"{wins} |")
+    rows += ["", _pairs_add_up(ran)]
+    picks = _picks(ran)
+    tested = [pick for pick in dict.fromkeys(picks) if pick != BASELINE]
+    if not tested:
         rows += ["", f"No candidate leads {BASELINE} beyond the spread on validation, so {BASELINE}'s test draws in "
                  "notebook 07 stand for the search."]
         return "\n".join(rows)
-    if not test:
-        return "\n".join(rows + ["", f"Chosen: {pick}; its test draws have not run."])
     curves = Path(results_dir) / "curves"
     drawn = {m: _scores(curves, f"curve-{m}-n{PER_CLASS}") for m in COMPARED}
-    if not all(drawn.values()):
-        return "\n".join(rows + ["", f"Chosen: {pick}; notebook 07's draws at {PER_CLASS} per class are missing."])
-    versus = [stats.paired(test, drawn[m], pick, m) for m in COMPARED]
-    setfit = versus[0]
-    draws = ", ".join(f"{d:+.2f} on draw {k}" for k, d in zip(setfit.keys, setfit.differences))
-    found = ("leads SetFit beyond the spread" if setfit.beyond and setfit.difference > 0
-             else "does not lead SetFit beyond the spread")
-    rows += ["", f"Chosen on validation: **{pick}** (the largest lead beyond the spread). On the test split, the same "
-             f"draws: {stats.mean_std(stats.spread(test.values()))}; " + "; ".join(_versus(p) for p in versus) + ".",
-             "", f"**What it shows.** The best candidate the validation split could pick {found} at {PER_CLASS} per "
-             f"class on the tweets: against SetFit, draw by draw, {draws} points. Its lead over {BASELINE}, "
-             f"{stats.paired(ran[pick], base).amount} points on validation, is {versus[1].amount} on test "
-             f"({versus[1].verdict})."]
+    for pick in tested:
+        rounds = [k + 1 for k, p in enumerate(picks) if p == pick]
+        test = _scores(root / "test", pick)
+        if not test:
+            return "\n".join(rows + ["", f"Chosen in round {rounds[0]}: {pick}; its test draws have not run."])
+        if not all(drawn.values()):
+            return "\n".join(rows + ["", f"Chosen: {pick}; notebook 07's draws at {PER_CLASS} per class are missing."])
+        rows += ["", *_tested(pick, rounds, test, drawn, ran)]
+    if len(tested) > 1:
+        rows += ["", f"The test split has now scored {len(tested)} choices, one per round that changed the choice: a "
+                 "lead there would be one of that many chances."]
     return "\n".join(rows)
 
 

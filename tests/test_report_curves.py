@@ -3,6 +3,7 @@ stats.paired's on the records experiments.records reads, docs/data-efficiency.md
 leaves sentences out instead of failing, and reading it needs no torch."""
 
 import importlib.util
+import itertools
 import json
 import math
 import re
@@ -213,15 +214,22 @@ def test_the_search_picks_on_validation_the_candidate_ahead_beyond_the_spread(tm
             path.write_text(json.dumps({**template, "run": name, "meta": {**template["meta"], "seed": seed},
                                         "metrics": {**template["metrics"], "accuracy": score}}))
 
-    assert report_search.search_table(tmp_path).startswith("(the search has not run")
+    assert report_search.search_table(tmp_path).startswith("(round 1 of the search has not run")
     leads = {"lora-mean": (0, 0, 0), "r16": (0.8, 0.9, 1.0), "r32": (3.0, -1.0, 4.0)}  # steady, and larger but noisy
-    for name in report_search.CANDIDATES:
+    for name in report_search.FIRST:
         put(validation, name, [0.68 + lead / 100 for lead in leads.get(name, (-0.5, 0.2, -0.1))])
-    assert report_search.chosen(tmp_path) == "r16"
+    assert report_search.search_table(tmp_path).startswith("(round 2 of the search has not run")
+    for name in report_search.SECOND:
+        put(validation, name, [0.68 + lead / 100 for lead in (0.3, -0.2, 0.1)])
+    assert report_search.chosen(tmp_path) == ["r16", "r16"]  # round two found no larger lead beyond the spread
     table = report_search.search_table(tmp_path)
-    assert "| r16 | r=16, alpha=32.0 | 0.6890 ± 0.0010 | +0.90 ± 0.06, beyond the spread | 3 of 3 |" in table
-    assert "| r32 | r=32, alpha=64.0 | 0.7000 ± 0.0265 | +2.00 ± 1.53, noise | 2 of 3 |" in table
-    assert table.endswith("Chosen: r16; its test draws have not run.")
+    assert "| 1 | r16 | r=16, alpha=32.0 | 0.6890 ± 0.0010 | +0.90 ± 0.06, beyond the spread | 3 of 3 |" in table
+    assert "| 1 | r32 | r=32, alpha=64.0 | 0.7000 ± 0.0265 | +2.00 ± 1.53, noise | 2 of 3 |" in table
+    assert "| 2 | r16-steps300 | r=16, alpha=32.0, min_steps=300 | 0.6807 ± 0.0025 | +0.07 ± 0.15, noise | 2 of 3 |" \
+        in table
+    assert ("**What round 2 shows.** 0 of 5 pairs score below both of their changes alone, and 0 of 5 below "
+            "lora-mean itself (validation means).\n") in table
+    assert table.endswith("Chosen in round 1: r16; its test draws have not run.")
 
     setfit = [stats.by_seed(experiments.records(FOLDER, "curve-setfit-n128"))[seed] for seed in (42, 43, 44)]
     put(test, "r16", [score + lead for score, lead in zip(setfit, (0.03, 0.03, -0.01))])  # ahead on 2 of 3 draws
@@ -232,15 +240,30 @@ def test_the_search_picks_on_validation_the_candidate_ahead_beyond_the_spread(tm
             shutil.copy(path, tmp_path / "curves" / path.relative_to(FOLDER))
     table = report_search.search_table(tmp_path)
     assert "r16 and setfit are level (+1.67 ± 1.33 points, r16 ahead in 2 of 3, noise)" in table
-    assert ("does not lead SetFit beyond the spread at 128 per class on the tweets: against SetFit, draw by draw, "
+    assert "Chosen on validation in rounds 1 and 2: **r16**" in table and "has now scored" not in table
+    assert ("The choice of rounds 1 and 2 does not lead SetFit beyond the spread at 128 per class on the tweets: "
+            "against SetFit, draw by draw, "
             "+3.00 on draw 42, +3.00 on draw 43, -1.00 on draw 44 points. Its lead over lora-mean, +0.90 ± 0.06 "
             "points on validation, is ") in table
     put(test, "r16", [score + lead for score, lead in zip(setfit, (0.02, 0.02, 0.03))])  # ahead on every draw
-    assert "the validation split could pick leads SetFit beyond the spread at 128 per class" in \
+    assert "The choice of rounds 1 and 2 leads SetFit beyond the spread at 128 per class" in \
         report_search.search_table(tmp_path)
 
-    put(validation, "r16", [0.68 + lead / 100 for lead in (0.8, -0.9, 1.0)])  # its lead becomes noise too
-    assert report_search.chosen(tmp_path) == "lora-mean"
+    put(validation, "r32-steps300", [0.68 + lead / 100 for lead in (1.1, 1.2, 1.3)])  # round two: a larger lead
+    assert report_search.chosen(tmp_path) == ["r16", "r32-steps300"]
+    assert report_search.search_table(tmp_path).endswith("Chosen in round 2: r32-steps300; its test draws have not "
+                                                         "run.")
+    put(test, "r32-steps300", [score + lead for score, lead in zip(setfit, (0.02, 0.01, 0.03))])
+    table = report_search.search_table(tmp_path)
+    assert "Chosen on validation in round 1: **r16**" in table
+    assert "Chosen on validation in round 2: **r32-steps300**" in table
+    assert "The choice of round 2 leads SetFit beyond the spread" in table
+    assert table.endswith("The test split has now scored 2 choices, one per round that changed the choice: a lead "
+                          "there would be one of that many chances.")
+
+    for name in ("r16", "r32-steps300"):  # their leads become noise too
+        put(validation, name, [0.68 + lead / 100 for lead in (0.8, -0.9, 1.0)])
+    assert report_search.chosen(tmp_path) == ["lora-mean", "lora-mean"]
     assert report_search.search_table(tmp_path).endswith(
         "No candidate leads lora-mean beyond the spread on validation, so lora-mean's test draws in notebook 07 stand "
         "for the search.")
@@ -260,8 +283,21 @@ def test_the_search_starts_from_the_curves_lora_mean_point_and_changes_one_setti
     together = ({"r", "alpha"}, {"learning_rate", "min_steps"})  # the rank keeps alpha/r; a lower rate, more steps
     for point in points:  # the candidate's settings, and more epochs only where it asks for more steps
         changes = report_search.CANDIDATES[point.name]
-        assert len(changes) <= 1 or set(changes) in together
+        assert point.name in report_search.SECOND or len(changes) <= 1 or set(changes) in together
         settings = point.settings(config)
         assert (settings.train_size, settings.early_stopping_patience) == (384, 0)  # no validation: as the curves
         changed = {k for k, v in vars(settings).items() if v != getattr(by_seed[point.seed], k)}
         assert changed == set(changes) | ({"epochs"} if "min_steps" in changes else set())
+
+
+def test_the_second_round_pairs_the_first_rounds_four_best_validation_means():
+    """Round two combines the changes of the four round-one candidates with the best validation means in the committed
+    records, two at a time, except two ranks together."""
+    ran = {name: stats.spread(stats.by_seed(experiments.records(ROOT / "results" / report_search.FOLDER / "validation",
+                                                                name)).values())["mean"]
+           for name in report_search.FIRST if name != report_search.BASELINE}
+    best = sorted(ran, key=ran.get, reverse=True)[:4]
+    pairs = {frozenset(pair) for pair in itertools.combinations(best, 2) if not {"r16", "r32"} <= set(pair)}
+    assert {frozenset(pair) for pair in report_search.PAIRS} == pairs
+    assert report_search.SECOND == {f"{a}-{b}": {**report_search.FIRST[a], **report_search.FIRST[b]}
+                                    for a, b in report_search.PAIRS}
