@@ -1,14 +1,14 @@
 """Can a LoRA recipe lead SetFit beyond the spread on the tweets at 128 examples per class? A search, honest about
-selection, in two rounds. Round one: each candidate changes one thing in lora-mean (the learning curves' LoRA recipe
-with the head on the mean of the tokens, the best LoRA test mean there); round two: the changes of round one's four
-best validation means, two at a time (lora_ft.report_search.ROUNDS). Every candidate is scored on the VALIDATION
-split, on the learning curves' three draws; each round's choice, the candidate that leads lora-mean beyond the spread
-there by the most (among that round and the ones before it), is then scored once on the TEST split, on the same
-draws, and compared with the committed SetFit, lora-mean and lora draws of notebook 07 (results/curves/). Choosing on
-validation keeps the choice among the candidates out of the test score: the best of fifteen noisy test means would be
-biased upward.
+selection, in rounds (lora_ft.report_search.ROUNDS). Round one: each candidate changes one thing in lora-mean (the
+learning curves' LoRA recipe with the head on the mean of the tokens, the best LoRA test mean there); round two: the
+changes of round one's four best validation means, two at a time; round three: adapters on fewer layers. Every
+candidate is scored on the VALIDATION split, on the learning curves' three draws; each round's choice, the candidate
+that leads lora-mean beyond the spread there by the most (among that round and the ones before it), is then scored
+once on the TEST split, on the same draws, and compared with the committed SetFit, lora-mean and lora draws of
+notebook 07 (results/curves/). Choosing on validation keeps the choice among the candidates out of the test score:
+the best of many noisy test means would be biased upward.
 
-    python benchmarks/search_128.py        # both rounds: under an hour on 2 CPU cores; finished runs are skipped
+    python benchmarks/search_128.py        # all rounds: under an hour on 2 CPU cores; finished runs are skipped
 
 Records and summaries go to results/search-128/validation/ and results/search-128/test/ (lora_ft.experiments'
 naming); docs/data-efficiency.md renders them (lora_ft.report_search).

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import results, stats
-from .report_curves import _days, _versus
+from .config import TARGET_SETS
+from .report_curves import _and, _days, _versus
 
 PER_CLASS = 128
 FOLDER = "search-128"  # under results/: validation/ (the choice) and test/ (the chosen candidate)
@@ -30,8 +31,11 @@ FIRST = {
 # candidates with the best validation means (r32, r16, steps300, lr2e-3), two at a time (not r16 with r32: both ranks)
 PAIRS = (("r16", "steps300"), ("r32", "steps300"), ("r16", "lr2e-3"), ("r32", "lr2e-3"), ("steps300", "lr2e-3"))
 SECOND = {f"{a}-{b}": {**FIRST[a], **FIRST[b]} for a, b in PAIRS}
-ROUNDS = (FIRST, SECOND)
-CANDIDATES = {**FIRST, **SECOND}
+# round three, run after round two: fewer layers with adapters, the setting round one left out (lora-mean adapts every
+# linear layer outside the head; notebook 06's sweep found that set ahead of these on a training subsample)
+THIRD = {name: {"target_modules": TARGET_SETS[name]} for name in ("attention", "query-value")}
+ROUNDS = (FIRST, SECOND, THIRD)
+CANDIDATES = {name: changes for candidates in ROUNDS for name, changes in candidates.items()}
 COMPARED = ("setfit", BASELINE, "lora")  # notebook 07's draws at PER_CLASS the chosen candidate is paired with
 
 
@@ -73,7 +77,7 @@ def _tested(pick: str, rounds: list[int], test: dict, drawn: dict, ran: dict) ->
     draws = ", ".join(f"{d:+.2f} on draw {k}" for k, d in zip(setfit.keys, setfit.differences))
     found = ("leads SetFit beyond the spread" if setfit.beyond and setfit.difference > 0
              else "does not lead SetFit beyond the spread")
-    which = f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {' and '.join(map(str, rounds))}"
+    which = f"round{'s' if len(rounds) > 1 else ''} {_and(map(str, rounds))}"
     return [f"Chosen on validation in {which}: **{pick}** (the largest lead beyond the spread). On the test "
             f"split, the same draws: {stats.mean_std(stats.spread(test.values()))}; "
             + "; ".join(_versus(p) for p in versus) + ".",
@@ -81,6 +85,11 @@ def _tested(pick: str, rounds: list[int], test: dict, drawn: dict, ran: dict) ->
             f"SetFit, draw by draw, {draws} points. Its lead over {BASELINE}, "
             f"{stats.paired(ran[pick], ran[BASELINE]).amount} points on validation, is {versus[1].amount} on test "
             f"({versus[1].verdict})."]
+
+
+def _named(value) -> str:
+    """A setting's value as the table shows it: a target set by its name."""
+    return next((name for name, targets in TARGET_SETS.items() if value == targets), str(value))
 
 
 def _pairs_add_up(ran: dict) -> str:
@@ -94,6 +103,16 @@ def _pairs_add_up(ran: dict) -> str:
         return said + (": changes that each helped alone do not add up at this size (likely because each makes "
                        "the adapter's update larger or longer, and two at once are too much for 384 examples).")
     return said + "."
+
+
+def _fewer_layers(ran: dict) -> str:
+    """Round three's takeaway: fewer layers with adapters against lora-mean's every linear layer."""
+    versus = {name: stats.paired(ran[name], ran[BASELINE]) for name in THIRD}
+    said = "; ".join(f"{name} {p.amount} points ({p.verdict})" for name, p in versus.items())
+    behind = all(p.beyond and p.difference < 0 for p in versus.values())
+    return (f"**What round 3 shows.** Adapters on fewer layers than {BASELINE}'s every linear layer: {said}"
+            + (": every linear layer stays the set to adapt at this size, as in notebook 06's sweep." if behind
+               else "."))
 
 
 def search_table(results_dir: Path) -> str:
@@ -115,12 +134,12 @@ def search_table(results_dir: Path) -> str:
             "|---:|---|---|---|---|---:|"]
     for k, candidates in enumerate(ROUNDS, 1):
         for name, changes in candidates.items():
-            change = ", ".join(f"{key}={v}" for key, v in changes.items()) or "(none)"
+            change = ", ".join(f"{key}={_named(v)}" for key, v in changes.items()) or "(none)"
             p = None if name == BASELINE else stats.paired(ran[name], base)
             cell, wins = ("-", "-") if p is None else (f"{p.amount}, {p.verdict}", f"{p.wins} of {p.n}")
             rows.append(f"| {k} | {name} | {change} | {stats.mean_std(stats.spread(ran[name].values()))} | {cell} | "
                         f"{wins} |")
-    rows += ["", _pairs_add_up(ran)]
+    rows += ["", _pairs_add_up(ran), "", _fewer_layers(ran)]
     picks = _picks(ran)
     tested = [pick for pick in dict.fromkeys(picks) if pick != BASELINE]
     if not tested:

@@ -221,7 +221,10 @@ def test_the_search_picks_on_validation_the_candidate_ahead_beyond_the_spread(tm
     assert report_search.search_table(tmp_path).startswith("(round 2 of the search has not run")
     for name in report_search.SECOND:
         put(validation, name, [0.68 + lead / 100 for lead in (0.3, -0.2, 0.1)])
-    assert report_search.chosen(tmp_path) == ["r16", "r16"]  # round two found no larger lead beyond the spread
+    assert report_search.search_table(tmp_path).startswith("(round 3 of the search has not run")
+    put(validation, "attention", [0.68 + lead / 100 for lead in (-1.0, -1.2, -1.4)])  # behind, beyond the spread
+    put(validation, "query-value", [0.68 + lead / 100 for lead in (-1.0, 1.2, -1.4)])  # behind, noise
+    assert report_search.chosen(tmp_path) == ["r16", "r16", "r16"]  # rounds 2 and 3 found no larger lead
     table = report_search.search_table(tmp_path)
     assert "| 1 | r16 | r=16, alpha=32.0 | 0.6890 ± 0.0010 | +0.90 ± 0.06, beyond the spread | 3 of 3 |" in table
     assert "| 1 | r32 | r=32, alpha=64.0 | 0.7000 ± 0.0265 | +2.00 ± 1.53, noise | 2 of 3 |" in table
@@ -229,6 +232,8 @@ def test_the_search_picks_on_validation_the_candidate_ahead_beyond_the_spread(tm
         in table
     assert ("**What round 2 shows.** 0 of 5 pairs score below both of their changes alone, and 0 of 5 below "
             "lora-mean itself (validation means).\n") in table
+    assert ("**What round 3 shows.** Adapters on fewer layers than lora-mean's every linear layer: attention -1.20 ± "
+            "0.12 points (beyond the spread); query-value -0.40 ± 0.81 points (noise).\n") in table
     assert table.endswith("Chosen in round 1: r16; its test draws have not run.")
 
     setfit = [stats.by_seed(experiments.records(FOLDER, "curve-setfit-n128"))[seed] for seed in (42, 43, 44)]
@@ -240,30 +245,30 @@ def test_the_search_picks_on_validation_the_candidate_ahead_beyond_the_spread(tm
             shutil.copy(path, tmp_path / "curves" / path.relative_to(FOLDER))
     table = report_search.search_table(tmp_path)
     assert "r16 and setfit are level (+1.67 ± 1.33 points, r16 ahead in 2 of 3, noise)" in table
-    assert "Chosen on validation in rounds 1 and 2: **r16**" in table and "has now scored" not in table
-    assert ("The choice of rounds 1 and 2 does not lead SetFit beyond the spread at 128 per class on the tweets: "
+    assert "Chosen on validation in rounds 1, 2 and 3: **r16**" in table and "has now scored" not in table
+    assert ("The choice of rounds 1, 2 and 3 does not lead SetFit beyond the spread at 128 per class on the tweets: "
             "against SetFit, draw by draw, "
             "+3.00 on draw 42, +3.00 on draw 43, -1.00 on draw 44 points. Its lead over lora-mean, +0.90 ± 0.06 "
             "points on validation, is ") in table
     put(test, "r16", [score + lead for score, lead in zip(setfit, (0.02, 0.02, 0.03))])  # ahead on every draw
-    assert "The choice of rounds 1 and 2 leads SetFit beyond the spread at 128 per class" in \
+    assert "The choice of rounds 1, 2 and 3 leads SetFit beyond the spread at 128 per class" in \
         report_search.search_table(tmp_path)
 
     put(validation, "r32-steps300", [0.68 + lead / 100 for lead in (1.1, 1.2, 1.3)])  # round two: a larger lead
-    assert report_search.chosen(tmp_path) == ["r16", "r32-steps300"]
+    assert report_search.chosen(tmp_path) == ["r16", "r32-steps300", "r32-steps300"]
     assert report_search.search_table(tmp_path).endswith("Chosen in round 2: r32-steps300; its test draws have not "
                                                          "run.")
     put(test, "r32-steps300", [score + lead for score, lead in zip(setfit, (0.02, 0.01, 0.03))])
     table = report_search.search_table(tmp_path)
     assert "Chosen on validation in round 1: **r16**" in table
-    assert "Chosen on validation in round 2: **r32-steps300**" in table
-    assert "The choice of round 2 leads SetFit beyond the spread" in table
+    assert "Chosen on validation in rounds 2 and 3: **r32-steps300**" in table
+    assert "The choice of rounds 2 and 3 leads SetFit beyond the spread" in table
     assert table.endswith("The test split has now scored 2 choices, one per round that changed the choice: a lead "
                           "there would be one of that many chances.")
 
     for name in ("r16", "r32-steps300"):  # their leads become noise too
         put(validation, name, [0.68 + lead / 100 for lead in (0.8, -0.9, 1.0)])
-    assert report_search.chosen(tmp_path) == ["lora-mean", "lora-mean"]
+    assert report_search.chosen(tmp_path) == ["lora-mean"] * 3
     assert report_search.search_table(tmp_path).endswith(
         "No candidate leads lora-mean beyond the spread on validation, so lora-mean's test draws in notebook 07 stand "
         "for the search.")
