@@ -1,7 +1,8 @@
 """Can a LoRA recipe lead SetFit beyond the spread on the tweets at 128 examples per class? A search, honest about
-selection, in rounds (lora_ft.report_search.ROUNDS). Round one: each candidate changes one thing in lora-mean (the
-learning curves' LoRA recipe with the head on the mean of the tokens, the best LoRA test mean there); round two: the
-changes of round one's four best validation means, two at a time; round three: adapters on fewer layers. Every
+selection, in rounds (lora_ft.report_search.ROUNDS). Round one: each candidate changes one thing in lora-mean (one
+pairs a lower rate with a longer budget), the learning curves' LoRA recipe with the head on the mean of the tokens and
+the best LoRA test mean at 128 per class; round two: the changes of round one's four best validation means, two at a
+time (not two ranks); round three: adapters on fewer layers. Every
 candidate is scored on the VALIDATION split, on the learning curves' three draws; each round's choice, the candidate
 that leads lora-mean beyond the spread there by the most (among that round and the ones before it), is then scored
 once on the TEST split, on the same draws, and compared with the committed SetFit, lora-mean and lora draws of

@@ -97,11 +97,18 @@ def _pairs_add_up(ran: dict) -> str:
     mean = {name: stats.spread(scores.values())["mean"] for name, scores in ran.items()}
     below = [f"{a}-{b}" for a, b in PAIRS if mean[f"{a}-{b}"] < min(mean[a], mean[b])]
     behind = [name for name in SECOND if mean[name] < mean[BASELINE]]
+    beyond = [name for name in behind if stats.paired(ran[name], ran[BASELINE]).beyond]
+    parts = sorted({part for pair in PAIRS for part in pair})
+    ahead = [name for name in parts if mean[name] > mean[BASELINE] and stats.paired(ran[name], ran[BASELINE]).beyond]
     said = (f"**What round 2 shows.** {len(below)} of {len(PAIRS)} pairs score below both of their changes alone, "
-            f"and {len(behind)} of {len(PAIRS)} below {BASELINE} itself (validation means)")
+            f"and {len(behind)} of {len(PAIRS)} below {BASELINE} itself (validation means; behind it beyond the "
+            f"spread: {_and(beyond) if beyond else 'none'})")
     if len(below) == len(PAIRS):
-        return said + (": changes that each helped alone do not add up at this size (likely because each makes "
-                       "the adapter's update larger or longer, and two at once are too much for 384 examples).")
+        led = f"of which only {_and(ahead)} led {BASELINE} beyond the spread" if ahead else \
+            f"none of which led {BASELINE} beyond the spread"
+        return said + (f": the changes with round 1's best validation means ({led}) do not add up at this size "
+                       "(likely because each makes the adapter's update larger or longer, and two at once are too "
+                       "much for 384 examples).")
     return said + "."
 
 

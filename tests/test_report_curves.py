@@ -231,7 +231,7 @@ def test_the_search_picks_on_validation_the_candidate_ahead_beyond_the_spread(tm
     assert "| 2 | r16-steps300 | r=16, alpha=32.0, min_steps=300 | 0.6807 ± 0.0025 | +0.07 ± 0.15, noise | 2 of 3 |" \
         in table
     assert ("**What round 2 shows.** 0 of 5 pairs score below both of their changes alone, and 0 of 5 below "
-            "lora-mean itself (validation means).\n") in table
+            "lora-mean itself (validation means; behind it beyond the spread: none).\n") in table
     assert ("**What round 3 shows.** Adapters on fewer layers than lora-mean's every linear layer: attention -1.20 ± "
             "0.12 points (beyond the spread); query-value -0.40 ± 0.81 points (noise).\n") in table
     assert table.endswith("Chosen in round 1: r16; its test draws have not run.")
