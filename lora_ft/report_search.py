@@ -92,7 +92,7 @@ def _named(value) -> str:
     return next((name for name, targets in TARGET_SETS.items() if value == targets), str(value))
 
 
-def _pairs_add_up(ran: dict) -> str:
+def _pairs_add_up(ran: dict, examples: int) -> str:
     """Round two's takeaway: whether two changes together beat each alone and lora-mean, on validation means."""
     mean = {name: stats.spread(scores.values())["mean"] for name, scores in ran.items()}
     below = [f"{a}-{b}" for a, b in PAIRS if mean[f"{a}-{b}"] < min(mean[a], mean[b])]
@@ -108,7 +108,7 @@ def _pairs_add_up(ran: dict) -> str:
             f"none of which led {BASELINE} beyond the spread"
         return said + (f": the changes with round 1's best validation means ({led}) do not add up at this size "
                        "(likely because each makes the adapter's update larger or longer, and two at once are too "
-                       "much for 384 examples).")
+                       f"much for {examples:,} examples).")
     return said + "."
 
 
@@ -146,7 +146,8 @@ def search_table(results_dir: Path) -> str:
             cell, wins = ("-", "-") if p is None else (f"{p.amount}, {p.verdict}", f"{p.wins} of {p.n}")
             rows.append(f"| {k} | {name} | {change} | {stats.mean_std(stats.spread(ran[name].values()))} | {cell} | "
                         f"{wins} |")
-    rows += ["", _pairs_add_up(ran), "", _fewer_layers(ran)]
+    examples = made[BASELINE][0]["config"]["train_size"]  # the drawn training examples
+    rows += ["", _pairs_add_up(ran, examples), "", _fewer_layers(ran)]
     picks = _picks(ran)
     tested = [pick for pick in dict.fromkeys(picks) if pick != BASELINE]
     if not tested:
