@@ -2,12 +2,12 @@
 selection, in rounds (lora_ft.report_search.ROUNDS). Round one: each candidate changes one thing in lora-mean (one
 pairs a lower rate with a longer budget), the learning curves' LoRA recipe with the head on the mean of the tokens and
 the best LoRA test mean at 128 per class; round two: the changes of round one's four best validation means, two at a
-time (not two ranks); round three: adapters on fewer layers. Every
-candidate is scored on the VALIDATION split, on the learning curves' three draws; each round's choice, the candidate
-that leads lora-mean beyond the spread there by the most (among that round and the ones before it), is then scored
-once on the TEST split, on the same draws, and compared with the committed SetFit, lora-mean and lora draws of
-notebook 07 (results/curves/). Choosing on validation keeps the choice among the candidates out of the test score:
-the best of many noisy test means would be biased upward.
+time (not two ranks); round three: adapters on fewer layers. Every candidate is scored on the VALIDATION split, on
+the learning curves' three draws; each round's choice, the candidate that leads lora-mean beyond the spread there by
+the most (among that round and the ones before it), is then scored once on the TEST split, on the same draws, and
+compared with the committed SetFit, lora-mean and lora draws of notebook 07 (results/curves/). Choosing on
+validation keeps the choice among the candidates out of the test score: the best of many noisy test means would be
+biased upward.
 
     python benchmarks/search_128.py        # all rounds: under an hour on 2 CPU cores; finished runs are skipped
 

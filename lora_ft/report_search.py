@@ -71,7 +71,7 @@ def chosen(results_dir: Path) -> list[str]:
     return _picks({name: _scores(folder, name) for name in CANDIDATES})
 
 
-def _tested(pick: str, rounds: list[int], test: dict, drawn: dict, ran: dict) -> list[str]:
+def _tested(pick: str, rounds: list[int], test: dict, drawn: dict, on_validation: stats.Paired) -> list[str]:
     versus = [stats.paired(test, drawn[m], pick, m) for m in COMPARED]
     setfit = versus[0]
     draws = ", ".join(f"{d:+.2f} on draw {k}" for k, d in zip(setfit.keys, setfit.differences))
@@ -83,7 +83,7 @@ def _tested(pick: str, rounds: list[int], test: dict, drawn: dict, ran: dict) ->
             + "; ".join(_versus(p) for p in versus) + ".",
             "", f"**What it shows.** The choice of {which} {found} at {PER_CLASS} per class on the tweets: against "
             f"SetFit, draw by draw, {draws} points. Its lead over {BASELINE}, "
-            f"{stats.paired(ran[pick], ran[BASELINE]).amount} points on validation, is {versus[1].amount} on test "
+            f"{on_validation.amount} points on validation, is {versus[1].amount} on test "
             f"({versus[1].verdict})."]
 
 
@@ -92,14 +92,15 @@ def _named(value) -> str:
     return next((name for name, targets in TARGET_SETS.items() if value == targets), str(value))
 
 
-def _pairs_add_up(ran: dict, examples: int) -> str:
-    """Round two's takeaway: whether two changes together beat each alone and lora-mean, on validation means."""
-    mean = {name: stats.spread(scores.values())["mean"] for name, scores in ran.items()}
-    below = [f"{a}-{b}" for a, b in PAIRS if mean[f"{a}-{b}"] < min(mean[a], mean[b])]
-    behind = [name for name in SECOND if mean[name] < mean[BASELINE]]
-    beyond = [name for name in behind if stats.paired(ran[name], ran[BASELINE]).beyond]
+def _pairs_add_up(versus: dict, examples: int) -> str:
+    """Round two's takeaway from each candidate's validation draws paired with lora-mean's (versus): whether two
+    changes together beat each alone and lora-mean, on validation means."""
+    lead = {name: p.difference for name, p in versus.items()}  # mean difference: the means' order against lora-mean
+    below = [f"{a}-{b}" for a, b in PAIRS if lead[f"{a}-{b}"] < min(lead[a], lead[b])]
+    behind = [name for name in SECOND if lead[name] < 0]
+    beyond = [name for name in behind if versus[name].beyond]
     parts = sorted({part for pair in PAIRS for part in pair})
-    ahead = [name for name in parts if mean[name] > mean[BASELINE] and stats.paired(ran[name], ran[BASELINE]).beyond]
+    ahead = [name for name in parts if lead[name] > 0 and versus[name].beyond]
     said = (f"**What round 2 shows.** {len(below)} of {len(PAIRS)} pairs score below both of their changes alone, "
             f"and {len(behind)} of {len(PAIRS)} below {BASELINE} itself (validation means; behind it beyond the "
             f"spread: {_and(beyond) if beyond else 'none'})")
@@ -112,11 +113,10 @@ def _pairs_add_up(ran: dict, examples: int) -> str:
     return said + "."
 
 
-def _fewer_layers(ran: dict) -> str:
+def _fewer_layers(versus: dict) -> str:
     """Round three's takeaway: fewer layers with adapters against lora-mean's every linear layer."""
-    versus = {name: stats.paired(ran[name], ran[BASELINE]) for name in THIRD}
-    said = "; ".join(f"{name} {p.amount} points ({p.verdict})" for name, p in versus.items())
-    behind = all(p.beyond and p.difference < 0 for p in versus.values())
+    said = "; ".join(f"{name} {versus[name].amount} points ({versus[name].verdict})" for name in THIRD)
+    behind = all(versus[name].beyond and versus[name].difference < 0 for name in THIRD)
     return (f"**What round 3 shows.** Adapters on fewer layers than {BASELINE}'s every linear layer: {said}"
             + (": every linear layer stays the set to adapt at this size, as in notebook 06's sweep." if behind
                else "."))
@@ -132,6 +132,7 @@ def search_table(results_dir: Path) -> str:
         return f"(round {missing[0]} of the search has not run: `python benchmarks/search_128.py`)"
     ran = {name: stats.by_seed(found) for name, found in made.items()}
     base = ran[BASELINE]
+    versus = {name: stats.paired(scores, base) for name, scores in ran.items() if name != BASELINE}
     found = [r for records in made.values() for r in records]
     rows = [f"{len(base)} draws of {PER_CLASS} per class (the learning curves' draws), made {_days(found)}: "
             f"validation accuracy on {found[0]['n_examples']:,} examples, mean ± std over the draws, and each "
@@ -142,12 +143,12 @@ def search_table(results_dir: Path) -> str:
     for k, candidates in enumerate(ROUNDS, 1):
         for name, changes in candidates.items():
             change = ", ".join(f"{key}={_named(v)}" for key, v in changes.items()) or "(none)"
-            p = None if name == BASELINE else stats.paired(ran[name], base)
+            p = versus.get(name)
             cell, wins = ("-", "-") if p is None else (f"{p.amount}, {p.verdict}", f"{p.wins} of {p.n}")
             rows.append(f"| {k} | {name} | {change} | {stats.mean_std(stats.spread(ran[name].values()))} | {cell} | "
                         f"{wins} |")
     examples = made[BASELINE][0]["config"]["train_size"]  # the drawn training examples
-    rows += ["", _pairs_add_up(ran, examples), "", _fewer_layers(ran)]
+    rows += ["", _pairs_add_up(versus, examples), "", _fewer_layers(versus)]
     picks = _picks(ran)
     tested = [pick for pick in dict.fromkeys(picks) if pick != BASELINE]
     if not tested:
@@ -163,7 +164,7 @@ def search_table(results_dir: Path) -> str:
             return "\n".join(rows + ["", f"Chosen in round {rounds[0]}: {pick}; its test draws have not run."])
         if not all(drawn.values()):
             return "\n".join(rows + ["", f"Chosen: {pick}; notebook 07's draws at {PER_CLASS} per class are missing."])
-        rows += ["", *_tested(pick, rounds, test, drawn, ran)]
+        rows += ["", *_tested(pick, rounds, test, drawn, versus[pick])]
     if len(tested) > 1:
         rows += ["", f"The test split has now scored {len(tested)} choices, one per round that changed the choice: a "
                  "lead there would be one of that many chances."]
