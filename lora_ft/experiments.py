@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
 from datasets import DatasetDict
 
 from . import baselines, curves, data, results, stats
@@ -20,10 +22,10 @@ from .config import DEFAULT_SEED, NOT_TRAINED, SEEDS, TARGET_SETS, Config
 from .errors import ConfigError
 from .grids import RECIPE_BASE, RECIPE_BUDGET, RECIPES
 from .io import write_json_atomic
-from .modeling import lora_targets, model_skeleton
+from .modeling import load_tokenizer, lora_targets, model_skeleton
 from .results import default_seed_record, records, rerun_command  # noqa: F401 (experiments.records ...)
-from .run import NO_VALIDATION, ONCE_PER_EPOCH, SAME_BUDGET, train_and_score
-from .training import on_main_process
+from .run import NO_VALIDATION, ONCE_PER_EPOCH, SAME_BUDGET, record, train_and_score
+from .training import on_main_process, predict_logits
 
 METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")  # summarised over the seeds
 COSTS = (("train", "seconds"), ("train", "examples_per_second"), ("resources", "peak_memory_mb"))
@@ -304,16 +306,20 @@ def learning_curves(config: Config, methods=curves.METHODS, per_class=curves.PER
     return run(points, config, folder, train, log)
 
 
-def train_point(method: str, drawn, config: Config) -> dict:
+def train_point(method: str, drawn, config: Config, members: int = 1) -> dict:
     """method trained on drawn["train"] and tested; only the record is kept. Without early stopping validations
     choose nothing, so the Trainer's methods skip them, as the recipes' grid does; but on the whole split ("all") a
     method trains as the headline runs reused there did (with validations, which change the weights:
-    docs/which-lora.md), so that the two pair."""
+    docs/which-lora.md), so that the two pair. members > 1: an ensemble of that many LoRA runs (ensemble)."""
     skip = config.early_stopping_patience == 0 and config.train_size is not None
     schedule = NO_VALIDATION if skip or method in curves.FIXED_STEPS else None
     with tempfile.TemporaryDirectory() as tmp:
         scratch = config.replace(output_root=tmp)
-        if method in ("lora", "lora-mean", *curves.FIXED_STEPS):
+        if members > 1:
+            if method not in ("lora", "lora-mean"):
+                raise ConfigError(f"an ensemble trains the Trainer's LoRA recipe (lora, lora-mean), not {method}")
+            made = ensemble(scratch, drawn, members, schedule=schedule)
+        elif method in ("lora", "lora-mean", *curves.FIXED_STEPS):
             made = train_and_score(scratch, drawn, "lora", schedule=schedule, probe_head=method == "lora-lpft",
                                    quiet=True)[0]
         elif method == "setfit":
@@ -326,3 +332,38 @@ def train_point(method: str, drawn, config: Config) -> dict:
     return made
 
 
+
+
+MEMBER_SEEDS = 1000  # member k of an ensemble trains with seed config.seed + k * MEMBER_SEEDS (member 0: config's run)
+
+
+def ensemble(config: Config, splits, members: int, schedule: dict | None = None, save_to: Path | None = None) -> dict:
+    """members LoRA runs of config on splits["train"] that differ only in their training seed, scored on
+    splits["test"] together: each test example gets the class with the highest mean probability over the members
+    (an ensemble of adapters on one base, as in Wang et al. 2023, "LoRA ensembles for large language model
+    fine-tuning"). The record is member 0's, with the ensemble's predictions and the members' summed training time;
+    its "recipe" keeps the number of members, and train.members each member's own test accuracy. save_to: a folder
+    for the members' adapters (member-0, member-1, ...), which multitask.Tasks serves from one base: the mean of
+    its probabilities over the members predicts as the record does (docs/data-efficiency.md)."""
+    labels, test = data.labels_of(splits), splits["test"]
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    made, probabilities = [], []
+    for k in range(members):
+        scored, model = train_and_score(config.replace(seed=config.seed + k * MEMBER_SEEDS), splits, "lora",
+                                        schedule=schedule, quiet=True,
+                                        save_to=None if save_to is None else Path(save_to) / f"member-{k}")
+        logits = predict_logits(model, tokenizer, test, config.eval_batch_size)  # as train_and_score scored them
+        probabilities.append(torch.from_numpy(logits).float().softmax(-1).numpy())
+        made.append(scored)
+    first = made[0]
+    seconds = sum(m["train"]["seconds"] for m in made)
+    train = {**first["train"], "seconds": round(seconds, 1), "examples_per_second": round(
+        members * len(splits["train"]) * first["train"]["epochs"] / seconds, 2), "history": [],
+        "members": [m["metrics"]["accuracy"] for m in made]}
+    resources = {"peak_memory_mb": max(m["resources"]["peak_memory_mb"] for m in made),
+                 "saved_mb": sum(m["resources"]["saved_mb"] for m in made)}
+    settings = config.budget(len(splits["train"]), len(labels))  # as each member's record keeps them
+    predictions = np.mean(probabilities, axis=0).argmax(-1)
+    scored = record(first["run"], first["kind"], settings, labels, "test", np.array(test["label"]), predictions,
+                    first["params"], train, resources)
+    return {**scored, "recipe": {"members": members}}

@@ -34,9 +34,22 @@ SECOND = {f"{a}-{b}": {**FIRST[a], **FIRST[b]} for a, b in PAIRS}
 # round three, run after round two: fewer layers with adapters, the setting round one left out (lora-mean adapts every
 # linear layer outside the head; notebook 06's sweep found that set ahead of these on a training subsample)
 THIRD = {name: {"target_modules": TARGET_SETS[name]} for name in ("attention", "query-value")}
-ROUNDS = (FIRST, SECOND, THIRD)
+# round four, run after round three: ensembles of round one's choice, the class probabilities of r16 adapters trained
+# on the same draw with other seeds averaged (experiments.ensemble; "members" is a setting outside Config)
+FOURTH = {f"r16-ensemble{k}": {**FIRST["r16"], "members": k} for k in (3, 5)}
+ROUNDS = (FIRST, SECOND, THIRD, FOURTH)
 CANDIDATES = {name: changes for candidates in ROUNDS for name, changes in candidates.items()}
 COMPARED = ("setfit", BASELINE, "lora")  # notebook 07's draws at PER_CLASS the chosen candidate is paired with
+
+
+def settings(changes: dict) -> dict:
+    """A candidate's changes to Config."""
+    return {key: value for key, value in changes.items() if key != "members"}
+
+
+def recipe(changes: dict) -> dict | None:
+    """A candidate's settings outside Config, which its records keep: an ensemble's number of members."""
+    return {"members": changes["members"]} if "members" in changes else None
 
 
 def _records(folder: Path, name: str) -> list[dict]:
@@ -122,6 +135,31 @@ def _fewer_layers(versus: dict) -> str:
                else "."))
 
 
+def _ensembles(versus: dict, ran: dict, made: dict, results_dir: Path) -> str:
+    """Round four's takeaway: ensembles of r16 against r16 alone, how far one run moves with its training seed, and
+    what the members cost against SetFit (notebook 07's records, one machine)."""
+    alone = [stats.paired(ran[name], ran["r16"], name, "r16") for name in FOURTH]
+    moves = max(max(r["train"]["members"]) - min(r["train"]["members"]) for name in FOURTH for r in made[name])
+    said = "; ".join(f"{p.a} {p.amount} points ({p.verdict})" for p in alone)
+    cost = {m: [r["train"]["seconds"] for r in _records(Path(results_dir) / "curves", f"curve-{m}-n{PER_CLASS}")]
+            for m in ("setfit", BASELINE)}
+    ratio = sum(cost["setfit"]) / len(cost["setfit"]) / (sum(cost[BASELINE]) / len(cost[BASELINE])) \
+        if all(cost.values()) else None
+    times = "" if ratio is None else (f" An ensemble of k trains k runs of r16's budget and serves k forward passes "
+                                      f"per text; SetFit trained {ratio:.0f} times as long as one {BASELINE} run at "
+                                      f"{PER_CLASS} per class (notebook 07's records, one machine) and serves one.")
+    earlier = [name for candidates in ROUNDS[:3] for name in candidates if name != BASELINE]
+    within = sum(abs(versus[name].difference) < 100 * moves for name in earlier)
+    first = {r["meta"]["seed"]: r["train"]["members"][0] for r in made[next(iter(FOURTH))]}  # r16's own seed
+    again = "; ".join(f"{first[k]:.4f} against {ran['r16'][k]:.4f} on draw {k}" for k in sorted(first)
+                      if k in ran["r16"])
+    return (f"**What round 4 shows.** Against r16 alone, on the same draws: {said}. With the draw fixed, one r16 "
+            f"run's validation accuracy moves by up to {100 * moves:.2f} points with its training seed alone (the "
+            f"members' own scores); {within} of the {len(earlier)} candidates of rounds 1 to 3 moved the mean less "
+            f"than that from {BASELINE}'s. Averaging runs takes that part of the noise out. Each ensemble's first "
+            f"member is r16's own run, re-made where round 4 ran: {again} (r16's records).{times}")
+
+
 def search_table(results_dir: Path) -> str:
     """The candidates on validation against lora-mean, round by round, then each round's choice on test against
     notebook 07's draws."""
@@ -148,7 +186,8 @@ def search_table(results_dir: Path) -> str:
             rows.append(f"| {k} | {name} | {change} | {stats.mean_std(stats.spread(ran[name].values()))} | {cell} | "
                         f"{wins} |")
     examples = made[BASELINE][0]["config"]["train_size"]  # the drawn training examples
-    rows += ["", _pairs_add_up(versus, examples), "", _fewer_layers(versus)]
+    rows += ["", _pairs_add_up(versus, examples), "", _fewer_layers(versus), "",
+             _ensembles(versus, ran, made, results_dir)]
     picks = _picks(ran)
     tested = [pick for pick in dict.fromkeys(picks) if pick != BASELINE]
     if not tested:

@@ -10,10 +10,13 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
 
-from lora_ft import Config, baselines, cli, curves, data, experiments, pipeline, results
+from lora_ft import Config, baselines, cli, curves, data, experiments, modeling, pipeline, results
 from lora_ft.config import ROOT, TARGET_SETS
 from lora_ft.errors import ConfigError, DataError
-from lora_ft.run import init_head_from_probe
+from lora_ft.multitask import Tasks
+from lora_ft.run import NO_VALIDATION, init_head_from_probe, train_and_score
+from lora_ft.training import predict_logits
+from tests.test_model_families import save_tiny_model, tiny_config, tokenized_splits
 
 DOC = ROOT / "docs" / "data-efficiency.md"
 
@@ -209,3 +212,31 @@ def test_train_advises_the_probe_and_setfit_below_128_per_class():
     assert "the smallest class has 127 training examples" in advice
     assert "python -m lora_ft baseline --no-full-finetune" in advice and "SetFit" in advice
     assert "python -m lora_ft predict --adapter model/linear-probe" in advice  # tests/test_baselines.py serves it
+
+
+def test_an_ensemble_scores_the_mean_of_its_members_probabilities(tmp_path):
+    """experiments.ensemble: members differ only in their training seed (member 0 is config's own run), the record
+    predicts the class with the highest mean probability, and keeps each member's score, their summed time and the
+    number of members (its recipe); the saved members, served from one base by multitask.Tasks, give the same mean
+    probabilities."""
+    config = tiny_config(save_tiny_model("bert", tmp_path / "base"), tmp_path, epochs=1.0, min_steps=2)
+    tokenizer = modeling.load_tokenizer(config.model)
+    splits = tokenized_splits(tokenizer)
+    made = experiments.ensemble(config, splits, 2, schedule=NO_VALIDATION, save_to=tmp_path / "ensemble")
+    alone, probabilities = [], []
+    for seed in (config.seed, config.seed + experiments.MEMBER_SEEDS):
+        record, model = train_and_score(config.replace(seed=seed), splits, schedule=NO_VALIDATION, quiet=True)
+        alone.append(record)
+        probabilities.append(torch.softmax(torch.from_numpy(predict_logits(model, tokenizer, splits["test"])), -1))
+    assert made["recipe"] == {"members": 2}
+    assert made["train"]["members"] == [r["metrics"]["accuracy"] for r in alone]
+    assert made["config"] == alone[0]["config"] and made["meta"]["seed"] == config.seed
+    predicted = torch.stack(probabilities).mean(0).argmax(-1).numpy()
+    assert made["metrics"]["accuracy"] == pytest.approx(np.mean(predicted == np.array(splits["test"]["label"])))
+    results.validate(made)
+    served = Tasks({f"member-{k}": tmp_path / "ensemble" / f"member-{k}" for k in (0, 1)}, precision="fp32")
+    texts = splits["test"]["text"]
+    mean = np.mean([served.probabilities(texts, f"member-{k}") for k in (0, 1)], axis=0)  # one base, both adapters
+    np.testing.assert_allclose(mean, torch.stack(probabilities).mean(0).numpy(), atol=1e-4)
+    with pytest.raises(ConfigError, match="an ensemble trains the Trainer's LoRA recipe"):
+        experiments.train_point("setfit", splits, config, members=2)
