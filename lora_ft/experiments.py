@@ -332,8 +332,6 @@ def train_point(method: str, drawn, config: Config, members: int = 1) -> dict:
     return made
 
 
-
-
 MEMBER_SEEDS = 1000  # member k of an ensemble trains with seed config.seed + k * MEMBER_SEEDS (member 0: config's run)
 
 

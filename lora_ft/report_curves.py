@@ -156,7 +156,7 @@ def _crossing(c: Curves) -> str | None:
     ahead = [f"{m} {_at([n])} ({p.amount})" for m in LORAS for n in c.grid(m, "setfit")
              if (p := c.pair(m, "setfit", n)).beyond and p.difference > 0]
     setfit = (f"ahead of SetFit beyond the spread: {_and(ahead)}" if ahead else
-              "no LoRA recipe leads SetFit beyond the spread at any n both ran")
+              "none of these LoRA recipes leads SetFit beyond the spread at any n both ran")
     if c.grid("setfit"):
         setfit += f" (SetFit ran up to {_at(c.grid('setfit')[-1:]).removeprefix('at ')})"
     return ("**Where a LoRA recipe's mean first lies above both sentence-embedding methods'**: "

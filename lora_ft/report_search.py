@@ -135,29 +135,29 @@ def _fewer_layers(versus: dict) -> str:
                else "."))
 
 
-def _ensembles(versus: dict, ran: dict, made: dict, results_dir: Path) -> str:
-    """Round four's takeaway: ensembles of r16 against r16 alone, how far one run moves with its training seed, and
-    what the members cost against SetFit (notebook 07's records, one machine)."""
+def _ensembles(ran: dict, made: dict, results_dir: Path) -> str:
+    """Round four's takeaway: ensembles of r16 against r16 alone, how much one run moves with its training seed, and
+    what the members cost against SetFit (notebook 07's records)."""
     alone = [stats.paired(ran[name], ran["r16"], name, "r16") for name in FOURTH]
-    moves = max(max(r["train"]["members"]) - min(r["train"]["members"]) for name in FOURTH for r in made[name])
     said = "; ".join(f"{p.a} {p.amount} points ({p.verdict})" for p in alone)
-    cost = {m: [r["train"]["seconds"] for r in _records(Path(results_dir) / "curves", f"curve-{m}-n{PER_CLASS}")]
-            for m in ("setfit", BASELINE)}
-    ratio = sum(cost["setfit"]) / len(cost["setfit"]) / (sum(cost[BASELINE]) / len(cost[BASELINE])) \
-        if all(cost.values()) else None
-    times = "" if ratio is None else (f" An ensemble of k trains k runs of r16's budget and serves k forward passes "
-                                      f"per text; SetFit trained {ratio:.0f} times as long as one {BASELINE} run at "
-                                      f"{PER_CLASS} per class (notebook 07's records, one machine) and serves one.")
-    earlier = [name for candidates in ROUNDS[:3] for name in candidates if name != BASELINE]
-    within = sum(abs(versus[name].difference) < 100 * moves for name in earlier)
-    first = {r["meta"]["seed"]: r["train"]["members"][0] for r in made[next(iter(FOURTH))]}  # r16's own seed
+    largest = max(FOURTH, key=lambda name: FOURTH[name]["members"])
+    seeds = [100 * stats.spread(r["train"]["members"])["std"] for r in made[largest]]
+    first = {r["meta"]["seed"]: r["train"]["members"][0] for r in made[largest]}  # r16's own seed
     again = "; ".join(f"{first[k]:.4f} against {ran['r16'][k]:.4f} on draw {k}" for k in sorted(first)
                       if k in ran["r16"])
+    found = {m: _records(Path(results_dir) / "curves", f"curve-{m}-n{PER_CLASS}") for m in ("setfit", BASELINE)}
+    times = ""
+    if all(found.values()):
+        mean = {m: stats.spread([r["train"]["seconds"] for r in records])["mean"] for m, records in found.items()}
+        devices = _and(sorted({r["meta"]["device"] for records in found.values() for r in records}))
+        times = (f" An ensemble of k trains k runs of r16's budget and serves k forward passes per text; SetFit's "
+                 f"records took {mean['setfit'] / mean[BASELINE]:.0f} times as long to train as {BASELINE}'s at "
+                 f"{PER_CLASS} per class (notebook 07's, on {devices}), and serve one.")
     return (f"**What round 4 shows.** Against r16 alone, on the same draws: {said}. With the draw fixed, one r16 "
-            f"run's validation accuracy moves by up to {100 * moves:.2f} points with its training seed alone (the "
-            f"members' own scores); {within} of the {len(earlier)} candidates of rounds 1 to 3 moved the mean less "
-            f"than that from {BASELINE}'s. Averaging runs takes that part of the noise out. Each ensemble's first "
-            f"member is r16's own run, re-made where round 4 ran: {again} (r16's records).{times}")
+            f"run's validation accuracy has a standard deviation of {min(seeds):.2f} to {max(seeds):.2f} points over "
+            f"its training seed alone ({largest}'s members, draw by draw); averaging k runs shrinks that part of the "
+            f"noise. Each ensemble's first member is r16's own run, re-made where round 4 ran: {again} (r16's "
+            f"records).{times}")
 
 
 def search_table(results_dir: Path) -> str:
@@ -187,7 +187,7 @@ def search_table(results_dir: Path) -> str:
                         f"{wins} |")
     examples = made[BASELINE][0]["config"]["train_size"]  # the drawn training examples
     rows += ["", _pairs_add_up(versus, examples), "", _fewer_layers(versus), "",
-             _ensembles(versus, ran, made, results_dir)]
+             _ensembles(ran, made, results_dir)]
     picks = _picks(ran)
     tested = [pick for pick in dict.fromkeys(picks) if pick != BASELINE]
     if not tested:
