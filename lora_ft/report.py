@@ -343,6 +343,7 @@ BLOCKS = {"serving-table": serving_table, "task-table": task_table, "serving-lin
           "which-lora-line": report_recipes.which_lora_line, "targets-line": report_recipes.targets_line,
           "recipes-hours": report_recipes.recipes_hours, "headline-seeds": headline_seeds,
           "curves-line": report_curves.curves_line, "curves-hours": report_curves.curves_hours,
+          "search-line": report_search.search_line,
           "adapter-size": adapter_size, "padded-positions": padded_positions, "gpu-table": gpu_table,
           "setfit-published": report_emotion.setfit_published,
           **report_curves.BLOCKS, **report_emotion.BLOCKS, **report_public.BLOCKS, **report_search.BLOCKS,

@@ -210,4 +210,23 @@ def search_table(results_dir: Path) -> str:
     return "\n".join(rows)
 
 
-BLOCKS = {"search-128": search_table}
+def search_line(results_dir: Path) -> str:
+    """The README's line on the search: the last round's choice against SetFit on test."""
+    pick = chosen(results_dir)[-1]
+    if pick == BASELINE:
+        return f"no candidate led {BASELINE} beyond the spread on validation"
+    test = _scores(Path(results_dir) / FOLDER / "test", pick)
+    setfit = _scores(Path(results_dir) / "curves", f"curve-setfit-n{PER_CLASS}")
+    if not test or not setfit:
+        return f"{pick} was chosen on validation; its test draws, or SetFit's, have not run"
+    change = f"{BASELINE} with " + ", ".join(f"{key}={_named(v)}" for key, v in settings(CANDIDATES[pick]).items())
+    members = (recipe(CANDIDATES[pick]) or {}).get("members")
+    what = f"the class probabilities of {members} runs averaged, each {change}" if members else change
+    looks = len({p for p in chosen(results_dir) if p != BASELINE})
+    return (f"{pick} ({what}), chosen on validation among {len(CANDIDATES) - 1} candidates in "
+            f"{len(ROUNDS)} rounds, against SetFit on the same test draws: "
+            f"{_versus(stats.paired(test, setfit, pick, 'setfit'))}; the test split scored {looks} "
+            f"choice{'s' if looks > 1 else ''}")
+
+
+BLOCKS = {"search-128": search_table}  # docs/data-efficiency.md's; the README's search_line: lora_ft.report

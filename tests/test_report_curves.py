@@ -247,6 +247,8 @@ def test_the_search_picks_on_validation_the_candidate_ahead_beyond_the_spread(tm
             "members, draw by draw)") in table
     assert "SetFit's records took" not in table  # without notebook 07's records, no cost to compare
     assert table.endswith("Chosen in round 1: r16; its test draws have not run.")
+    assert report_search.search_line(tmp_path) == ("r16 was chosen on validation; its test draws, or SetFit's, have "
+                                                   "not run")
 
     setfit = [stats.by_seed(experiments.records(FOLDER, "curve-setfit-n128"))[seed] for seed in (42, 43, 44)]
     put(test, "r16", [score + lead for score, lead in zip(setfit, (0.03, 0.03, -0.01))])  # ahead on 2 of 3 draws
@@ -257,6 +259,10 @@ def test_the_search_picks_on_validation_the_candidate_ahead_beyond_the_spread(tm
             shutil.copy(path, tmp_path / "curves" / path.relative_to(FOLDER))
     table = report_search.search_table(tmp_path)
     assert "r16 and setfit are level (+1.67 ± 1.33 points, r16 ahead in 2 of 3, noise)" in table
+    assert report_search.search_line(tmp_path) == (  # the README's line
+        "r16 (lora-mean with r=16, alpha=32.0), chosen on validation among 18 candidates in 4 rounds, against SetFit "
+        "on the same test draws: r16 and setfit are level (+1.67 ± 1.33 points, r16 ahead in 2 of 3, noise); the "
+        "test split scored 1 choice")
     assert "Chosen on validation in rounds 1, 2, 3 and 4: **r16**" in table and "has now scored" not in table
     found = {m: experiments.records(FOLDER, f"curve-{m}-n128") for m in ("setfit", "lora-mean")}
     mean = {m: statistics.fmean(r["train"]["seconds"] for r in records) for m, records in found.items()}
@@ -289,6 +295,7 @@ def test_the_search_picks_on_validation_the_candidate_ahead_beyond_the_spread(tm
     assert report_search.search_table(tmp_path).endswith(
         "No candidate leads lora-mean beyond the spread on validation, so lora-mean's test draws in notebook 07 stand "
         "for the search.")
+    assert report_search.search_line(tmp_path) == "no candidate led lora-mean beyond the spread on validation"
 
 
 def test_the_search_starts_from_the_curves_lora_mean_point_and_changes_one_setting_each():
