@@ -212,7 +212,8 @@ def search_table(results_dir: Path) -> str:
 
 def search_line(results_dir: Path) -> str:
     """The README's line on the search: the last round's choice against SetFit on test."""
-    pick = chosen(results_dir)[-1]
+    picks = chosen(results_dir)
+    pick = picks[-1]
     if pick == BASELINE:
         return f"no candidate led {BASELINE} beyond the spread on validation"
     test = _scores(Path(results_dir) / FOLDER / "test", pick)
@@ -222,7 +223,7 @@ def search_line(results_dir: Path) -> str:
     change = f"{BASELINE} with " + ", ".join(f"{key}={_named(v)}" for key, v in settings(CANDIDATES[pick]).items())
     members = (recipe(CANDIDATES[pick]) or {}).get("members")
     what = f"the class probabilities of {members} runs averaged, each {change}" if members else change
-    looks = len({p for p in chosen(results_dir) if p != BASELINE})
+    looks = len({p for p in picks if p != BASELINE})
     return (f"{pick} ({what}), chosen on validation among {len(CANDIDATES) - 1} candidates in "
             f"{len(ROUNDS)} rounds, against SetFit on the same test draws: "
             f"{_versus(stats.paired(test, setfit, pick, 'setfit'))}; the test split scored {looks} "
