@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from datasets import DatasetDict
 
 from . import baselines, curves, data, results, stats
@@ -22,10 +21,10 @@ from .config import DEFAULT_SEED, NOT_TRAINED, SEEDS, TARGET_SETS, Config
 from .errors import ConfigError
 from .grids import RECIPE_BASE, RECIPE_BUDGET, RECIPES
 from .io import write_json_atomic
-from .modeling import load_tokenizer, lora_targets, model_skeleton
+from .modeling import lora_targets, model_skeleton
 from .results import default_seed_record, records, rerun_command  # noqa: F401 (experiments.records ...)
 from .run import NO_VALIDATION, ONCE_PER_EPOCH, SAME_BUDGET, record, train_and_score
-from .training import on_main_process, predict_logits
+from .training import on_main_process
 
 METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")  # summarised over the seeds
 COSTS = (("train", "seconds"), ("train", "examples_per_second"), ("resources", "peak_memory_mb"))
@@ -344,14 +343,12 @@ def ensemble(config: Config, splits, members: int, schedule: dict | None = None,
     for the members' adapters (member-0, member-1, ...), which multitask.Tasks serves from one base: the mean of
     its probabilities over the members predicts as the record does (docs/data-efficiency.md)."""
     labels, test = data.labels_of(splits), splits["test"]
-    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     made, probabilities = [], []
     for k in range(members):
-        scored, model = train_and_score(config.replace(seed=config.seed + k * MEMBER_SEEDS), splits, "lora",
-                                        schedule=schedule, quiet=True,
-                                        save_to=None if save_to is None else Path(save_to) / f"member-{k}")
-        logits = predict_logits(model, tokenizer, test, config.eval_batch_size)  # as train_and_score scored them
-        probabilities.append(torch.from_numpy(logits).float().softmax(-1).numpy())
+        scored = train_and_score(config.replace(seed=config.seed + k * MEMBER_SEEDS), splits, "lora",
+                                 schedule=schedule, probabilities=True, quiet=True,
+                                 save_to=None if save_to is None else Path(save_to) / f"member-{k}")[0]
+        probabilities.append(scored.pop("probabilities"))
         made.append(scored)
     first = made[0]
     seconds = sum(m["train"]["seconds"] for m in made)

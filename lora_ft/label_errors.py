@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from datasets import Dataset, DatasetDict
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -67,12 +66,11 @@ def out_of_sample(train: Dataset, config: Config, method: str = "probe", folds: 
                                  method="predict_proba")
     if method != "lora":
         raise ConfigError(f"unknown method {method!r} for out-of-sample probabilities: choose from {listed(METHODS)}")
-    tokenizer, probs = load_tokenizer(config.model, config.trust_remote_code), np.zeros((len(train), len(names)))
+    probs = np.zeros((len(train), len(names)))
     for k, (fit, held) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
         splits = DatasetDict(train=train.select(fit), validation=train.select(held), test=train.select(held))
-        _, model = train_and_score(config, splits, f"fold{k}", schedule=NO_VALIDATION, quiet=True)
-        logits = training.predict_logits(model, tokenizer, splits["test"], config.eval_batch_size)
-        probs[held] = torch.from_numpy(logits).float().softmax(-1).numpy()
+        scored = train_and_score(config, splits, f"fold{k}", schedule=NO_VALIDATION, probabilities=True, quiet=True)[0]
+        probs[held] = scored["probabilities"]
         if log is not None:
             log(f"fold {k + 1} of {folds}: LoRA trained on {len(fit):,} examples, {len(held):,} scored")
     return probs

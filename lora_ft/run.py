@@ -47,13 +47,14 @@ SAME_BUDGET = {"lora-peft-same-budget": add_lora, "lora-from-scratch": add_lora_
 def train_and_score(config: Config, splits, run: str = "lora", *, kind: str = "lora", adapters=add_lora,
                     schedule: dict | None = None, checkpoints: Path | None = None, save_to: Path | None = None,
                     fingerprint: dict | None = None, resume_from: Path | None = None, probe_head: bool = False,
-                    per_example: bool = False, quiet: bool = False, log=None):
+                    per_example: bool = False, probabilities: bool = False, quiet: bool = False, log=None):
     """Train config's model on splits["train"], save it, and score it on splits["test"]: (record, trained model).
 
     adapters wraps the loaded model (add_lora, add_lora_from_scratch; None trains every weight). schedule overrides
     the validation schedule (NO_VALIDATION, ONCE_PER_EPOCH). checkpoints (each gets fingerprint, for --resume) and
     save_to (the adapter or full model) default to temporary folders. probe_head starts the classifier from a linear
-    probe (LP-FT); per_example adds each test example's predicted class and confidence; log gets the settings and the
+    probe (LP-FT); per_example adds each test example's predicted class and confidence; probabilities adds their
+    class probabilities (an array under "probabilities", for the caller to pop); log gets the settings and the
     trainable-weight count; the record keeps config with Config.budget applied. resources: peak memory from loading
     to saving, and the size of what was saved."""
     labels, test = data.labels_of(splits), splits["test"]
@@ -95,10 +96,12 @@ def train_and_score(config: Config, splits, run: str = "lora", *, kind: str = "l
     logits = training.predict_logits(model, tokenizer, test, config.eval_batch_size)
     scored = record(run, kind, config, labels, "test", np.array(test["label"]), logits.argmax(-1), params, info,
                     resources)
+    chances = torch.from_numpy(logits).float().softmax(-1).numpy()
     if per_example:
-        probabilities = torch.from_numpy(logits).float().softmax(-1).numpy()
         scored["predictions"] = logits.argmax(-1).tolist()
-        scored["confidence"] = np.round(probabilities.max(-1), 4).tolist()
+        scored["confidence"] = np.round(chances.max(-1), 4).tolist()
+    if probabilities:  # an array, not JSON: the caller takes it out before the record is written
+        scored["probabilities"] = chances
     return scored, model
 
 

@@ -1,5 +1,6 @@
-"""Finding mislabelled examples (lora_ft.label_errors, find-label-errors) on tiny data: planted flips are found, the
-suspects file round-trips, too few examples for the folds and a missing cleanlab are refused with the fix."""
+"""Finding mislabelled examples (lora_ft.label_errors, find-label-errors) on tiny data: planted flips are found, LoRA
+folds are out of sample, the suspects file round-trips, too few examples for the folds and a missing cleanlab are
+refused with the fix."""
 
 import sys
 
@@ -7,8 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from datasets import ClassLabel, Dataset, Features, Value
+from sklearn.model_selection import StratifiedKFold
 
 from lora_ft import Config, ConfigError, DataError, cli, label_errors, label_noise
+from lora_ft.modeling import load_tokenizer
+from lora_ft.run import NO_VALIDATION, train_and_score
+from lora_ft.training import predict_logits
+from tests.test_model_families import save_tiny_model, tiny_config, tokenized_splits
 
 GOOD = ["great", "love", "wonderful", "excellent", "happy", "superb", "delight", "fantastic"]
 BAD = ["awful", "hate", "terrible", "horrible", "sad", "dreadful", "disgust", "miserable"]
@@ -94,3 +100,19 @@ def test_the_command_writes_ranked_suspects(tmp_path, capsys):
     assert sum(text in planted for text in found["text"]) >= 0.8 * len(found)  # mostly the labels made wrong
     assert cli.main(["find-label-errors", "--folds", "500", root]) == 2
     assert "have fewer training examples than the 500 folds" in capsys.readouterr().err
+
+
+def test_lora_folds_score_each_example_with_a_model_that_never_saw_it(tmp_path):
+    """method "lora": each fold's held-out rows get the probabilities of a run trained on the other folds alone."""
+    config = tiny_config(save_tiny_model("bert", tmp_path / "base"), tmp_path, epochs=1.0, min_steps=2)
+    tokenizer = load_tokenizer(config.model)
+    train = tokenized_splits(tokenizer)["train"]
+    probs = label_errors.out_of_sample(train, config, "lora", folds=2)
+    assert probs.shape == (len(train), 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    labels = np.asarray(train["label"])
+    fit, held = next(StratifiedKFold(2, shuffle=True, random_state=config.seed).split(np.zeros(len(labels)), labels))
+    alone = train.select(fit)
+    model = train_and_score(config, {"train": alone, "validation": alone, "test": train.select(held)},
+                            schedule=NO_VALIDATION, quiet=True)[1]
+    logits = predict_logits(model, tokenizer, train.select(held))
+    np.testing.assert_allclose(probs[held], np.exp(logits) / np.exp(logits).sum(1, keepdims=True), atol=1e-5)
