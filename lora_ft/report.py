@@ -15,6 +15,7 @@ import pandas as pd
 from . import report_curves, report_emotion, report_public, report_recipes, report_search, report_speed, stats
 from .config import ROOT
 from .io import atomic_file
+from .report_curves import markdown_table
 from .results import read, read_json, records
 
 SERVING_WAYS = {"adapters": "one base + an adapter per task", "merged": "a merged model per task",
@@ -32,27 +33,25 @@ def serving_frame(reports: list[dict]) -> pd.DataFrame:
 def serving_table(results: Path) -> str:
     """Notebook 09's serving measurements (results/tasks/serving.json) as a table."""
     reports = read_json(results, "tasks/serving.json")["reports"]
-    rows = ["| set-up | tasks | memory held (MB) | while classifying (MB) | load (s) | rows/s | rows/s, tasks mixed |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in sorted(reports, key=lambda r: (list(SERVING_WAYS).index(r["way"]), len(r["tasks"]))):
-        mixed = f"{r['mixed_rows_per_second']:.0f}" if "mixed_rows_per_second" in r else "-"
-        rows.append(f"| {SERVING_WAYS[r['way']]} | {len(r['tasks'])} | {r['held_memory_mb']:.0f} | "
-                    f"{r['working_memory_mb']:.0f} | {r['load_seconds']:.1f} | {r['rows_per_second']:.0f} | {mixed} |")
-    return "\n".join(rows)
+    rows = [[SERVING_WAYS[r["way"]], len(r["tasks"]), f"{r['held_memory_mb']:.0f}", f"{r['working_memory_mb']:.0f}",
+             f"{r['load_seconds']:.1f}", f"{r['rows_per_second']:.0f}",
+             f"{r['mixed_rows_per_second']:.0f}" if "mixed_rows_per_second" in r else "-"]
+            for r in sorted(reports, key=lambda r: (list(SERVING_WAYS).index(r["way"]), len(r["tasks"])))]
+    return markdown_table("set-up | tasks | memory held (MB) | while classifying (MB) | load (s) | rows/s | "
+                          "rows/s, tasks mixed", "lrrrrrr", rows)
 
 
 def task_table(results: Path) -> str:
-    """Notebook 09's tasks: LoRA and full fine-tuning on each, test accuracy, training time and size."""
-    rows = ["| task | classes | train / test examples | LoRA accuracy | full fine-tuning | LoRA train (s) | "
-            "full train (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    """Notebook 09's tasks: LoRA and full fine-tuning on each, test accuracy and training time."""
+    rows = []
     for path in sorted((results / "tasks").glob("*-lora.json")):
-        lora = read(path)
-        full = read(path.with_name(path.name.replace("-lora", "-full-finetune")))
-        rows.append(f"| {lora['run'].removesuffix('-lora')} | {len(lora['labels'])} | "
-                    f"{lora['config']['train_size']:,} / {lora['n_examples']:,} | {lora['metrics']['accuracy']:.4f} | "
-                    f"{full['metrics']['accuracy']:.4f} | {lora['train']['seconds']:.0f} | "
-                    f"{full['train']['seconds']:.0f} |")
-    return "\n".join(rows)
+        lora, full = read(path), read(path.with_name(path.name.replace("-lora", "-full-finetune")))
+        rows.append([lora["run"].removesuffix("-lora"), len(lora["labels"]),
+                     f"{lora['config']['train_size']:,} / {lora['n_examples']:,}",
+                     *(f"{r['metrics']['accuracy']:.4f}" for r in (lora, full)),
+                     *(f"{r['train']['seconds']:.0f}" for r in (lora, full))])
+    return markdown_table("task | classes | train / test examples | LoRA accuracy | full fine-tuning | "
+                          "LoRA train (s) | full train (s)", "lrrrrrr", rows)
 
 
 def serving_line(results: Path) -> str:
@@ -71,21 +70,20 @@ def serving_line(results: Path) -> str:
 def real_run_table(results: Path) -> str:
     """benchmarks/real_run_speed.py's runs (results/speed/real-run.json): the real run's steps against the bench."""
     made = read_json(results, "speed/real-run.json")
-    rows = ["| run | batches padded to | examples/s, whole run | examples/s, steps | bench's examples/s | "
-            "steps / bench | s in steps | s in validations | s else | memory every 50 steps (MB) | accuracy |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     bench = {"lora": made["bench"].get("project"), "full-finetune": made["bench"].get("full-finetune")}
+    rows = []
     for r in made["runs"]:
-        pad = "longest text" if r["pad"] is None else f"multiple of {r['pad']}"
-        other = r["seconds"] - r["in_steps"] - r["in_validations"]
         versus = bench[r["kind"]]
-        against = ("- | -" if versus is None
-                   else f"{versus:.1f} | {r['step_examples_per_second'] / versus:.0%}")
-        rows.append(f"| {r['kind']} | {pad} | {r['examples_per_second']:.1f} | {r['step_examples_per_second']:.1f} | "
-                    f"{against} | {r['in_steps']:.0f} | {r['in_validations']:.0f} ({r['validations']}) | "
-                    f"{other:.0f} | "
-                    f"{', '.join(f'{mb:,}' for mb in r['window_mb'])} | {r['accuracy']:.4f} |")
-    return "\n".join(rows)
+        rows.append([r["kind"], "longest text" if r["pad"] is None else f"multiple of {r['pad']}",
+                     f"{r['examples_per_second']:.1f}", f"{r['step_examples_per_second']:.1f}",
+                     *(["-", "-"] if versus is None else
+                       [f"{versus:.1f}", f"{r['step_examples_per_second'] / versus:.0%}"]),
+                     f"{r['in_steps']:.0f}", f"{r['in_validations']:.0f} ({r['validations']})",
+                     f"{r['seconds'] - r['in_steps'] - r['in_validations']:.0f}",
+                     ", ".join(f"{mb:,}" for mb in r["window_mb"]), f"{r['accuracy']:.4f}"])
+    return markdown_table("run | batches padded to | examples/s, whole run | examples/s, steps | bench's examples/s | "
+                          "steps / bench | s in steps | s in validations | s else | memory every 50 steps (MB) | "
+                          "accuracy", "llrrrrrrrlr", rows)
 
 
 def validation_cost(results: Path) -> str:
@@ -101,11 +99,11 @@ def validation_bench(results: Path) -> str:
     found = read_json(results, "speed/validation.json")
     seconds = {row["way"]: row["seconds"] for row in found["rows"]}
     full = seconds["full fine-tuning, weights cast once"]
-    rows = "\n".join(f"| {way} | {s:.2f} | {s / full:.2f}x |" for way, s in seconds.items())
     same = "the same loss, accuracy and macro-F1" if found["same_scores"] else "**different scores**"
     head = f"validation of {found['validation_examples']:,} tweets (median of {found['rows'][0]['runs']})"
-    return (f"| {head} | seconds | against full fine-tuning, cast once |\n|---|---:|---:|\n{rows}\n\n"
-            f"Each model's two passes gave {same}.")
+    return (markdown_table(f"{head} | seconds | against full fine-tuning, cast once", "lrr",
+                           [[way, f"{s:.2f}", f"{s / full:.2f}x"] for way, s in seconds.items()])
+            + f"\n\nEach model's two passes gave {same}.")
 
 
 def validation_times(record: dict) -> list[float]:
@@ -113,30 +111,21 @@ def validation_times(record: dict) -> list[float]:
     return [entry["eval_runtime"] for entry in record["train"]["history"] if "eval_runtime" in entry]
 
 
-def validation_seconds(record: dict) -> float:
-    """The mean time of a run's validations."""
-    times = validation_times(record)
-    return sum(times) / len(times)
-
-
 def default_speed(results: Path) -> str:
-    """The committed full run's speeds (notebooks 02 and 03): LoRA against full fine-tuning, validations included,
-    then their steps alone against the bench (throughput.py's share-of-peak run of the same two recipes), with the
-    days each was measured on."""
-    runs, measured = {"LoRA": read(results / "lora.json"), "full": read(results / "full-finetune.json")}, \
-        read_json(results, "speed/throughput.json")
+    """The committed runs' speeds (notebooks 02, 03): LoRA against full fine-tuning, their steps against the bench."""
+    runs = {"LoRA": read(results / "lora.json"), "full": read(results / "full-finetune.json")}
+    measured = read_json(results, "speed/throughput.json")
     days = {k: r["meta"]["created"][:10] for k, r in {**runs, "bench": measured}.items()}
     speed = {k: r["train"]["examples_per_second"] for k, r in runs.items()}
-    checks = {k: validation_seconds(r) for k, r in runs.items()}
-    steps = {k: speed[k] * r["train"]["seconds"] / (r["train"]["seconds"] - sum(validation_times(r)))
-             for k, r in runs.items()}
-    benched = {k: measured["recipes"][name]["examples_per_second"] for k, name in (("LoRA", "project"),
-                                                                                  ("full", "full-finetune"))}
+    times = {k: validation_times(r) for k, r in runs.items()}
+    checks = {k: sum(t) / len(t) for k, t in times.items()}
+    steps = {k: speed[k] * r["train"]["seconds"] / (r["train"]["seconds"] - sum(times[k])) for k, r in runs.items()}
+    benched = {k: measured["recipes"][name]["examples_per_second"]
+               for k, name in (("LoRA", "project"), ("full", "full-finetune"))}
     return (f"LoRA trained at {speed['LoRA']:.1f} examples/s against full fine-tuning's {speed['full']:.1f} "
             f"({speed['LoRA'] / speed['full']:.2f}x; {runs['LoRA']['train']['seconds']:.0f} s against "
             f"{runs['full']['train']['seconds']:.0f} s for the same 2 epochs, validations included); a LoRA "
-            "validation "
-            f"on {runs['LoRA']['config']['validation_sample']:,} tweets took {checks['LoRA']:.1f} s, full "
+            f"validation on {runs['LoRA']['config']['validation_sample']:,} tweets took {checks['LoRA']:.1f} s, full "
             f"fine-tuning's {checks['full']:.1f} s ({checks['LoRA'] / checks['full']:.2f}x); their steps alone "
             f"(validations' time left out) at {steps['LoRA']:.1f} and {steps['full']:.1f} examples/s, "
             f"{steps['LoRA'] / benched['LoRA']:.0%} and {steps['full'] / benched['full']:.0%} of the bench's "
@@ -149,16 +138,12 @@ def onnx_table(results: Path) -> str:
     """benchmarks/serving_onnx.py's paths (results/speed/serving-onnx.json): speed, memory, size, accuracy."""
     made = read_json(results, "speed/serving-onnx.json")
     first = made["paths"][0]
-    rows = [f"| path | load (s) | rows/s | x {first['path']} | peak memory (MB) | model on disk (MB) | "
-            f"test accuracy | change (points) | predictions as {first['path']} |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in made["paths"]:
-        rows.append(f"| {r['path']} | {r['load_seconds']:.1f} | {r['rows_per_second']:,.0f} | "
-                    f"{r['rows_per_second'] / first['rows_per_second']:.2f} | {r['peak_memory_mb']:,.0f} | "
-                    f"{r['model_mb']:.1f} | {r['accuracy']:.4f} | "
-                    f"{100 * (r['accuracy'] - first['accuracy']):+.2f} | "
-                    f"{r['same_predictions']:.2%} |")
-    return "\n".join(rows)
+    rows = [[r["path"], f"{r['load_seconds']:.1f}", f"{r['rows_per_second']:,.0f}",
+             f"{r['rows_per_second'] / first['rows_per_second']:.2f}", f"{r['peak_memory_mb']:,.0f}",
+             f"{r['model_mb']:.1f}", f"{r['accuracy']:.4f}", f"{100 * (r['accuracy'] - first['accuracy']):+.2f}",
+             f"{r['same_predictions']:.2%}"] for r in made["paths"]]
+    return markdown_table(f"path | load (s) | rows/s | x {first['path']} | peak memory (MB) | model on disk (MB) | "
+                          f"test accuracy | change (points) | predictions as {first['path']}", "lrrrrrrrr", rows)
 
 
 def notebook_minutes(notebook: Path) -> float | None:
@@ -177,8 +162,8 @@ def notebook_table(results: Path) -> str:
     """Minutes of each committed notebook's run, and their sum."""
     minutes = {p.name[:2]: notebook_minutes(p) for p in sorted((results.parent / "notebooks").glob("[0-9]*.ipynb"))}
     shown = {name: m for name, m in minutes.items() if m is not None}
-    return "\n".join([f"| notebook | {' | '.join(shown)} | all |", "|---|" + "---:|" * (len(shown) + 1),
-                      f"| minutes | {' | '.join(f'{m:.1f}' for m in shown.values())} | {sum(shown.values()):.1f} |"])
+    return markdown_table(f"notebook | {' | '.join(shown)} | all", "l" + "r" * (len(shown) + 1),
+                          [["minutes", " | ".join(f"{m:.1f}" for m in shown.values()), f"{sum(shown.values()):.1f}"]])
 
 
 def slow_cells(results: Path) -> str:
@@ -191,19 +176,19 @@ def slow_cells(results: Path) -> str:
 
 
 def peak_share_table(results: Path) -> str:
-    """throughput.py's recipes (results/speed/throughput.json): speed, share of the matrix-product peak, and where a
-    profiled step's time goes."""
+    """throughput.py's recipes (results/speed/throughput.json): speed, share of the peak, where a step's time goes."""
     made = read_json(results, "speed/throughput.json")
     kinds = list(next(iter(made["profile"].values()), {}))
-    rows = ["| recipe | precision | examples/s | GFLOP/s | % of peak | " + "".join(f"{k} | " for k in kinds)
-            + "peak MB |", "|---|---|---:|---:|---:|" + "---:|" * len(kinds) + "---:|"]
+    rows = []
     for name, r in made["recipes"].items():
         profiled = made["profile"].get(name)
-        parts = "".join(f"{profiled[k]:.0%} | " if profiled else "- | " for k in kinds)
-        rows.append(f"| {name} | {r['precision']} | {r['examples_per_second']:.1f} | {r['gflops']:.0f} | "
-                    f"{r['share_of_peak']:.0%} | {parts}{r['peak_memory_mb']:,.0f} |")
+        rows.append([name, r["precision"], f"{r['examples_per_second']:.1f}", f"{r['gflops']:.0f}",
+                     f"{r['share_of_peak']:.0%}", *(f"{profiled[k]:.0%}" if profiled else "-" for k in kinds),
+                     f"{r['peak_memory_mb']:,.0f}"])
+    head = " | ".join(["recipe | precision | examples/s | GFLOP/s | % of peak", *kinds, "peak MB"])
     peaks = ", ".join(f"{dtype} {value:,.0f} GFLOP/s" for dtype, value in made["peaks"].items())
-    return "\n".join(rows) + f"\n\nMatrix-product peak measured in the same run: {peaks}."
+    return (markdown_table(head, "ll" + "r" * (4 + len(kinds)), rows)
+            + f"\n\nMatrix-product peak measured in the same run: {peaks}.")
 
 
 def peak_share_line(results: Path) -> str:
@@ -252,28 +237,26 @@ over_seeds = records  # a run's records: the notebooks' seed (results/run.json),
 
 def headline_table(results: Path) -> str:
     """Accuracy and macro-F1 (mean ± std over the seeds), trained weights, seed 42's training time and size."""
-    rows = ["| run | accuracy | macro-F1 | trainable weights | train time (s) | saved (MB) |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = []
     for run, name in HEADLINE.items():
         found = over_seeds(results, run)
-        first, scores = found[0], {}
-        for metric in ("accuracy", "f1_macro"):
-            scores[metric] = stats.mean_std(stats.spread([r["metrics"][metric] for r in found]))
+        first = found[0]
         trainable, total = first["params"]["trainable"], first["params"]["total"]
         weights = (f"({trainable / 1e6:.1f}M)" if run == "pretrained-baseline"  # what a full fine-tune would train
                    else f"{trainable:,} ({trainable / total:.2%})" if run == "lora" else f"{trainable:,}")
         seconds = (first.get("train") or {}).get("seconds")
-        rows.append(f"| {name} | {scores['accuracy']} | {scores['f1_macro']} | {weights} | "
-                    f"{'-' if seconds is None else f'{seconds:.0f}'} | {first['resources']['saved_mb']:g} |")
-    return "\n".join(rows)
+        rows.append([name, *(stats.mean_std(stats.spread([r["metrics"][m] for r in found]))
+                             for m in ("accuracy", "f1_macro")),
+                     weights, "-" if seconds is None else f"{seconds:.0f}", f"{first['resources']['saved_mb']:g}"])
+    return markdown_table("run | accuracy | macro-F1 | trainable weights | train time (s) | saved (MB)", "lrrrrr",
+                          rows)
 
 
 def lora_vs_full(results: Path) -> str:
     """LoRA against full fine-tuning, paired by seed, in accuracy and macro-F1, with the verdict of stats.paired."""
     lora, full = over_seeds(results, "lora"), over_seeds(results, "full-finetune")
-    found = {metric: stats.paired(stats.by_seed(lora, metric), stats.by_seed(full, metric), "LoRA",
-                                  "full fine-tuning", metric) for metric in ("accuracy", "f1_macro")}
-    accuracy, f1 = found["accuracy"], found["f1_macro"]
+    accuracy, f1 = (stats.paired(stats.by_seed(lora, m), stats.by_seed(full, m), "LoRA", "full fine-tuning", m)
+                    for m in ("accuracy", "f1_macro"))
     seeds = f"{min(accuracy.keys)}-{max(accuracy.keys)}"
     verdicts = (f"{accuracy.verdict} in both" if accuracy.verdict == f1.verdict
                 else f"{accuracy.verdict} in accuracy, {f1.verdict} in macro-F1")
@@ -313,22 +296,22 @@ def gpu_table(results: Path) -> str:
     cells = ["LoRA, bf16 autocast", made["meta"]["device"], f"{metrics['accuracy']:.4f}", f"{metrics['f1_macro']:.4f}",
              f"{train['seconds']:.1f} s, {train['examples_per_second']:.1f} examples/s with its {validations} "
              "validations", f"{made['resources']['peak_gpu_memory_mb']:.0f} MB"]
-    return (f"| run (seed {made['meta']['seed']}, default data and settings) | device | test accuracy | macro-F1 | "
-            f"training | peak GPU memory |\n|---|---|---:|---:|---|---:|\n| {' | '.join(cells)} |")
+    return markdown_table(f"run (seed {made['meta']['seed']}, default data and settings) | device | test accuracy | "
+                          "macro-F1 | training | peak GPU memory", "llrrlr", [cells])
 
 
 def predict_file_table(results: Path) -> str:
     """benchmarks/predict_file.py's sizes (results/speed/predict-file.json): `predict --input` on large CSVs."""
     made = read_json(results, "speed/predict-file.json")
-    rows = ["| rows | rows out, same order | blank rows left unlabelled | wall time (model loading included) | rows/s "
-            "| peak resident memory |", "|---:|---|---|---:|---:|---:|"]
-    rows += [f"| {r['rows']:,} | {r['rows_out']:,}, {'yes' if r['same_order'] else 'no'} | {r['blank_rows']:,}, "
-             f"{'yes' if r['blank_rows_unlabelled'] else 'no'} | {r['seconds']:.1f} s | {r['rows_per_second']:,.0f} | "
-             f"{r['peak_memory_mb']:,.0f} MB |" for r in made["runs"]]
+    rows = [[f"{r['rows']:,}", f"{r['rows_out']:,}, {'yes' if r['same_order'] else 'no'}",
+             f"{r['blank_rows']:,}, {'yes' if r['blank_rows_unlabelled'] else 'no'}", f"{r['seconds']:.1f} s",
+             f"{r['rows_per_second']:,.0f}", f"{r['peak_memory_mb']:,.0f} MB"] for r in made["runs"]]
     small, large = made["runs"][0], made["runs"][-1]
     grown = large["peak_memory_mb"] - small["peak_memory_mb"]
-    return "\n".join(rows) + (f"\n\n{large['rows'] / small['rows']:.0f} times the rows moved the peak by "
-                              f"{grown:+,.0f} MB ({made['meta']['device']}).")
+    return (markdown_table("rows | rows out, same order | blank rows left unlabelled | wall time (model loading "
+                           "included) | rows/s | peak resident memory", "rllrrr", rows)
+            + f"\n\n{large['rows'] / small['rows']:.0f} times the rows moved the peak by {grown:+,.0f} MB "
+            f"({made['meta']['device']}).")
 
 
 BLOCKS = {"serving-table": serving_table, "task-table": task_table, "serving-line": serving_line,

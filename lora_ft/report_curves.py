@@ -45,6 +45,9 @@ class Curves:
     def shown(self, method: str, n) -> str:
         return stats.mean_std(self.spread(method, n))
 
+    def records(self) -> list[dict]:  # every point's records
+        return [r for found in self.points.values() for r in found]
+
     def seconds(self, method: str, n) -> float:  # the median: a draw slowed by a job sharing the cores moves it little
         return statistics.median(r["train"]["seconds"] for r in self.points[(method, n)])
 
@@ -68,9 +71,15 @@ def _order(n) -> float:
     return math.inf if n is None else n
 
 
-def _and(words) -> str:
+def _and(words) -> str:  # "a", "a and b", "a, b and c"
     words = list(words)
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def markdown_table(head: str, align: str, rows) -> str:
+    """A Markdown table: head's columns ("a | b"), align's letter per column (l: left, r: right), then rows' cells."""
+    lines = [f"| {head} |", "|" + "".join("---:|" if a == "r" else "---|" for a in align)]
+    return "\n".join(lines + [f"| {' | '.join(map(str, row))} |" for row in rows])
 
 
 def _at(ns, notes: dict | None = None) -> str:
@@ -105,7 +114,7 @@ def _sized(c: Curves, *methods) -> list:
 
 
 def _device(c: Curves) -> str:
-    return _and(sorted({r["meta"]["device"] for found in c.points.values() for r in found}))
+    return _and(sorted({r["meta"]["device"] for r in c.records()}))
 
 
 def _days(found) -> str:
@@ -164,8 +173,7 @@ def _crossing(c: Curves) -> str | None:
 
 
 def _recipes(c: Curves) -> str | None:
-    shared = c.grid("lora-small", "lora")
-    if not shared:
+    if not (shared := c.grid("lora-small", "lora")):
         return None
     n = shared[-1]
     return (f"**The small-data recipe against the project's (lora-small vs lora)**: "
@@ -194,8 +202,7 @@ def _pooling(c: Curves) -> str | None:
 
 
 def _lpft(c: Curves) -> str | None:
-    shared = c.grid("lora-lpft", "lora-small")
-    if not shared:
+    if not (shared := c.grid("lora-lpft", "lora-small")):
         return None
     pairs = {n: c.pair("lora-lpft", "lora-small", n) for n in shared}
     helped = [n for n, p in pairs.items() if p.beyond and p.difference > 0]
@@ -211,8 +218,7 @@ def _lpft(c: Curves) -> str | None:
 
 
 def _full(c: Curves, majority: dict | None) -> str | None:
-    shared = c.grid("full-finetune", "lora")
-    if not shared:
+    if not (shared := c.grid("full-finetune", "lora")):
         return None
     worst = [n for n in _sized(c, "full-finetune") if c.at(n)[-1] == "full-finetune"]
     rate = c.points[("full-finetune", shared[0])][0]["config"]["learning_rate"]
@@ -232,12 +238,11 @@ def _tfidf(c: Curves) -> str | None:
     text = ("**TF-IDF + logistic regression**: " +
             (f"{min(gaps):.1f} to {max(gaps):.1f} points behind the best method at every n" if min(gaps) > 0 else
              f"from {max(gaps):.1f} points behind the best method to {-min(gaps):.1f} ahead of the rest"))
-    if c.grid("tfidf-logreg", "linear-probe"):
-        text += "; against the linear probe " + _across({n: c.pair("tfidf-logreg", "linear-probe", n)
-                                                          for n in c.grid("tfidf-logreg", "linear-probe")})
-    if sized := [c.seconds("tfidf-logreg", n) for n in _sized(c, "tfidf-logreg")]:
-        text += (f"; {min(sized):.1f} to {max(sized):.1f} s of training per draw up to "
-                 f"{_sized(c, 'tfidf-logreg')[-1]} per class")
+    if probe := c.grid("tfidf-logreg", "linear-probe"):
+        text += "; against the linear probe " + _across({n: c.pair("tfidf-logreg", "linear-probe", n) for n in probe})
+    if sized := _sized(c, "tfidf-logreg"):
+        times = [c.seconds("tfidf-logreg", n) for n in sized]
+        text += f"; {min(times):.1f} to {max(times):.1f} s of training per draw up to {sized[-1]} per class"
     text += f", {c.seconds('tfidf-logreg', None):.0f} s with the whole split" if c.has(None, "tfidf-logreg") else ""
     return text + " (choosing C on the validation split included)."
 
@@ -258,18 +263,16 @@ def _cost(c: Curves) -> str | None:
 
 def _table(c: Curves, cell) -> str:
     """Method by n, cell(method, n) in each point that ran, "-" elsewhere."""
-    ns = [("all" if n is None else str(n), n) for n in sorted({n for _, n in c.points}, key=_order)]
-    rows = [f"| method | {' | '.join(f'{s} per class' if i == 0 else s for i, (s, _) in enumerate(ns))} |",
-            "|---|" + "---:|" * len(ns)]
-    rows += [f"| {m} | {' | '.join(cell(m, n) if c.has(n, m) else '-' for _, n in ns)} |" for m in METHODS
-             if c.grid(m)]
-    return "\n".join(rows)
+    ns = sorted({n for _, n in c.points}, key=_order)
+    shown = " | ".join(f"{'all' if n is None else n}{' per class' * (i == 0)}" for i, n in enumerate(ns))
+    rows = [[m, *(cell(m, n) if c.has(n, m) else "-" for n in ns)] for m in METHODS if c.grid(m)]
+    return markdown_table(f"method | {shown}", "l" + "r" * len(ns), rows)
 
 
 def curves_table(results_dir: Path, metric: str = "accuracy") -> str:
     """What the grid's records are (how many, when, hours of training), then each point's mean ± std over the draws."""
     c = Curves(Path(results_dir) / "curves", metric)
-    found = [r for records in c.points.values() for r in records]
+    found = c.records()
     trained = [r for r in found if "reused_from" not in r]
     reused = sorted({r["curve"]["method"] for r in found if "reused_from" in r})
     draws = {}
@@ -295,14 +298,14 @@ def curves_takeaways(results_dir: Path, metric: str = "accuracy") -> str:
 
 def _switch(c: Curves) -> tuple | None:
     """(first n where LoRA's mean tops both embedding methods', or None; the n below; who leads LoRA beyond the spread
-    at all of those), or None where no n has both kinds."""
+    at all of those; those where both embedding methods ran), or None where no n has both kinds."""
     if not (sized := [n for n in _sized(c) if c.at(n, LORAS) and c.at(n, EMBEDDINGS)]):
         return None
     cross = next((n for n in sized if c.mean(lora_at(c, n), n) > c.mean(c.at(n, EMBEDDINGS)[0], n)), None)
     below = [n for n in sized if cross is None or n < cross]
     leads = [m for m in EMBEDDINGS if below and all(c.has(n, m) and (p := c.pair(m, lora_at(c, n), n)).beyond
                                                     and p.difference > 0 for n in below)]
-    return cross, below, leads
+    return cross, below, leads, [n for n in below if c.has(n, *EMBEDDINGS)]
 
 
 def curves_recommendation(results_dir: Path, metric: str = "accuracy") -> str:
@@ -310,12 +313,11 @@ def curves_recommendation(results_dir: Path, metric: str = "accuracy") -> str:
     c = Curves(Path(results_dir) / "curves", metric)
     if (switch := _switch(c)) is None:
         return "(no LoRA recipe and sentence-embedding method share a point: nothing to recommend from)"
-    (cross, below, leads), text = switch, "**Recommendation**: "
+    (cross, below, leads, both), text = switch, "**Recommendation**: "
     if below:
         text += (f"{f'below {cross}' if cross else f'up to {below[-1]}'} labelled examples per class, " +
                  (f"{_and(leads)}, ahead of LoRA beyond the spread at every n there" if leads else
                   "no method leads LoRA beyond the spread at every n there, so the default serves there too"))
-        both = [n for n in below if c.has(n, *EMBEDDINGS)]
         if both:
             share = [c.seconds("linear-probe", n) / c.seconds("setfit", n) for n in both]
             text += (f" (linear-probe against setfit "
@@ -367,9 +369,8 @@ def curves_line(results: Path) -> str:
     c = Curves(Path(results) / "curves")
     if (switch := _switch(c)) is None:
         return "no learning-curve records yet (`python -m lora_ft curves`)"
-    (cross, below, leads), said = switch, []
+    (cross, below, leads, both), said = switch, []
     if below:
-        both = [n for n in below if c.has(n, *EMBEDDINGS)]
         level = _across({n: c.pair("linear-probe", "setfit", n) for n in both})
         said.append(f"{f'below {cross}' if cross else f'up to {below[-1]}'} per class, "
                     + (f"{_and(leads)} lead{'s' * (len(leads) == 1)} LoRA beyond the spread at "
@@ -387,8 +388,7 @@ def curves_line(results: Path) -> str:
 
 def curves_hours(results: Path) -> str:
     """The learning-curve grid's hours of training, from its records (the reused headline runs left out)."""
-    found = [r for records in Curves(Path(results) / "curves").points.values() for r in records
-             if "reused_from" not in r]
+    found = [r for r in Curves(Path(results) / "curves").records() if "reused_from" not in r]
     return f"{sum(r['train']['seconds'] for r in found) / 3600:.1f} hours of training"
 
 

@@ -8,7 +8,7 @@ import functools
 from pathlib import Path
 
 from . import stats
-from .report_curves import Curves, _days, _device, _versus, steps
+from .report_curves import Curves, _days, _device, _versus, markdown_table, steps
 
 EMOTION = "public/setfit-emotion"  # benchmarks/setfit_emotion.py's records under results/
 # the SetFit paper's emotion test accuracy over 10 draws: MiniLM (benchmarks/setfit_emotion.PUBLISHED), mpnet (110M)
@@ -22,20 +22,19 @@ def emotion_table(results_dir: Path, n: int) -> str:
     shown = [m for m in ("setfit", "lora-small", "lora", "lora-mean") if c.has(n, m)]
     if not shown:
         return f"(no records in results/{EMOTION}/ at {n} per class: run benchmarks/setfit_emotion.py)"
-    found = [r for m in shown for r in c.points[(m, n)]]
-    rows = [f"{max(len(c.points[(m, n)]) for m in shown)} draws at {n} per class, made {_days(found)}, device "
-            f"{_device(c)}: {sum(r['train']['seconds'] for r in found) / 60:.0f} minutes of training in all"
-            + (f", SetFit {steps(c.points[('setfit', n)][0])} body steps per draw" if "setfit" in shown else "") +
-            f". Test accuracy and macro-F1, mean ± std over the draws, on the whole test split of "
-            f"{found[0]['n_examples']:,} examples:", "", "| method | accuracy | macro-F1 | training time per draw |",
-            "|---|---|---|---:|"]
+    found, rows = [r for m in shown for r in c.points[(m, n)]], []
     for m in shown:
         accuracy = c.shown(m, n) if m != c.at(n, shown)[0] else f"**{c.shown(m, n)}**"
         if m == "setfit" and n in PUBLISHED:
             accuracy += f" (published {PUBLISHED[n][0]:.3f} ± {PUBLISHED[n][1]:.3f})"
-        name, f1 = "lora (the project's recipe)" if m == "lora" else m, stats.mean_std(c.spread(m, n, "f1_macro"))
-        rows.append(f"| {name} | {accuracy} | {f1} | {c.seconds(m, n):.0f} s |")
-    return "\n".join(rows)
+        rows.append(["lora (the project's recipe)" if m == "lora" else m, accuracy,
+                     stats.mean_std(c.spread(m, n, "f1_macro")), f"{c.seconds(m, n):.0f} s"])
+    return (f"{max(len(c.points[(m, n)]) for m in shown)} draws at {n} per class, made {_days(found)}, device "
+            f"{_device(c)}: {sum(r['train']['seconds'] for r in found) / 60:.0f} minutes of training in all"
+            + (f", SetFit {steps(c.points[('setfit', n)][0])} body steps per draw" if "setfit" in shown else "") +
+            f". Test accuracy and macro-F1, mean ± std over the draws, on the whole test split of "
+            f"{found[0]['n_examples']:,} examples:\n\n"
+            + markdown_table("method | accuracy | macro-F1 | training time per draw", "lllr", rows))
 
 
 def emotion_takeaways(results_dir: Path, n: int) -> str:
@@ -74,8 +73,7 @@ def emotion_takeaways(results_dir: Path, n: int) -> str:
 
 
 def trained_how(record: dict) -> str:
-    """How much training a LoRA record had, in words: the contrastive phase's pairs (Config.contrastive), else the
-    Trainer's epochs, batch and steps."""
+    """How much training a LoRA record had, in words: its contrastive pairs, else the Trainer's epochs and steps."""
     train, config, examples = record["train"], record["config"], record["curve"]["train_examples"]
     if config.get("contrastive"):
         return (f"{steps(record)} steps of {config['batch_size']} pairs of texts ({train['pairs'] / examples:g} pairs "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import results, stats
 from .config import Config
+from .report_curves import _and, markdown_table
 
 # The reference figures in ../shared/datasets/README.md: (what is scored, published accuracy, reference run)
 PUBLISHED = {
@@ -31,6 +32,10 @@ def record(results_dir: Path, name: str) -> dict | None:
     """name's record (results/public/<name>.json), or None while the benchmark is not yet run."""
     path = Path(results_dir) / "public" / f"{name}.json"
     return results.read(path) if path.exists() else None
+
+
+def recorded(results_dir: Path) -> dict[str, dict]:  # the records there are, by name, in PUBLISHED's order
+    return {name: made for name in PUBLISHED if (made := record(results_dir, name))}
 
 
 def not_run(name: str | None = None) -> str:
@@ -81,37 +86,32 @@ def within(side: str = "within") -> str:  # "within twice one run's sampling err
     return f"{side} {'twice' if stats.THRESHOLD == 2 else f'{stats.THRESHOLD:g} times'} one run's sampling error"
 
 
-def listed(items: list[str]) -> str:  # "a", "a and b", "a, b and c"
-    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]])) if items else ""
-
-
 def table(records: dict[str, dict]) -> str:
     """The records beside the published figures and the targets, with train time and speed."""
-    rows = ["| data set | train / test examples | LoRA (MiniLM-L6) | target | published | reference | train time |",
-            "|---|---|---|---|---|---|---|"]
+    rows = []
     for name, made in records.items():
         what, published, reference = PUBLISHED[name]
         train, sizes = made["train"], made["data"]["splits"]
-        rows.append(f"| {name} | {sizes['train']:,} / {sizes['test']:,} | "
-                    f"{made['metrics']['accuracy']:.3f} {what} | {TARGETS[name]:.2f} | {published:.3f} | "
-                    f"{reference} "
-                    f"| {train['seconds'] / 60:.0f} min ({train['examples_per_second']:.0f} ex/s) |")
-    return "\n".join(rows)
+        rows.append([name, f"{sizes['train']:,} / {sizes['test']:,}", f"{made['metrics']['accuracy']:.3f} {what}",
+                     f"{TARGETS[name]:.2f}", f"{published:.3f}", reference,
+                     f"{train['seconds'] / 60:.0f} min ({train['examples_per_second']:.0f} ex/s)"])
+    return markdown_table("data set | train / test examples | LoRA (MiniLM-L6) | target | published | reference | "
+                          "train time", "lllllll", rows)
 
 
 def public_table(results_dir: Path) -> str:
     """The table of the benchmarks run so far, then their time together and each one's sampling error."""
-    found = {name: made for name in PUBLISHED if (made := record(results_dir, name))}
+    found = recorded(results_dir)
     if not found:
         return "No public benchmark recorded yet: " + not_run()
     first = next(iter(found.values()))
     minutes = sum(made["train"]["seconds"] for made in found.values()) / 60
-    errors = listed([f"{error_points(made):.1f} points on {NAMES[name]}'s {made['n_examples']:,} {UNITS[name]}"
-                     for name, made in found.items()])
+    errors = _and(f"{error_points(made):.1f} points on {NAMES[name]}'s {made['n_examples']:,} {UNITS[name]}"
+                  for name, made in found.items())
     missing = [name for name in PUBLISHED if name not in found]
     return "\n".join([
         table(found), "",
-        f"Training took {minutes:.0f} minutes for {listed(list(found))} together, one after the other on "
+        f"Training took {minutes:.0f} minutes for {_and(found)} together, one after the other on "
         f"{first['meta']['device']} with nothing else running, validations included. One run's sampling error on "
         f"these test sets (binomial, sqrt(p (1 - p) / n)): {errors}."
         + "".join(f" {NAMES[name]}: {not_run(name)}." for name in missing)])
@@ -119,8 +119,7 @@ def public_table(results_dir: Path) -> str:
 
 def recipe(results_dir: Path) -> str:
     """The recipe's settings and trainable share, from the first record there is."""
-    made = next((m for name in PUBLISHED if (m := record(results_dir, name))), None)
-    if made is None:
+    if (made := next(iter(recorded(results_dir).values()), None)) is None:
         return not_run()
     config, params = made["config"], made["params"]
     return (f"r {config['r']}, alpha {config['alpha']:g}: {params['trainable'] / 1e6:.2f}M trainable weights, "
@@ -129,8 +128,7 @@ def recipe(results_dir: Path) -> str:
 
 def emotion(results_dir: Path) -> str:
     """docs/public-benchmarks.md's emotion bullet: accuracy against the published figure, the weakest class."""
-    made = record(results_dir, "emotion")
-    if made is None:
+    if (made := record(results_dir, "emotion")) is None:
         return not_run("emotion")
     metrics = made["metrics"]
     per_class = metrics["per_class"]
@@ -149,8 +147,7 @@ def emotion(results_dir: Path) -> str:
 
 def sst2(results_dir: Path) -> str:
     """docs/public-benchmarks.md's SST-2 bullet: the target, dev accuracy, the data it trained on."""
-    made = record(results_dir, "sst2")
-    if made is None:
+    if (made := record(results_dir, "sst2")) is None:
         return not_run("sst2")
     accuracy, target, sizes = made["metrics"]["accuracy"], TARGETS["sst2"], made["data"]["splits"]
     margin, error = 100 * (accuracy - target), error_points(made)
@@ -166,20 +163,19 @@ def sst2(results_dir: Path) -> str:
 
 def epochs(results_dir: Path) -> str:
     """Validation accuracy over the last epoch: SST-2's at the last two epochs' ends, the others' change."""
-    found = {name: made for name in PUBLISHED if (made := record(results_dir, name))}
+    found = recorded(results_dir)
     if "sst2" not in found:
         return not_run("sst2")
     made, last = found["sst2"], found["sst2"]["config"]["epochs"]
     line = (f"{validation_at(made, last - 1):.3f} after epoch {last - 1:g}, {validation_at(made, last):.3f} at the "
             f"end, on a fixed sample of {validation_size(made):,} of them")
     others = [f"{NAMES[name]}'s {last_epoch_change(m):+.1f} points" for name, m in found.items() if name != "sst2"]
-    return line + (f"; over the last epoch, {listed(others)}" if others else "")
+    return line + (f"; over the last epoch, {_and(others)}" if others else "")
 
 
 def imdb(results_dir: Path) -> str:
     """docs/public-benchmarks.md's IMDb bullet: accuracy, the data it trained on, validation over the epochs."""
-    made = record(results_dir, "imdb")
-    if made is None:
+    if (made := record(results_dir, "imdb")) is None:
         return not_run("imdb")
     sizes, config = made["data"]["splits"], made["config"]
     checks = [entry for entry in made["train"]["history"] if "eval_accuracy" in entry]
@@ -194,34 +190,31 @@ def imdb(results_dir: Path) -> str:
 
 def changes(results_dir: Path) -> str:
     """Which of CHANGED the records set otherwise than Config's defaults: what they all change, then each one's."""
-    found = {name: made for name in PUBLISHED if (made := record(results_dir, name))}
+    found = recorded(results_dir)
     if not found:
         return not_run()
-    default = {f.name: f.default for f in dataclasses.fields(Config)}
-
-    def said(keys: dict, made: dict) -> str:  # "epochs 3 instead of 2, ..."
-        was = chosen(made)
-        return ", ".join(f"{key} {value:g} instead of {was[key]:g}" if isinstance(value, float)
-                         else f"{key} {value} instead of {was[key]}" for key, value in keys.items())
-
-    def chosen(made: dict) -> dict:  # the defaults with the batch size the budget rule picks for this split
+    default, was = {f.name: f.default for f in dataclasses.fields(Config)}, {}
+    for name, made in found.items():  # the defaults with the batch size the budget rule picks for its split
         resolved = Config(smoke=False, epochs=made["config"]["epochs"]).budget(made["data"]["splits"]["train"])
-        return {**default, "batch_size": resolved.batch_size}
+        was[name] = {**default, "batch_size": resolved.batch_size}
 
-    differ = {name: {key: made["config"][key] for key in CHANGED if made["config"][key] != chosen(made)[key]}
+    def said(name: str, keys: dict) -> str:  # "epochs 3 instead of 2, ..."
+        return ", ".join(f"{key} {value:g} instead of {was[name][key]:g}" if isinstance(value, float)
+                         else f"{key} {value} instead of {was[name][key]}" for key, value in keys.items())
+
+    differ = {name: {key: made["config"][key] for key in CHANGED if made["config"][key] != was[name][key]}
               for name, made in found.items()}
     shared = {key: value for key, value in next(iter(differ.values())).items()
               if all(d.get(key) == value for d in differ.values())}
     every = {1: "", 2: " on both", 3: " on all three"}.get(len(found), " on all")
-    own = [f"{NAMES[name]} also {said({k: v for k, v in d.items() if k not in shared}, found[name])}"
+    own = [f"{NAMES[name]} also {said(name, {k: v for k, v in d.items() if k not in shared})}"
            for name, d in differ.items() if set(d) - set(shared)]
-    first = next(iter(found.values()))
-    return "; ".join([f"{said(shared, first)}{every}"] * bool(shared) + own) or "no setting changed"
+    return "; ".join([f"{said(next(iter(found)), shared)}{every}"] * bool(shared) + own) or "no setting changed"
 
 
 def public_line(results_dir: Path) -> str:
     """The README's line: each benchmark's accuracy against the published figure, and which are level with it."""
-    found = {name: made for name in PUBLISHED if (made := record(results_dir, name))}
+    found = recorded(results_dir)
     if not found:
         return not_run()
     verdicts: dict[str, list[str]] = {}
@@ -236,7 +229,7 @@ def public_line(results_dir: Path) -> str:
     ratio = REFERENCE_WEIGHTS / next(iter(found.values()))["params"]["total"]
     return (f"the default recipe on MiniLM ({changes(results_dir)}) against the published full fine-tuning of "
             f"DistilBERT ({ratio:.0f}x MiniLM's weights): "
-            + ", ".join(f"{verdict} on {listed(items)}" for verdict, items in verdicts.items()))
+            + ", ".join(f"{verdict} on {_and(items)}" for verdict, items in verdicts.items()))
 
 
 BLOCKS = {"public-table": public_table, "public-recipe": recipe, "public-emotion": emotion, "public-sst2": sst2,

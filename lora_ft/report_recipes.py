@@ -12,11 +12,13 @@ from pathlib import Path
 from . import stats
 from .grids import DEFAULT_RECIPE as DEFAULT
 from .grids import GROUPS, REFERENCE, comparisons
+from .report_curves import _and, markdown_table
 from .results import records, settings
 
 LR_REFERENCE = REFERENCE["learning-rate"]  # the learning-rate cell with the default's rate and alpha/r
 COMPARISONS = {group: comparisons(group) for group in GROUPS}  # notebook 08's, by group
 DIVERGED = 0.5  # a seed below this test accuracy collapsed (predicting one class scores less on the tweets)
+NONE_YET = "no recipe recorded yet (`python -m lora_ft recipes`)"
 
 
 def recipe_runs(results: Path) -> dict[str, list[dict]]:
@@ -38,8 +40,7 @@ def minutes(found: list[dict], timed: dict) -> float:
 
 
 def kernel(record: dict) -> str:
-    """The attention kernel a run trained with: its train section's record of it, else its setting (a run from
-    before the setting existed used the model's own, "sdpa": config.BEFORE_SETTINGS)."""
+    """The attention kernel a run trained with: as its train section records it, else its setting (before it: sdpa)."""
     return record["train"].get("attention") or settings(record)["attention"]
 
 
@@ -88,8 +89,7 @@ def outcome(p: stats.Paired) -> str:
 
 def not_run(names) -> str:  # "a and b not yet run (`the command that runs them`)"
     names = list(dict.fromkeys(names))
-    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-    return f"{listed} not yet run (`python -m lora_ft recipes --names {','.join(names)}`)"
+    return f"{_and(names)} not yet run (`python -m lora_ft recipes --names {','.join(names)}`)"
 
 
 def collapsed(runs: dict, name: str) -> int:  # how many of name's seeds fell below DIVERGED
@@ -97,8 +97,7 @@ def collapsed(runs: dict, name: str) -> int:  # how many of name's seeds fell be
 
 
 def comparison_rows(runs: dict, pairs) -> list[dict]:
-    """Each (recipe, reference) of pairs as a row: the recipe's kernel, seeds and scores, the reference's accuracy,
-    the paired difference in accuracy and its verdict by the rule ("not yet run" where a side has no records)."""
+    """Each (recipe, reference) of pairs as a row: scores, the paired difference in accuracy and its verdict."""
     rows = []
     for a, b in pairs:
         p = compare(runs, a, b)
@@ -109,11 +108,11 @@ def comparison_rows(runs: dict, pairs) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], left=("group", "recipe", "attention", "against", "verdict")) -> str:
-    """rows as a Markdown table, the columns named in left aligned left, the others right."""
+def markdown(rows: list[dict]) -> str:
+    """rows as a Markdown table, the columns of names aligned left, of numbers right."""
     head = list(rows[0])
-    lines = ["| " + " | ".join(head) + " |", "|" + "".join("---|" if k in left else "---:|" for k in head)]
-    return "\n".join(lines + ["| " + " | ".join(str(row[k]) for k in head) + " |" for row in rows])
+    align = "".join("l" if k in ("group", "recipe", "attention", "against", "verdict") else "r" for k in head)
+    return markdown_table(" | ".join(head), align, ([row[k] for k in head] for row in rows))
 
 
 def recipe_table(results: Path) -> str:
@@ -134,14 +133,14 @@ def recipe_costs(results: Path) -> str:
                      "CPU examples/s": f"{bench['examples_per_second']:.1f}" if bench else "not timed",
                      "minutes for the budget": f"{minutes(found, bench):.1f}" if bench else "-",
                      "CPU peak memory (MB)": f"{bench['peak_memory_mb']:,.0f}" if bench else "-"})
-    return markdown(rows) if rows else "no recipe recorded yet (`python -m lora_ft recipes`)"
+    return markdown(rows) if rows else NONE_YET
 
 
 def recipe_grid(results: Path) -> str:
     """docs/which-lora.md's line on the grid: recipes, runs and seeds, where they trained, what the CPU would take."""
     runs, timed = recipe_runs(results), speeds(results)
     if not runs:
-        return "no recipe recorded yet (`python -m lora_ft recipes`)"
+        return NONE_YET
     usual = Counter(len(found) for found in runs.values()).most_common(1)[0][0]
     other = "".join(f", {len(found)} for {name}" for name, found in runs.items() if len(found) != usual)
     records = [r for found in runs.values() for r in found]
@@ -176,30 +175,31 @@ KERNEL_SPEEDS = ("all-linear", "all-linear-dropout0", "all-linear-dropout0-eager
 
 
 def kernel_speeds(results: Path) -> str:
-    """The CPU bench's speeds of the default's settings with the model's dropout on and off, each attention kernel
-    (bash benchmarks/recipe_speeds.sh: results/recipes/speed.json), as a table."""
+    """The CPU bench's speeds (results/recipes/speed.json) of KERNEL_SPEEDS, as a table."""
     timed, runs = speeds(results), recipe_runs(results)
-    rows = ["| recipe | attention | model dropout | examples/s | peak MB |", "|---|---|---:|---:|---:|"]
+    rows = []
     for name in KERNEL_SPEEDS:
         dropout = settings(runs[name][0])["base_dropout"]
-        shown = "the model's own" if dropout is None else f"{dropout:g}"
-        rows.append(f"| {name} | {kernel(runs[name][0])} | {shown} | {timed[name]['examples_per_second']:.1f} | "
-                    f"{timed[name]['peak_memory_mb']:,.0f} |")
-    return "\n".join(rows)
+        rows.append([name, kernel(runs[name][0]), "the model's own" if dropout is None else f"{dropout:g}",
+                     f"{timed[name]['examples_per_second']:.1f}", f"{timed[name]['peak_memory_mb']:,.0f}"])
+    return markdown_table("recipe | attention | model dropout | examples/s | peak MB", "llrrr", rows)
 
 
 def kernel_verdict(results: Path) -> str:
     return kernel_sentence(recipe_runs(results))
 
 
-def _against(runs: dict, a: str, b: str) -> str:  # "a against b: <paired text>", or what is not yet run
+def _verdict(runs: dict, a: str, b: str) -> str:  # a against b as paired_text, or what is not yet run
     p = compare(runs, a, b)
-    return f"{a} against {b}: " + (paired_text(p) if p else not_run(n for n in (a, b) if n not in runs))
+    return paired_text(p) if p else not_run(n for n in (a, b) if n not in runs)
+
+
+def _against(runs: dict, a: str, b: str) -> str:
+    return f"{a} against {b}: {_verdict(runs, a, b)}"
 
 
 def findings(runs: dict, timed: dict, headline: list[dict] | None) -> str:
-    """What the grid found, one bullet per question, every verdict by the rule (notebook 08's summary and
-    docs/which-lora.md); headline: the default's headline run over its seeds (results/lora.json and seeds/)."""
+    """What the grid found, one bullet per question, verdicts by the rule; headline: the default's headline records."""
     qv, d = "query-value-dropout0", DEFAULT
     p = compare(runs, qv, d)
     if p is None:
@@ -213,13 +213,12 @@ def findings(runs: dict, timed: dict, headline: list[dict] | None) -> str:
                    f"{_against(runs, qv, d)}: {then[outcome(p)]}, for "
                    f"{weights:.1f}x the trainable weights. With the model's dropout on, "
                    f"{_against(runs, 'all-linear', 'query-value')}.")
-    lr = [a for pair in COMPARISONS["learning-rate"] for a in pair if a in runs]
+    lr = list(dict.fromkeys(a for pair in COMPARISONS["learning-rate"] for a in pair if a in runs))
     if lr:
-        best = max(dict.fromkeys(lr), key=lambda name: mean(runs, name))
-        broke = [f"{name} on {collapsed(runs, name)} of {len(runs[name])} seeds" for name in dict.fromkeys(lr)
-                 if collapsed(runs, name)]
+        best = max(lr, key=lambda name: mean(runs, name))
+        broke = [f"{name} on {k} of {len(runs[name])} seeds" for name in lr if (k := collapsed(runs, name))]
         behind = [p for p in (compare(runs, a, b) for a, b in COMPARISONS["learning-rate"]) if p and p.beyond]
-        rate = (f"**The learning rate**: of the {len(set(lr))} cells recorded, {best} has the best mean "
+        rate = (f"**The learning rate**: of the {len(lr)} cells recorded, {best} has the best mean "
                 f"({score(runs, best)})" + (f", and {len(behind)} of the others are behind it beyond the spread"
                                             if best == LR_REFERENCE else f"; {_against(runs, LR_REFERENCE, best)}")
                 + (f"; training collapsed for {', '.join(broke)}" if broke else "") + ".")
@@ -258,7 +257,7 @@ def findings(runs: dict, timed: dict, headline: list[dict] | None) -> str:
                 "validations, not a second accuracy for the default. Validations set no weight, yet a run "
                 "without them ends at other weights (checked on a small run in fp32; why is open): the grid's "
                 f"{d} against the headline run, "
-                f"{_against({**runs, 'headline': headline}, d, 'headline').split(': ', 1)[1]}.")
+                f"{_verdict({**runs, 'headline': headline}, d, 'headline')}.")
     else:
         head = "**The default's headline run**: not yet run (notebook 03 writes results/lora.json)."
     return "\n".join(f"- {line}" for line in (default, rate, variants, speed, budget, kernel, head))
@@ -266,9 +265,7 @@ def findings(runs: dict, timed: dict, headline: list[dict] | None) -> str:
 
 def targets_line(results: Path) -> str:
     """docs/data-and-models.md: every linear layer against query and value alone, paired by seed."""
-    runs = recipe_runs(results)
-    p = compare(runs, "all-linear", "query-value")
-    return paired_text(p) if p else not_run(n for n in ("all-linear", "query-value") if n not in runs)
+    return _verdict(recipe_runs(results), "all-linear", "query-value")
 
 
 def _said(runs: dict, a: str, b: str) -> str:  # a against b as paired_text, or "not yet run"
@@ -277,11 +274,10 @@ def _said(runs: dict, a: str, b: str) -> str:  # a against b as paired_text, or 
 
 
 def which_lora_line(results: Path) -> str:
-    """The README's line on notebook 08: the targets, whether a variant or learning rate beats every linear layer,
-    the model's dropout and a third epoch, each verdict by the rule."""
+    """The README's line on notebook 08: targets, variants and learning rates, dropout, a third epoch, by the rule."""
     runs, timed = recipe_runs(results), speeds(results)
     if not runs:
-        return "no recipe recorded yet (`python -m lora_ft recipes`)"
+        return NONE_YET
     text = f"every linear layer against the LoRA paper's query and value: {_said(runs, 'all-linear', 'query-value')}"
     if {"all-linear", "query-value"} <= set(runs):
         weights = [runs[name][0]["params"]["trainable"] for name in ("all-linear", "query-value")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import results, stats
 from .config import TARGET_SETS
-from .report_curves import _and, _days, _versus
+from .report_curves import _and, _days, _versus, markdown_table
 
 PER_CLASS = 128
 FOLDER = "search-128"  # under results/: validation/ (the choice) and test/ (the chosen candidate)
@@ -56,8 +56,8 @@ def _records(folder: Path, name: str) -> list[dict]:
     return results.records(folder, name) if results.path_of(folder, name).exists() else []
 
 
-def _scores(folder: Path, name: str) -> dict:
-    return stats.by_seed(_records(folder, name))
+def _drawn(results_dir: Path, method: str) -> list[dict]:  # notebook 07's records of method at PER_CLASS
+    return _records(Path(results_dir) / "curves", f"curve-{method}-n{PER_CLASS}")
 
 
 def _pick(ran: dict) -> str:
@@ -78,10 +78,9 @@ def _picks(ran: dict) -> list[str]:
 
 
 def chosen(results_dir: Path) -> list[str]:
-    """Each round's candidate that leads lora-mean beyond the spread on the validation split by the most (among it
-    and the rounds before), else lora-mean: the candidates the test split scores."""
+    """Each round's choice on validation (among it and the rounds before): the candidates the test split scores."""
     folder = Path(results_dir) / FOLDER / "validation"
-    return _picks({name: _scores(folder, name) for name in CANDIDATES})
+    return _picks({name: stats.by_seed(_records(folder, name)) for name in CANDIDATES})
 
 
 def _tested(pick: str, rounds: list[int], test: dict, drawn: dict, on_validation: stats.Paired) -> list[str]:
@@ -100,14 +99,13 @@ def _tested(pick: str, rounds: list[int], test: dict, drawn: dict, on_validation
             f"({versus[1].verdict})."]
 
 
-def _named(value) -> str:
-    """A setting's value as the table shows it: a target set by its name."""
-    return next((name for name, targets in TARGET_SETS.items() if value == targets), str(value))
+def _change(changes: dict) -> str:
+    """A candidate's changes as shown ("r=16, alpha=32.0"), a target set by its name."""
+    return ", ".join(f"{key}={next((n for n, t in TARGET_SETS.items() if v == t), v)}" for key, v in changes.items())
 
 
 def _pairs_add_up(versus: dict, examples: int) -> str:
-    """Round two's takeaway from each candidate's validation draws paired with lora-mean's (versus): whether two
-    changes together beat each alone and lora-mean, on validation means."""
+    """Round two's takeaway (versus: each candidate paired with lora-mean): do two changes beat each alone?"""
     lead = {name: p.difference for name, p in versus.items()}  # mean difference: the means' order against lora-mean
     below = [f"{a}-{b}" for a, b in PAIRS if lead[f"{a}-{b}"] < min(lead[a], lead[b])]
     behind = [name for name in SECOND if lead[name] < 0]
@@ -136,8 +134,7 @@ def _fewer_layers(versus: dict) -> str:
 
 
 def _ensembles(ran: dict, made: dict, results_dir: Path) -> str:
-    """Round four's takeaway: ensembles of r16 against r16 alone, how much one run moves with its training seed, and
-    what the members cost against SetFit (notebook 07's records)."""
+    """Round four's takeaway: ensembles against r16 alone, r16's training-seed noise, the cost against SetFit's."""
     alone = [stats.paired(ran[name], ran["r16"], name, "r16") for name in FOURTH]
     said = "; ".join(f"{p.a} {p.amount} points ({p.verdict})" for p in alone)
     largest = max(FOURTH, key=lambda name: FOURTH[name]["members"])
@@ -145,7 +142,7 @@ def _ensembles(ran: dict, made: dict, results_dir: Path) -> str:
     first = {r["meta"]["seed"]: r["train"]["members"][0] for r in made[largest]}  # r16's own seed
     again = "; ".join(f"{first[k]:.4f} against {ran['r16'][k]:.4f} on draw {k}" for k in sorted(first)
                       if k in ran["r16"])
-    found = {m: _records(Path(results_dir) / "curves", f"curve-{m}-n{PER_CLASS}") for m in ("setfit", BASELINE)}
+    found = {m: _drawn(results_dir, m) for m in ("setfit", BASELINE)}
     times = ""
     if all(found.values()):
         mean = {m: stats.spread([r["train"]["seconds"] for r in records])["mean"] for m, records in found.items()}
@@ -161,8 +158,7 @@ def _ensembles(ran: dict, made: dict, results_dir: Path) -> str:
 
 
 def search_table(results_dir: Path) -> str:
-    """The candidates on validation against lora-mean, round by round, then each round's choice on test against
-    notebook 07's draws."""
+    """The candidates on validation against lora-mean, round by round, then each round's choice on test."""
     root = Path(results_dir) / FOLDER
     made = {name: _records(root / "validation", name) for name in CANDIDATES}
     if not all(made.values()):
@@ -172,33 +168,29 @@ def search_table(results_dir: Path) -> str:
     base = ran[BASELINE]
     versus = {name: stats.paired(scores, base) for name, scores in ran.items() if name != BASELINE}
     found = [r for records in made.values() for r in records]
+    cells = []
+    for k, candidates in enumerate(ROUNDS, 1):
+        for name, changes in candidates.items():
+            p = versus.get(name)
+            cells.append([k, name, _change(changes) or "(none)", stats.mean_std(stats.spread(ran[name].values())),
+                          *(("-", "-") if p is None else (f"{p.amount}, {p.verdict}", f"{p.wins} of {p.n}"))])
+    examples = made[BASELINE][0]["config"]["train_size"]  # the drawn training examples
     rows = [f"{len(base)} draws of {PER_CLASS} per class (the learning curves' draws), made {_days(found)}: "
             f"validation accuracy on {found[0]['n_examples']:,} examples, mean ± std over the draws, and each "
             f"candidate against {BASELINE} paired over them:", "",
-            f"| round | candidate | change from {BASELINE} | validation accuracy | against {BASELINE} (points) | "
-            "ahead in |",
-            "|---:|---|---|---|---|---:|"]
-    for k, candidates in enumerate(ROUNDS, 1):
-        for name, changes in candidates.items():
-            change = ", ".join(f"{key}={_named(v)}" for key, v in changes.items()) or "(none)"
-            p = versus.get(name)
-            cell, wins = ("-", "-") if p is None else (f"{p.amount}, {p.verdict}", f"{p.wins} of {p.n}")
-            rows.append(f"| {k} | {name} | {change} | {stats.mean_std(stats.spread(ran[name].values()))} | {cell} | "
-                        f"{wins} |")
-    examples = made[BASELINE][0]["config"]["train_size"]  # the drawn training examples
-    rows += ["", _pairs_add_up(versus, examples), "", _fewer_layers(versus), "",
-             _ensembles(ran, made, results_dir)]
+            markdown_table(f"round | candidate | change from {BASELINE} | validation accuracy | against {BASELINE} "
+                           "(points) | ahead in", "rllllr", cells),
+            "", _pairs_add_up(versus, examples), "", _fewer_layers(versus), "", _ensembles(ran, made, results_dir)]
     picks = _picks(ran)
     tested = [pick for pick in dict.fromkeys(picks) if pick != BASELINE]
     if not tested:
         rows += ["", f"No candidate leads {BASELINE} beyond the spread on validation, so {BASELINE}'s test draws in "
                  "notebook 07 stand for the search."]
         return "\n".join(rows)
-    curves = Path(results_dir) / "curves"
-    drawn = {m: _scores(curves, f"curve-{m}-n{PER_CLASS}") for m in COMPARED}
+    drawn = {m: stats.by_seed(_drawn(results_dir, m)) for m in COMPARED}
     for pick in tested:
         rounds = [k + 1 for k, p in enumerate(picks) if p == pick]
-        test = _scores(root / "test", pick)
+        test = stats.by_seed(_records(root / "test", pick))
         if not test:
             return "\n".join(rows + ["", f"Chosen in round {rounds[0]}: {pick}; its test draws have not run."])
         if not all(drawn.values()):
@@ -216,11 +208,11 @@ def search_line(results_dir: Path) -> str:
     pick = picks[-1]
     if pick == BASELINE:
         return f"no candidate led {BASELINE} beyond the spread on validation"
-    test = _scores(Path(results_dir) / FOLDER / "test", pick)
-    setfit = _scores(Path(results_dir) / "curves", f"curve-setfit-n{PER_CLASS}")
+    test = stats.by_seed(_records(Path(results_dir) / FOLDER / "test", pick))
+    setfit = stats.by_seed(_drawn(results_dir, "setfit"))
     if not test or not setfit:
         return f"{pick} was chosen on validation; its test draws, or SetFit's, have not run"
-    change = f"{BASELINE} with " + ", ".join(f"{key}={_named(v)}" for key, v in settings(CANDIDATES[pick]).items())
+    change = f"{BASELINE} with {_change(settings(CANDIDATES[pick]))}"
     members = (recipe(CANDIDATES[pick]) or {}).get("members")
     what = f"the class probabilities of {members} runs averaged, each {change}" if members else change
     looks = len({p for p in picks if p != BASELINE})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import PAD_TO_MULTIPLE_OF
+from .report_curves import markdown_table
 from .results import read, read_json
 
 BENCH = "speed/padding-bench.json"
@@ -16,27 +17,24 @@ def _ratio(rows: dict, a: str, b: str) -> float:
 
 
 def padding_table(results: Path) -> str:
-    """The training recipes (examples/s, padded positions against real tokens, share of the peak, memory), then the
-    ways of serving the project's model trained on the same budget."""
+    """The training recipes (speed, padded positions, share of the peak, memory), then the ways of serving."""
     made = read_json(results, BENCH)
-    rows, peaks = made["recipes"], made["peaks"]
-    lines = ["| recipe | precision | examples/s | x fixed-128 | tokens/s (computed) | real tokens/s | GFLOP/s | "
-             "% of peak | peak MB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, row in rows.items():
-        lines.append(f"| {name} | {row['precision']} | {row['examples_per_second']:.1f} | "
-                     f"{_ratio(rows, name, 'fixed-128'):.2f} | {row['tokens_per_second']:,.0f} | "
-                     f"{row['real_tokens_per_second']:,.0f} | {row['gflops']:.0f} | {row['share_of_peak']:.0%} | "
-                     f"{row['peak_memory_mb']:,.0f} |")
-    served = made["inference"]
+    rows, served = made["recipes"], made["inference"]
     first = next(iter(served))
-    lines += ["", f"| inference ({made['same_budget']['validation']:,} validation tweets) | examples/s | x {first} | "
-              "accuracy | change (pt) |", "|---|---:|---:|---:|---:|"]
-    for name, row in served.items():
-        lines.append(f"| {name} | {row['examples_per_second']:.1f} | {_ratio(served, name, first):.2f} | "
-                     f"{row['accuracy']:.4f} | {100 * (row['accuracy'] - served[first]['accuracy']):+.2f} |")
-    peak = ", ".join(f"{dtype} {value:,.0f} GFLOP/s" for dtype, value in peaks.items())
-    return "\n".join(lines) + (f"\n\nMedians of {made['repeats']} repeats of {made['steps']} steps; matrix-product "
-                               f"peak measured in the same run: {peak}; {made['meta']['device']}.")
+    training = markdown_table(
+        "recipe | precision | examples/s | x fixed-128 | tokens/s (computed) | real tokens/s | GFLOP/s | % of peak | "
+        "peak MB", "llrrrrrrr",
+        [[name, row["precision"], f"{row['examples_per_second']:.1f}", f"{_ratio(rows, name, 'fixed-128'):.2f}",
+          f"{row['tokens_per_second']:,.0f}", f"{row['real_tokens_per_second']:,.0f}", f"{row['gflops']:.0f}",
+          f"{row['share_of_peak']:.0%}", f"{row['peak_memory_mb']:,.0f}"] for name, row in rows.items()])
+    serving = markdown_table(
+        f"inference ({made['same_budget']['validation']:,} validation tweets) | examples/s | x {first} | accuracy | "
+        "change (pt)", "lrrrr",
+        [[name, f"{row['examples_per_second']:.1f}", f"{_ratio(served, name, first):.2f}", f"{row['accuracy']:.4f}",
+          f"{100 * (row['accuracy'] - served[first]['accuracy']):+.2f}"] for name, row in served.items()])
+    peak = ", ".join(f"{dtype} {value:,.0f} GFLOP/s" for dtype, value in made["peaks"].items())
+    return (f"{training}\n\n{serving}\n\nMedians of {made['repeats']} repeats of {made['steps']} steps; "
+            f"matrix-product peak measured in the same run: {peak}; {made['meta']['device']}.")
 
 
 def padding_line(results: Path) -> str:
@@ -68,9 +66,7 @@ def padding_factors(results: Path) -> str:
 
 
 def compile_line(results: Path) -> str:
-    """torch.compile against eager mode for the default recipe (results/speed/compile-bench.json), and after how many
-    training examples its compiling pays for itself, against the examples the headline run (results/lora.json)
-    trains on."""
+    """torch.compile against eager mode (results/speed/compile-bench.json), and whether the headline run repays it."""
     made = read_json(results, "speed/compile-bench.json")
     eager, compiled = made["recipes"]["project"], made["recipes"]["project+compile"]
     ratio = _ratio(made["recipes"], "project+compile", "project")
