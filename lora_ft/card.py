@@ -23,14 +23,14 @@ def build(settings: Config, labels: list[str], record: dict | None = None, basel
     """The card for the adapter (merged=False, loaded with peft) or the merged model (with transformers); record is the
     run's results record, baselines BASELINES' on its test split, lora its adapter_config.json; None is left out."""
     base = public_name(settings.model)
-    name = f"{base.rstrip('/').rsplit('/', 1)[-1]}-lora-{Path(_dataset(settings)).stem.rsplit('/', 1)[-1]}"
+    name = f"{base.rstrip('/').rsplit('/', 1)[-1]}-lora-{Path(_dataset(settings)).stem}"
     metadata = ModelCardData(model_name=name, base_model=base, library_name="transformers" if merged else "peft",
                              pipeline_tag="text-classification", license=LICENSES.get(settings.model),
                              tags=["lora", "text-classification", PROJECT],
                              eval_results=_eval_results(record, settings) if record else None)
     table = _results(record, baselines or {}) if record else "## Results\n\nNo test record was found for this adapter."
-    sections = [_summary(name, base, settings, labels, merged), _data(settings, labels, sizes), table,
-                _training(settings, record, lora), _usage(settings, labels), _limitations(settings)]
+    sections = [_summary(name, base, labels, merged), _data(settings, labels, sizes), table,
+                _training(settings, record, lora), _usage(base, settings, labels), _limitations(settings)]
     return ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
 
 
@@ -73,7 +73,7 @@ def _eval_results(record: dict, settings: Config) -> list[EvalResult]:
                        metric_value=round(metrics["f1_macro"], 4), **common)]
 
 
-def _summary(name: str, base: str, settings: Config, labels: list[str], merged: bool) -> str:
+def _summary(name: str, base: str, labels: list[str], merged: bool) -> str:
     what = ("the LoRA update merged into the base weights: a plain transformers model, served without peft"
             if merged else "LoRA adapters and a classification head (a few MB) on top of the base model, for peft")
     link = base if Path(base).expanduser().exists() else f"https://huggingface.co/{base}"
@@ -142,10 +142,9 @@ def _training(settings: Config, record: dict | None, lora: dict | None) -> str:
     return "\n".join(lines)
 
 
-def _usage(settings: Config, labels: list[str]) -> str:
+def _usage(base: str, settings: Config, labels: list[str]) -> str:
     id2label = dict(enumerate(labels))
     label2id = {label: i for i, label in enumerate(labels)}
-    base = public_name(settings.model)
     where = (f"The base model is the local folder `{base}`: copy it along, or change the adapter's base path."
              if Path(base).expanduser().exists()
              else f"peft fetches the base model `{base}` from the Hub on first use (then from the cache).")

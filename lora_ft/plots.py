@@ -20,6 +20,7 @@ RUN_ORDER = {"majority": 0, "pretrained-baseline": 1, "tfidf-logreg": 2, "linear
              "lora": 5}  # by kind: the cheapest reference first, LoRA last
 MARKERS = "osD^vPX"  # a marker per method or recipe, beside its colour (a star marks the default recipe)
 DEFAULT_RECIPES = (DEFAULT_RECIPE, "all-linear-dropout0")  # Config's defaults as a recipe, or the sdpa one before it
+METRICS = ("accuracy", "f1_macro")  # what the tables and figures score
 
 
 def ordered(records: dict[str, dict]) -> list[dict]:
@@ -62,18 +63,16 @@ def over_seeds(records: dict[str, dict], seeds: dict[str, list[dict]] | None = N
     return {run: seeds.get(run) or [record] for run, record in records.items()}
 
 
-def metric_dots(records: dict[str, dict], metrics=("accuracy", "f1_macro"), seeds=None) -> plt.Figure:
-    """Test metrics on an axis zoomed to the trained runs: each seed a dot, mean ± standard deviation a bar; the runs
-    that train nothing (majority class, untrained model) keep their row, their scores written at its left edge."""
+def metric_dots(records: dict[str, dict], seeds=None) -> plt.Figure:
+    """Test scores zoomed to the trained runs: a dot per seed, mean ± std a bar; untrained runs written at the edge."""
     runs = over_seeds(records, seeds)
     rows = ordered(records)
     trained = [r for r in rows if "train" in r] or rows
     reference = next((r for r in trained if r["kind"] == "full-finetune"), None)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 1.4 + 0.55 * len(rows)), sharey=True,
-                             squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(6 * len(METRICS), 1.4 + 0.55 * len(rows)), sharey=True)
+    for ax, metric in zip(axes, METRICS):
         for i, r in enumerate(rows):
-            values = [found["metrics"][metric] for found in runs[r["run"]]]
+            values = _values(runs[r["run"]], metric)
             if r not in trained:  # far below the others: drawn, it would squeeze them together
                 ax.annotate(f"◀ {spread_text(values)}: trains nothing, off the axis", (0.01, i),
                             xycoords=("axes fraction", "data"), va="center", fontsize=8, color="gray")
@@ -84,11 +83,11 @@ def metric_dots(records: dict[str, dict], metrics=("accuracy", "f1_macro"), seed
             ax.annotate(spread_text(values), (np.mean(values), i), xytext=(0, 10), textcoords="offset points",
                         ha="center", fontsize=8)
         if reference:  # the ceiling LoRA is measured against
-            ax.axvline(np.mean([f["metrics"][metric] for f in runs[reference["run"]]]), color="gray", ls=":", lw=1)
+            ax.axvline(np.mean(_values(runs[reference["run"]], metric)), color="gray", ls=":", lw=1)
         ax.set(xlabel=f"test {metric}", ylim=(len(rows) - 0.4, -0.7))  # the cheapest run on top, as in the tables
         ax.grid(axis="x", alpha=0.3)
         ax.margins(x=0.12)
-    axes[0][0].set(yticks=range(len(rows)), yticklabels=[r["run"] for r in rows])
+    axes[0].set(yticks=range(len(rows)), yticklabels=[r["run"] for r in rows])
     n = sorted({len(runs[r["run"]]) for r in trained})
     fig.suptitle("Test scores on an axis zoomed to the trained runs: each seed a dot, mean ± standard deviation a bar "
                  f"({' to '.join(map(str, n))} seed{'s' if n[-1] > 1 else ''} per run)"
@@ -98,8 +97,7 @@ def metric_dots(records: dict[str, dict], metrics=("accuracy", "f1_macro"), seed
 
 
 def confusion_matrices(records: dict[str, dict]) -> plt.Figure:
-    """Each run's confusion matrix, row-normalised: the share of each true class given each prediction, its recall on
-    the diagonal; each true class's number of test examples beside its name."""
+    """Each run's confusion matrix, row-normalised (recall on the diagonal), each true class's test examples named."""
     runs = ordered(records)
     columns = min(len(runs), 3)
     rows = -(-len(runs) // columns)
@@ -145,8 +143,7 @@ def training_curves(record: dict) -> plt.Figure:
 
 
 def parameter_counts(records: dict[str, dict]) -> plt.Figure:
-    """Trainable and total weights of each run with weights (log scale); a run that trains nothing (the untrained
-    model, whose record counts what a full fine-tune would train) shows its size only, labelled not trained."""
+    """Trainable and total weights of each run (log scale); a run that trains nothing shows its size only."""
     runs = [r for r in ordered(records) if r["params"]["total"]]
     fig, ax = plt.subplots(figsize=(7, 1 + 0.45 * len(runs)))
     names = [r["run"] for r in runs]
@@ -163,9 +160,7 @@ def parameter_counts(records: dict[str, dict]) -> plt.Figure:
 
 
 def accuracy_against_cost(records: dict[str, dict], seeds=None) -> plt.Figure:
-    """Test accuracy of each trained run against its trainable weights and its training time (the records'
-    train.seconds; log scales): each seed a dot, mean ± standard deviation bars where there are several; the majority
-    class a dashed line where it falls inside the axis, else named on it."""
+    """Test accuracy of each trained run against its trainable weights and training time, each seed a dot."""
     runs = over_seeds(records, seeds)
     trained = [(i, r) for i, r in enumerate(ordered(records)) if "train" in r]  # i: its colour, as in metric_dots
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
@@ -174,7 +169,7 @@ def accuracy_against_cost(records: dict[str, dict], seeds=None) -> plt.Figure:
     for ax, xlabel, x in panels:
         for i, r in trained:
             found = runs[r["run"]]
-            xs, ys = [x(f) for f in found], [f["metrics"]["accuracy"] for f in found]
+            xs, ys = [x(f) for f in found], _values(found)
             ax.scatter(xs, ys, s=50 if len(found) == 1 else 16, color=f"C{i}", alpha=0.7)
             if len(found) > 1:
                 ax.errorbar(np.mean(xs), np.mean(ys), xerr=np.std(xs, ddof=1), yerr=np.std(ys, ddof=1),
@@ -186,7 +181,7 @@ def accuracy_against_cost(records: dict[str, dict], seeds=None) -> plt.Figure:
     low, high = axes[0].get_ylim()
     ylabel = "test accuracy"
     for r in (r for r in records.values() if r["kind"] == "majority"):
-        floor = float(np.mean([f["metrics"]["accuracy"] for f in runs[r["run"]]]))
+        floor = float(np.mean(_values(runs[r["run"]])))
         if low <= floor <= high:
             for ax in axes:
                 ax.axhline(floor, color="gray", ls="--", lw=1)
@@ -200,8 +195,7 @@ def accuracy_against_cost(records: dict[str, dict], seeds=None) -> plt.Figure:
 
 
 def summary_table(records: dict[str, dict], seeds=None) -> pd.DataFrame:
-    """Scores (mean +- standard deviation over the seeds where there are several) and costs of each run; peak
-    memory is left out: measured inside one notebook process, it depends on what ran before."""
+    """Scores (mean ± std over the seeds) and costs of each run; not peak memory, which depends on what ran before."""
     runs = over_seeds(records, seeds)
     rows = []
     for r in ordered(records):
@@ -216,8 +210,12 @@ def summary_table(records: dict[str, dict], seeds=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _values(found: list[dict], metric: str = "accuracy") -> list[float]:  # a metric over a run's records
+    return [f["metrics"][metric] for f in found]
+
+
 def _scores(found: list[dict]) -> dict:  # accuracy and macro-F1 over a run's records, as the tables show them
-    return {metric: spread_text([f["metrics"][metric] for f in found]) for metric in ("accuracy", "f1_macro")}
+    return {metric: spread_text(_values(found, metric)) for metric in METRICS}
 
 
 def spread_text(values: list[float]):
@@ -228,12 +226,8 @@ def spread_text(values: list[float]):
     return mean_std(spread(values))
 
 
-def learning_curves(points: pd.DataFrame, metrics=("accuracy", "f1_macro"),
-                    majority: dict | None = None) -> plt.Figure:
-    """Test scores against training examples per class (curves.points), a row per metric: LoRA's recipes in one
-    column, the other methods in the next, each column with the other's means in gray; per method the mean, +- 1 std
-    bars over the draws and each draw, set a little apart; dashed, the majority class (majority: its record; by
-    default this mode's results/majority.json where there is one)."""
+def learning_curves(points: pd.DataFrame, majority: dict | None = None) -> plt.Figure:
+    """Test scores against examples per class (curves.points); dashed, majority (default: results/majority.json)."""
     path = Config().paths.results / "majority.json"
     if majority is None and path.exists():
         majority = json.loads(path.read_text())
@@ -242,15 +236,14 @@ def learning_curves(points: pd.DataFrame, metrics=("accuracy", "f1_macro"),
               "other methods": [m for m in methods if not m.startswith("lora")]}
     groups = {name: shown for name, shown in groups.items() if shown}
     marker = dict(zip(methods, MARKERS * len(methods)))
-    fig, axes = plt.subplots(len(metrics), len(groups), figsize=(6.5 * len(groups), 3.9 * len(metrics)),
+    fig, axes = plt.subplots(len(METRICS), len(groups), figsize=(6.5 * len(groups), 3.9 * len(METRICS)),
                              sharex=True, sharey="row", squeeze=False)
     ticks = points.drop_duplicates("x").sort_values("x")
-    for row, metric in zip(axes, metrics):
+    for row, metric in zip(axes, METRICS):
         stats = {m: points[points["method"] == m].groupby("x")[metric].agg(["mean", "std"]).fillna(0.0)
                  for m in methods}
         for ax, (group, shown) in zip(row, groups.items()):
-            others = [m for m in methods if m not in shown]
-            for i, other in enumerate(others):
+            for i, other in enumerate(m for m in methods if m not in shown):
                 ax.plot(stats[other].index, stats[other]["mean"], color="0.7", lw=1, zorder=1,
                         label="the other column's means" if i == 0 else None)
             for k, method in enumerate(shown):
@@ -285,8 +278,7 @@ def recipe_speeds(folder: Path) -> dict[str, dict]:
 
 
 def recipe_speed(found: list[dict], timed: dict | None = None) -> dict:
-    """A recipe's examples/s, minutes for its budget and peak memory: from timed (recipe_speeds) where given, else
-    from its records (whatever trained them; several runs at once on a GPU make those times meaningless)."""
+    """A recipe's examples/s, minutes for its budget and peak memory: from timed (recipe_speeds), else its records."""
     processed = float(np.mean([f["train"]["examples_per_second"] * f["train"]["seconds"] for f in found]))
     if timed:
         per_second, memory, where = timed["examples_per_second"], timed["peak_memory_mb"], timed["device"]
@@ -313,10 +305,8 @@ def recipe_table(runs: dict[str, list[dict]], speed: dict | None = None) -> pd.D
 
 
 def recipe_costs(runs: dict[str, list[dict]], speed: dict | None = None, default=DEFAULT_RECIPES) -> plt.Figure:
-    """Notebook 08: test accuracy of each recipe against its estimated training time (recipe_speed) and trainable
-    weights; each seed a dot, mean ± std a bar; a colour and marker of its own per recipe, named in the legend (labels
-    would pile up); the default recipe (default: a name, or the first of several that runs holds) larger, edged in
-    black, its mean a dotted line."""
+    """Notebook 08: each recipe's accuracy against training time and trainable weights; default: a name or names, the
+    first that runs holds drawn as a black star (legend, not labels: they would pile up)."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True, layout="constrained")
     speed, names = speed or {}, (default,) if isinstance(default, str) else default
     chosen = next((name for name in names if name in runs), None)
@@ -333,14 +323,14 @@ def recipe_costs(runs: dict[str, list[dict]], speed: dict | None = None, default
     handles = {}
     for ax, xlabel, x, scale in panels:
         for name, found in runs.items():
-            where, ys, big = x(name), [f["metrics"]["accuracy"] for f in found], name == chosen
+            where, ys, big = x(name), _values(found), name == chosen
             handles[name] = ax.scatter([where] * len(ys), ys, s=(12 if len(found) > 1 else 40) * (3 if big else 1),
                                        alpha=0.6, **style[name])
             if len(found) > 1:
                 handles[name] = ax.errorbar(where, np.mean(ys), yerr=np.std(ys, ddof=1), capsize=3,
                                             markersize=13 if big else 7, **style[name])
         if chosen:
-            ax.axhline(np.mean([f["metrics"]["accuracy"] for f in runs[chosen]]), color="black", ls=":", lw=0.8)
+            ax.axhline(np.mean(_values(runs[chosen])), color="black", ls=":", lw=0.8)
         ax.set(xscale=scale, xlabel=xlabel, title=f"test accuracy against {xlabel.split(' (')[0]}")
         ax.margins(x=0.1)
     axes[0].set_ylabel("accuracy")
@@ -350,8 +340,7 @@ def recipe_costs(runs: dict[str, list[dict]], speed: dict | None = None, default
 
 
 def serving_costs(frame: pd.DataFrame, title: str) -> plt.Figure:
-    """Memory (held, and while classifying: dotted), load time and rows/s against the number of tasks served, a line
-    per way (the adapters' mixed batches dashed)."""
+    """Memory (held; while classifying dotted), load time and rows/s against the tasks served, a line per way."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     columns = (("held_mb", "memory the models add (MB)"), ("load_s", "load time (s)"),
                ("rows_per_s", "rows classified per second"))

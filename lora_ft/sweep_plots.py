@@ -24,8 +24,7 @@ def sweep_frame(records: dict[str, dict], seeds=None) -> pd.DataFrame:
                 "r": config["r"], "alpha": config["alpha"], "alpha/r": config["alpha"] / config["r"],
                 "train_size": config["train_size"], "epochs": config["epochs"],
                 "trainable": r["params"]["trainable"], "accuracy": r["metrics"]["accuracy"],
-                "f1_macro": r["metrics"]["f1_macro"], "seconds": r["train"]["seconds"],
-            })
+                "f1_macro": r["metrics"]["f1_macro"], "seconds": r["train"]["seconds"]})
     return pd.DataFrame(rows).sort_values(["targets", "r", "alpha", "seed"]).reset_index(drop=True)
 
 
@@ -50,12 +49,11 @@ def sweep_lines(frame: pd.DataFrame) -> plt.Figure:
     """Scores against rank on query/value (mean, std band, a dot per seed); accuracy against trainable weights."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     grid = frame[frame["targets"] == "query-value"]
-    n = frame.groupby("run")["seed"].size()
+    ranks, n = sorted(grid["r"].unique()), frame.groupby("run")["seed"].size()
     for ax, metric in zip(axes[:2], ("accuracy", "f1_macro")):
         sns.lineplot(grid, x="r", y=metric, hue="alpha/r", errorbar="sd", palette="tab10", ax=ax)
         sns.scatterplot(grid, x="r", y=metric, hue="alpha/r", palette="tab10", s=18, legend=False, ax=ax)
-        ax.set(xscale="log", xticks=sorted(grid["r"].unique()), xticklabels=sorted(grid["r"].unique()),
-               title=f"{metric} against rank (query, value)")
+        ax.set(xscale="log", xticks=ranks, xticklabels=ranks, title=f"{metric} against rank (query, value)")
         ax.minorticks_off()
     sns.scatterplot(frame, x="trainable", y="accuracy", hue="targets", style="alpha/r", s=40, ax=axes[2])
     axes[2].set(xscale="log", title="accuracy against trainable parameters (a dot per seed)")
@@ -66,18 +64,17 @@ def sweep_lines(frame: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def sweep_heatmap(frame: pd.DataFrame, metric: str = "accuracy") -> plt.Figure:
-    """Mean test metric over the seeds for each rank x alpha/r on query/value, annotated mean ± std."""
+def sweep_heatmap(frame: pd.DataFrame) -> plt.Figure:
+    """Mean test accuracy over the seeds for each rank x alpha/r on query/value, annotated mean ± std."""
     grid = frame[frame["targets"] == "query-value"]
-    mean = grid.pivot_table(index="r", columns="alpha/r", values=metric, aggfunc="mean")
-    std = grid.pivot_table(index="r", columns="alpha/r", values=metric, aggfunc="std").reindex_like(mean)
+    mean = grid.pivot_table(index="r", columns="alpha/r", values="accuracy", aggfunc="mean")
+    std = grid.pivot_table(index="r", columns="alpha/r", values="accuracy", aggfunc="std").reindex_like(mean)
     n = grid.groupby("run")["seed"].size().min()
-    labels = mean.map(lambda v: f"{v:.3f}") if n == 1 else mean.combine(std, lambda m, s: m.map("{:.3f}".format)
-                                                                          + "\n± " + s.map("{:.3f}".format))
+    labels = mean.map("{:.3f}".format) + ("" if n == 1 else "\n± " + std.map("{:.3f}".format))
     fig, ax = plt.subplots(figsize=(5.5, 4))
     sns.heatmap(mean, annot=labels, fmt="", cmap="viridis", ax=ax)
     seeds = f"mean ± std over {n} seeds" if n > 1 else "1 seed"
-    ax.set(title=f"test {metric}, rank x alpha/r on query/value ({seeds})\nshort budget: {budget(grid)} per run")
+    ax.set(title=f"test accuracy, rank x alpha/r on query/value ({seeds})\nshort budget: {budget(grid)} per run")
     return fig
 
 
