@@ -13,7 +13,7 @@ from . import curves, experiments, grids, label_errors, pipeline, serving
 from .config import SEEDS, TARGET_SETS, Config
 from .errors import ConfigError, DataError, LoraFtError, listed
 from .experiments import EXTRA_POINT, SWEEP
-from .settings import FIELDS, is_setting, make_config, parse_overrides, read_config_file
+from .settings import FIELDS, as_word, is_setting, make_config, parse_overrides, read_config_file
 
 STEPS = {
     "prepare": "load, clean, split and tokenize the data (notebook 01); writes data/prepared/",
@@ -87,45 +87,38 @@ def interrupted(args, interrupt: KeyboardInterrupt) -> str:
 
 
 def _run(args) -> None:
-    words, texts = args.settings, []
-    if args.step == "predict":  # a word naming a setting is a setting; the others, and all after --, are texts
+    step, words, texts = args.step, args.settings, []
+    if step == "predict":  # a word naming a setting is a setting; the others, and all after --, are texts
         texts = [w for w in words if not is_setting(w)] + args.texts
         words = [w for w in words if is_setting(w)]
     elif args.texts:
-        raise ConfigError(f"{args.step} takes no texts, and {shlex.join(args.texts)!r} follows --: only predict "
+        raise ConfigError(f"{step} takes no texts, and {shlex.join(args.texts)!r} follows --: only predict "
                           "reads texts; write settings as key=value before any --")
-    config = make_config(args.step, args.config, parse_overrides(words))
+    config = make_config(step, args.config, parse_overrides(words))
 
-    sweep_options = {name: getattr(args, name) for name in SWEEP if hasattr(args, name)}  # the sweep grid's options
-    if args.step == "prepare":
+    if step in ("prepare", "all"):  # all: these five steps, in order
         pipeline.prepare(config)
-    elif args.step == "baseline":
+    if step in ("baseline", "all"):
         pipeline.baseline(config, full_finetune=args.full_finetune)
-    elif args.step == "train":
-        pipeline.train(config, resume=args.resume)
-    elif args.step == "evaluate":
+    if step in ("train", "all"):
+        pipeline.train(config, resume=step == "train" and args.resume)
+    if step in ("evaluate", "all"):
         pipeline.evaluate(config)
-    elif args.step == "sweep":
-        experiments.sweep(config, **sweep_options)
-    elif args.step == "seeds":
+    if step in ("sweep", "all"):  # the sweep grid's options that were given
+        experiments.sweep(config, **{name: getattr(args, name) for name in SWEEP if hasattr(args, name)})
+    if step == "seeds":
         experiments.seeds(args.runs, args.seeds, config.paths.results)
-    elif args.step == "recipes":
+    elif step == "recipes":
         names = [n for group in (args.groups or ()) for n in grids.GROUPS[group]] + list(args.names or ())
         experiments.recipes(names or tuple(grids.RECIPES), args.seeds, config, jobs=args.jobs)
-    elif args.step == "curves":
+    elif step == "curves":
         experiments.learning_curves(config, args.methods or curves.METHODS, args.per_class or curves.PER_CLASS,
                                     args.draws)
-    elif args.step == "all":
-        pipeline.prepare(config)
-        pipeline.baseline(config, full_finetune=args.full_finetune)
-        pipeline.train(config)
-        pipeline.evaluate(config)
-        experiments.sweep(config, **sweep_options)
-    elif args.step == "find-label-errors":
+    elif step == "find-label-errors":
         pipeline.find_label_errors(config, args.method, args.folds, args.output)
-    elif args.step == "export":
+    elif step == "export":
         serving.export(config, args.adapter, args.output)
-    else:
+    elif step == "predict":
         _predict(args, config, words, texts)
 
 
@@ -171,16 +164,10 @@ def settings_help() -> str:
                           "prepared data's own settings (data set, model, split, tokenization), as notebooks 02 to 08 "
                           "do; what one step is given is not kept for the next.", 100) + [""]
     for field in FIELDS.values():
-        default = "" if field.default is dataclasses.MISSING else f" = {_show(field.default)}"
+        default = "" if field.default is dataclasses.MISSING else f" = {as_word(field.default)}"
         lines.append(f"  {field.name}: {field.type}{default}")
         lines += textwrap.wrap(field.metadata["help"], 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)
-
-
-def _show(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _numbers(kind):
@@ -229,17 +216,15 @@ def parser() -> argparse.ArgumentParser:
             batch.add_argument("--output", type=Path, metavar="FILE", help="csv or jsonl file to write, atomically")
             batch.add_argument("--text-column", metavar="NAME",
                                help="column holding the text (default: found by its name, as prepare finds it)")
-        else:
-            step.add_argument("settings", nargs="*", metavar="key=value", help="settings that override the file's")
-        if name == "predict":
             step.add_argument("--adapter", action="append", metavar="[NAME=]DIR",
                               help="adapter folder that train saved (default: model/lora-adapter/ in the output "
                                    "root); repeat to classify with several task adapters on one base in one pass, "
                                    "each task's columns or scores named NAME (default: the folder's name)")
+        else:
+            step.add_argument("settings", nargs="*", metavar="key=value", help="settings that override the file's")
         if name == "export":
             step.add_argument("--adapter", type=Path, metavar="DIR",
                               help="adapter folder that train saved (default: model/lora-adapter/ in the output root)")
-        if name == "export":
             step.add_argument("--output", type=Path, metavar="DIR",
                               help="folder to write (default: model/lora-merged/ in the output root)")
         if name == "find-label-errors":
@@ -280,21 +265,20 @@ def parser() -> argparse.ArgumentParser:
             step.add_argument("--draws", type=int, default=None, metavar="K",
                               help="training draws per point (default: 5 up to 32 per class, 3 above)")
         if name in ("sweep", "all"):
-            sweep = step.add_argument_group("sweep grid (default: notebook 06's, lora_ft.experiments.SWEEP)")
-            sweep.add_argument("--ranks", type=_numbers(int), default=argparse.SUPPRESS, metavar="R,...",
-                               help=f"LoRA ranks (default {_show(SWEEP['ranks'])})")
-            sweep.add_argument("--alpha-ratios", type=_numbers(float), default=argparse.SUPPRESS, metavar="K,...",
-                               help=f"alpha / r values: alpha = K * r (default {_show(SWEEP['alpha_ratios'])})")
-            sweep.add_argument("--targets", type=_names, default=argparse.SUPPRESS, metavar="NAME,...",
+            sweep = step.add_argument_group("sweep grid (default: notebook 06's, lora_ft.experiments.SWEEP)",
+                                            argument_default=argparse.SUPPRESS)  # absent unless given
+            sweep.add_argument("--ranks", type=_numbers(int), metavar="R,...",
+                               help=f"LoRA ranks (default {as_word(SWEEP['ranks'])})")
+            sweep.add_argument("--alpha-ratios", type=_numbers(float), metavar="K,...",
+                               help=f"alpha / r values: alpha = K * r (default {as_word(SWEEP['alpha_ratios'])})")
+            sweep.add_argument("--targets", type=_names, metavar="NAME,...",
                                help=f"target sets ({', '.join(TARGET_SETS)}) that get every rank x alpha/r "
-                                    f"(default {_show(SWEEP['targets'])})")
-            sweep.add_argument("--extra-targets", type=_names, default=argparse.SUPPRESS, metavar="NAME,...",
+                                    f"(default {as_word(SWEEP['targets'])})")
+            sweep.add_argument("--extra-targets", type=_names, metavar="NAME,...",
                                help=f"target sets run once more at r {EXTRA_POINT[0]}, alpha/r {EXTRA_POINT[1]}, "
-                                    f"or none (default {_show(SWEEP['extra_targets'])})")
-            sweep.add_argument("--train-size", type=_train_size, default=argparse.SUPPRESS, metavar="N",
-                               help=f"stratified training subsample per run, or all (default {SWEEP['train_size']}); "
-                                    "replaces the train_size setting")
-            sweep.add_argument("--epochs", type=float, default=argparse.SUPPRESS, metavar="E",
-                               help=f"passes over it per run (default {SWEEP['epochs']:g}); replaces the epochs "
-                                    "setting")
+                                    f"or none (default {as_word(SWEEP['extra_targets'])})")
+            sweep.add_argument("--train-size", type=_train_size, metavar="N", help="stratified training subsample "
+                               f"per run, or all (default {SWEEP['train_size']}); replaces the train_size setting")
+            sweep.add_argument("--epochs", type=float, metavar="E", help="passes over it per run (default "
+                               f"{SWEEP['epochs']:g}); replaces the epochs setting")
     return top

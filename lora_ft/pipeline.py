@@ -81,14 +81,12 @@ def train(config: Config, resume: bool = False, log=print):
     splits = _splits(config)
     labels = data.labels_of(splits)
     config = config.budget(len(splits["train"]), len(labels))  # what the fingerprint, card and record say was trained
-    advice = few_labels_advice(splits["train"])
-    if advice:
+    if advice := few_labels_advice(splits["train"]):
         _log(log, advice)
     made = provenance.fingerprint(config, labels, splits)
     if checkpoint is not None:  # its settings matched; now its classes and data, known once the data is prepared
         provenance.refuse_mismatch(provenance.read_fingerprint(checkpoint), made, f"checkpoint {checkpoint}",
                                    provenance.resume_fix(checkpoint))
-    if checkpoint is not None:
         on_main_process(provenance.follow_move, checkpoint)
     if resume:
         _log(log, f"resuming from {checkpoint}" if checkpoint
@@ -123,8 +121,7 @@ FEW_PER_CLASS = 128
 
 
 def few_labels_advice(train) -> str | None:
-    """What the run does and what else to try when the smallest class of train has fewer than FEW_PER_CLASS
-    examples, else None."""
+    """What the run does and what else to try when train's smallest class is under FEW_PER_CLASS, else None."""
     fewest = int(np.bincount(train["label"], minlength=train.features["label"].num_classes).min())
     if fewest >= FEW_PER_CLASS:
         return None
@@ -139,14 +136,13 @@ def few_labels_advice(train) -> str | None:
             "lora,setfit,linear-probe` compares the three on draws of this data (docs/data-efficiency.md).")
 
 
-def same_budget(config: Config, splits, runs=tuple(SAME_BUDGET), log=print) -> dict[str, tuple]:
+def same_budget(config: Config, splits, log=print) -> dict[str, tuple]:
     """peft's LoRA and lora.py's (notebook 05) trained alike on config.train_size stratified training examples,
     validated once per epoch, tested and written: (record, trained model) by run."""
     splits = DatasetDict({**splits, "train": data.subsample(splits["train"], config.train_size, config.split_seed)})
     trained = {}
-    for run in runs:
-        scored, model = train_and_score(config, splits, run, adapters=SAME_BUDGET[run], schedule=ONCE_PER_EPOCH,
-                                        quiet=True)
+    for run, adapters in SAME_BUDGET.items():
+        scored, model = train_and_score(config, splits, run, adapters=adapters, schedule=ONCE_PER_EPOCH, quiet=True)
         _write_record(scored, config, log)
         trained[run] = (scored, model)
     return trained

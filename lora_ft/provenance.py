@@ -16,6 +16,7 @@ from . import data, results
 from .config import BEFORE_SETTINGS, BUDGETED, DATA_FIELDS, FINGERPRINT, NOT_TRAINED, Config
 from .errors import ConfigError, listed
 from .io import follow_umask, restore_backup, write_json_atomic
+from .settings import FIELDS, as_word
 
 
 def fingerprint(config: Config, labels: list[str], splits: DatasetDict) -> dict:
@@ -137,7 +138,7 @@ def refuse_mismatch(saved: dict, current: dict, what: str, fix: str) -> None:
             there = {**{k: _before(k) for k in here if k not in there}, **there}
         keys = [k for k in sorted(set(there) | set(here)) if there.get(k) != here.get(k)]
         differ += [f"{k} {there.get(k)!r} there, {here.get(k)!r} now" for k in keys]
-        words += [f"{k}={_word(there.get(k))}" for k in keys]
+        words += [f"{k}={as_word(there.get(k))}" for k in keys]
     if "labels" in current and saved.get("labels") != current["labels"]:
         differ.append(f"labels {listed(saved.get('labels') or [])} there, {listed(current['labels'])} now")
     if "data" in current and saved.get("data") != current["data"]:
@@ -152,17 +153,9 @@ def _before(name: str):
     """The value setting name had in runs made before it existed: BEFORE_SETTINGS, else its default."""
     if name in BEFORE_SETTINGS:
         return BEFORE_SETTINGS[name]
-    default = next(f.default for f in dataclasses.fields(Config) if f.name == name)
-    return None if default is dataclasses.MISSING else default
+    return None if FIELDS[name].default is dataclasses.MISSING else FIELDS[name].default
 
 
 def resume_fix(checkpoint: Path) -> str:
     return ("run train without --resume to start afresh (the checkpoint is replaced), or resume with the settings "
             f"that made it: train --resume {{settings}} (all are in {checkpoint / FINGERPRINT})")
-
-
-def _word(value) -> str:
-    """A setting's value as the CLI reads it."""
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return str(value).lower() if isinstance(value, bool) else str(value)

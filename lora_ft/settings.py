@@ -3,6 +3,7 @@ unknown names and malformed values refused with the fix, on top of the prepared 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -68,15 +69,21 @@ def parse_overrides(words: list[str]) -> dict:
 
 def setting_value(name: str, value):
     """value as setting name's type: text is parsed (None or null for unset), other values are checked."""
-    kind, optional = _kind(name)
+    hint = HINTS[name]  # its type (bool, int, float, str or tuple), or that type | None
+    optional = isinstance(hint, types.UnionType)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    kind = typing.get_origin(base) or base
     form = FORMS[kind] + (" or None" if optional else "")
     if isinstance(value, str):
         if optional and value in ("None", "null"):
             return None
-        try:
-            return _parse(kind, value)
-        except ValueError:
-            pass
+        if kind is tuple:
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if kind is bool and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if kind in (int, float, str):
+            with contextlib.suppress(ValueError):
+                return kind(value)
     elif value is None and optional:
         return None
     elif (kind is bool and type(value) is bool) or (kind is int and type(value) is int):
@@ -86,24 +93,6 @@ def setting_value(name: str, value):
     elif kind is tuple and isinstance(value, list) and all(type(v) in (str, int) for v in value):
         return tuple(str(v).strip() for v in value)  # numeric class names are names too; spaces never matter
     raise ConfigError(f"{name}={value!r} is not {form}: set {name} to {form}")
-
-
-def _parse(kind, text: str):
-    if kind is bool:
-        if text.lower() not in ("true", "false"):
-            raise ValueError(text)
-        return text.lower() == "true"
-    if kind is tuple:
-        return tuple(part.strip() for part in text.split(",") if part.strip())
-    return kind(text)
-
-
-def _kind(name: str) -> tuple[type, bool]:
-    """A setting's value type (bool, int, float, str or tuple) and whether it may be None."""
-    hint = HINTS[name]
-    optional = isinstance(hint, types.UnionType)
-    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-    return typing.get_origin(base) or base, optional
 
 
 def _check_names(settings: dict, where: str) -> None:
@@ -118,3 +107,10 @@ def _check_names(settings: dict, where: str) -> None:
 def is_setting(word: str) -> bool:
     name, equals, _ = word.partition("=")
     return bool(equals) and name.strip() in FIELDS
+
+
+def as_word(value) -> str:
+    """A setting's value as a key=value word writes it: true/false, lists comma-separated."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
