@@ -97,8 +97,7 @@ def _check_label_kinds(values: pd.Series) -> None:
 
 
 def to_names(frame: pd.DataFrame, declared: dict | None) -> pd.Series:
-    """The label column as class names, whatever the source stored (ids or names); one outside the declared classes
-    is an error, not silently a class of its own."""
+    """The label column as class names, from ids or names; one not declared is an error, not a class of its own."""
     values = frame["label"]
     if pd.api.types.is_numeric_dtype(values):
         if (values != values.round()).any():
@@ -209,8 +208,7 @@ def sample_per_class(split: Dataset, n: int | None, seed: int) -> Dataset:
 
 def tokenize(splits: DatasetDict, tokenizer, max_length: int, truncation: str = "head") -> DatasetDict:
     """Add input_ids and attention_mask (padding is the collator's); a longer text keeps its first max_length tokens
-    ("head") or its first quarter and last three quarters ("head+tail": a review's verdict is often at its end, and
-    Sun et al. 2019 found it the best simple truncation on IMDb)."""
+    ("head") or its first quarter and last three quarters ("head+tail": a review's verdict is often at its end)."""
     if truncation == "head":
         return splits.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length), batched=True)
     head = max_length // 4
@@ -223,11 +221,10 @@ def tokenize(splits: DatasetDict, tokenizer, max_length: int, truncation: str = 
     return splits.map(head_and_tail, batched=True)
 
 
-def prepare(config: Config, tokenizer=None, force: bool = False) -> DatasetDict:
+def prepare(config: Config, tokenizer=None) -> DatasetDict:
     """Prepared splits for config: reused from data/ when its settings match, else built and saved."""
     target = config.paths.data
-    saved = saved_settings(target)
-    if saved == config.data_settings() and not force:
+    if saved_settings(target) == config.data_settings():
         splits = load_from_disk(str(target / "splits"))
         if len(labels_of(splits)) < 2:  # prepared before single-class data was refused
             raise DataError(f"the prepared data in {target} holds a single class: prepare data with at least two")

@@ -19,8 +19,7 @@ from .errors import ConfigError
 
 @contextlib.contextmanager
 def atomic_file(path: Path):
-    """A new temporary file beside path to write (with the user's umask, unlike tempfile's private 0600 files),
-    fsynced and renamed onto path when the block succeeds, else removed."""
+    """A temporary file beside path to write (the user's umask, not 0600), fsynced and renamed onto it, or removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path)
@@ -100,10 +99,8 @@ def _temporary(target: Path) -> Path:
 
 def _running(pid: int) -> bool:
     """Whether a process pid runs on this machine (this one included: its own write may be in flight)."""
-    if pid == os.getpid():
-        return True
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only whether pid exists
     except (ProcessLookupError, OverflowError):  # no such process (a pid too large for the system is nobody's)
         return False
     except PermissionError:  # another user's

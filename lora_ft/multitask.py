@@ -1,14 +1,10 @@
 """One base model serving several task adapters: each task alone, or rows of different tasks in one forward pass.
 
-peft holds every task's LoRA weights on the one base (`add_adapter`, `set_adapter`, per-row `adapter_names`). The
-heads are the part it cannot mix: tasks have different numbers of classes, and BERT's pooler is not a plain nn.Linear
-(a dense layer and tanh), so each head module (pooler, classifier) becomes a TaskHeads that sends each row to its own
-task's copy.
-"""
+peft mixes the tasks' LoRA weights on the one base (per-row `adapter_names`), not their heads (tasks differ in classes;
+BERT's pooler, a dense layer and tanh, is no plain nn.Linear): each head module is a TaskHeads, a copy per task."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from pathlib import Path
@@ -67,11 +63,9 @@ class Tasks:
         base = load_model(first.model, self.labels[next(iter(saved))], first.seed, first.trust_remote_code,
                           dtype=torch.bfloat16 if bf16 else None,  # loaded as served: no fp32 copy on the way
                           pooling=first.pooling)
-        self.model, heads = None, {}
-        for name, folder in folders.items():
-            heads[name] = self._add(name, folder, base)
-        classes = {name: len(labels) for name, labels in self.labels.items()}
-        self.heads = _install_heads(self.model, heads, first, classes)
+        self.model = None  # the first _add wraps base
+        heads = {name: self._add(name, folder, base) for name, folder in folders.items()}
+        self.heads = _install_heads(self.model, heads, first, self.labels)
         self.model.eval()
         if bf16:  # the adapters and heads too
             self.model.to(torch.bfloat16)
@@ -116,17 +110,21 @@ class Tasks:
         one = per_row[0] if isinstance(tasks, str) else None
         if one is not None:
             self.model.set_adapter(one)
-        with torch.inference_mode(), self._routing(one, per_row):
-            for first in range(0, len(order), batch_size):
-                rows = order[first:first + batch_size].tolist()
-                batch = self.tokenizer.pad([inputs[i] for i in rows], pad_to_multiple_of=PAD_TO_MULTIPLE_OF,
-                                           return_tensors="pt")
-                mixed = {} if one is not None else {"adapter_names": [per_row[i] for i in rows]}
-                for heads in self.heads:
-                    heads.rows = mixed.get("adapter_names")
-                logits = self.model(**batch, **mixed).logits.float().numpy()
-                for i, row in zip(rows, logits):
-                    out[i] = row[:len(self.labels[per_row[i]])]
+        try:
+            with torch.inference_mode():
+                for first in range(0, len(order), batch_size):
+                    rows = order[first:first + batch_size].tolist()
+                    batch = self.tokenizer.pad([inputs[i] for i in rows], pad_to_multiple_of=PAD_TO_MULTIPLE_OF,
+                                               return_tensors="pt")
+                    mixed = {} if one is not None else {"adapter_names": [per_row[i] for i in rows]}
+                    for heads in self.heads:
+                        heads.task, heads.rows = one, mixed.get("adapter_names")
+                    logits = self.model(**batch, **mixed).logits.float().numpy()
+                    for i, row in zip(rows, logits):
+                        out[i] = row[:len(self.labels[per_row[i]])]
+        finally:  # no routing left behind for a later forward pass
+            for heads in self.heads:
+                heads.task, heads.rows = None, None
         return out
 
     def probabilities(self, texts: list[str], task: str, batch_size: int = 128) -> np.ndarray:
@@ -144,16 +142,6 @@ class Tasks:
             for i, row in zip(index, done.select_columns(columns)):
                 inputs[i] = row
         return inputs
-
-    @contextlib.contextmanager
-    def _routing(self, task: str | None, per_row: list[str]):
-        for heads in self.heads:
-            heads.task = task
-        try:
-            yield
-        finally:
-            for heads in self.heads:
-                heads.task, heads.rows = None, None
 
 
 def _groups(names: list[str]) -> dict[str, list[int]]:
@@ -193,9 +181,8 @@ def _same_base(saved: dict[str, tuple[Config, list[str]]]) -> Config:
 
 
 def _head_weights(weights: dict[str, torch.Tensor], wrapped: list[str]) -> dict[str, dict[str, torch.Tensor]]:
-    """The trained head's weights by module path ("bert.pooler": {"dense.weight": ...}); wrapped: the modules peft
-    saved in full (the adapter's modules_to_save, and the classifier that task SEQ_CLS adds)."""
-    wrapped = set(wrapped) | set(HEAD_LAYERS)
+    """The head's weights by module path ("bert.pooler": {"dense.weight": ...}) of the modules peft saved in full."""
+    wrapped = set(wrapped) | set(HEAD_LAYERS)  # modules_to_save, and the classifier that task SEQ_CLS adds
     heads = {}
     for key, tensor in weights.items():
         parts = key.removeprefix(PREFIX).split(".")
@@ -205,25 +192,22 @@ def _head_weights(weights: dict[str, torch.Tensor], wrapped: list[str]) -> dict[
     return heads
 
 
-def _install_heads(model, heads: dict[str, dict], first: Config, classes: dict[str, int]) -> list[TaskHeads]:
-    """Put a TaskHeads in place of every head module some task trained: its own copy for a task that trained it, the
-    base's for one that did not (a classifier every task must bring)."""
-    installed = []
+def _install_heads(model, heads: dict[str, dict], first: Config, labels: dict[str, list[str]]) -> list[TaskHeads]:
+    """A TaskHeads in place of each head module a task trained: a task's own copy, else the base's (no classifier)."""
+    inner, installed = model.base_model.model, []
     for path in sorted({path for head in heads.values() for path in head}):
-        original = model.base_model.model.get_submodule(path)
-        copies = {}
+        original, copies = inner.get_submodule(path), {}
         for task, head in heads.items():
-            if path not in head:
-                if path.rsplit(".", 1)[-1] in HEAD_LAYERS:
-                    raise ConfigError(f"the adapter {task!r} saved no {path!r}, the classifier the others' heads "
-                                      "use: its head does not fit this base; serve it on its own")
+            if path in head:
+                copies[task] = _head_copy(first, path, head[path], len(labels[task]), task)
+            elif path.rsplit(".", 1)[-1] in HEAD_LAYERS:
+                raise ConfigError(f"the adapter {task!r} saved no {path!r}, the classifier the others' heads "
+                                  "use: its head does not fit this base; serve it on its own")
+            else:
                 copies[task] = original
-                continue
-            copies[task] = _head_copy(first, path, head[path], classes[task], task)
         parent, _, child = path.rpartition(".")
-        setattr(model.base_model.model.get_submodule(parent) if parent else model.base_model.model, child,
-                TaskHeads(copies))
-        installed.append(model.base_model.model.get_submodule(path))
+        installed.append(TaskHeads(copies))
+        setattr(inner.get_submodule(parent), child, installed[-1])
     return installed
 
 

@@ -40,9 +40,9 @@ def predict(config: Config, texts, adapter: Path | str | None = None) -> list[tu
 
 
 def predict_text(config: Config, texts, adapters: dict[str, Path | str], as_json: bool = False) -> str:
-    """What predict prints for texts: a line per text, label, probability and text; with several task adapters
-    (one base, multitask.Tasks) task=label probability for each task; as_json: a JSON list of {text, label, score}
-    ({text, task: {label, score}} for several). {"": folder} or {} means one adapter (default: config's)."""
+    """What predict prints: a line per text, label, probability and text; with several task adapters (one base,
+    multitask.Tasks) task=label probability per task; as_json: [{text, label, score}] ({text, task: {label, score}}
+    for several). {"": folder} or {} means one adapter (default: config's)."""
     if len(adapters) > 1:
         texts = _checked_texts(texts)
         tasks = Tasks(adapters, config.precision)
@@ -52,10 +52,9 @@ def predict_text(config: Config, texts, adapters: dict[str, Path | str], as_json
     else:
         rows = [{"": answer} for answer in predict(config, texts, next(iter(adapters.values()), None))]
     if as_json:
-        answers = [{name: {"label": label, "score": round(score, 4)} for name, (label, score) in row.items()}
-                   for row in rows]
-        return json.dumps([{"text": text, **(answer[""] if "" in answer else answer)}
-                           for text, answer in zip(texts, answers)],
+        answers = ({name: {"label": label, "score": round(score, 4)} for name, (label, score) in row.items()}
+                   for row in rows)
+        return json.dumps([{"text": text, **answer.get("", answer)} for text, answer in zip(texts, answers)],
                           indent=2, ensure_ascii=False)
     lines = ("\t".join(f"{name}={label} {score:.4f}" if len(row) > 1 else f"{label}\t{score:.4f}"
                        for name, (label, score) in row.items()) for row in rows)
@@ -98,12 +97,10 @@ def predict_file(config: Config, source: Path, target: Path, adapter: Path | str
     """Write target (csv or jsonl): every row of source, in order, with its predicted label and prob_<class> added
     (empty for a row without text); a file with the adapter's label column gets "predicted" instead and is scored into
     results/scored/. Every check precedes any write. Returns {"rows", "blank", "output"} (+ "record", "metrics")."""
-    source, target = Path(source), Path(target)
-    _check_files(source, target)
+    source, target = _checked_files(source, target)
     folder = Path(adapter) if adapter is not None else config.paths.adapter
     trained, labels = saved_adapter(folder, output_root=config.output_root, eval_batch_size=config.eval_batch_size)
-    encoding = encoding or "utf-8"
-    chunks, first, columns, text = _open(source, chunk_rows, delimiter, encoding, text_column)
+    chunks, columns, text = _open(source, chunk_rows, delimiter, encoding, text_column)
     label = next((c for c in (trained.label_column, *LABEL_COLUMNS) if c in columns and c != text), None)
     added = ["predicted" if label else "label"] + [f"prob_{name}" for name in labels]
     clash = [c for c in added if c in columns]
@@ -119,7 +116,7 @@ def predict_file(config: Config, source: Path, target: Path, adapter: Path | str
         predicted = [labels[i] for i in probs.argmax(-1)]
         return pd.DataFrame({added[0]: predicted, **dict(zip(added[1:], probs.round(6).T))})
 
-    rows, blank, pairs = _stream(source, first, chunks, columns, text, added, classify, target, progress, label)
+    rows, blank, pairs = _stream(source, chunks, columns, text, added, classify, target, progress, label)
     references, predictions = ([labels.index(name) for name in names] for names in zip(*pairs)) if pairs else ([], [])
     summary = {"rows": rows, "blank": blank, "output": str(target)}
     log(f"{rows:,} rows classified -> {target}")
@@ -142,11 +139,9 @@ def predict_file_tasks(config: Config, source: Path, target: Path, adapters: dic
                        chunk_rows: int = CHUNK_ROWS, progress: bool = True, log=print) -> dict:
     """predict_file with several task adapters on one base model (multitask.Tasks) in one pass over source: every row
     gets <task>_label and <task>_prob_<class> for each task; nothing is scored. Returns {"rows", "blank", "output"}."""
-    source, target = Path(source), Path(target)
-    _check_files(source, target)
+    source, target = _checked_files(source, target)
     tasks = Tasks(adapters, config.precision)  # every adapter checked, and all on one base, before any row is read
-    encoding = encoding or "utf-8"
-    chunks, first, columns, text = _open(source, chunk_rows, delimiter, encoding, text_column)
+    chunks, columns, text = _open(source, chunk_rows, delimiter, encoding, text_column)
     added = [column for name, labels in tasks.labels.items()
              for column in (f"{name}_label", *(f"{name}_prob_{label}" for label in labels))]
     clash = [c for c in added if c in columns]
@@ -162,32 +157,32 @@ def predict_file_tasks(config: Config, source: Path, target: Path, adapters: dic
             frame.update({f"{name}_prob_{label}": column for label, column in zip(labels, probs.round(6).T)})
         return pd.DataFrame(frame)
 
-    rows, blank, _ = _stream(source, first, chunks, columns, text, added, classify, target, progress)
+    rows, blank, _ = _stream(source, chunks, columns, text, added, classify, target, progress)
     log(f"{rows:,} rows classified for {len(tasks.labels)} tasks ({listed(list(tasks.labels))}) -> {target}")
     if blank:
         log(f"warning: {blank:,} rows have no text; their predictions are empty")
     return {"rows": rows, "blank": blank, "output": str(target)}
 
 
-def _open(source: Path, chunk_rows: int, delimiter: str | None, encoding: str, text_column: str | None):
-    """(the chunks after the first, the first, its columns, the text column) of a file to classify."""
+def _open(source: Path, chunk_rows: int, delimiter: str | None, encoding: str | None, text_column: str | None):
+    """(its chunks, the first's columns, the text column) of a file to classify."""
     chunks = _chunks(source, chunk_rows, delimiter, encoding)
     first = next(chunks, None)
     if first is None or first.empty:
         raise DataError(f"{source.name} has no rows: give a file with at least one text to classify")
     columns = list(first.columns)
     text = "text" if source.suffix.lower() == ".txt" else _text_column(columns, text_column, source, delimiter)
-    return chunks, first, columns, text
+    return itertools.chain([first], chunks), columns, text
 
 
-def _stream(source: Path, first: pd.DataFrame, chunks, columns: list, text: str, added: list[str], classify,
-            target: Path, progress: bool, label: str | None = None) -> tuple[int, int, list[tuple[str, str]]]:
-    """Write every row of source (first, then chunks) to target, in order, with the added columns that
-    classify(texts) fills (empty without text), atomically. Returns rows, blank rows, (label, added[0]) per label."""
+def _stream(source: Path, chunks, columns: list, text: str, added: list[str], classify, target: Path, progress: bool,
+            label: str | None = None) -> tuple[int, int, list[tuple[str, str]]]:
+    """Write every row to target atomically, in order, with the added columns classify(texts) fills (empty without
+    text). Returns rows, blank rows, (label, added[0]) per labelled row."""
     rows, blank, pairs = 0, 0, []
     with atomic_file(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out, \
             tqdm(unit=" rows", desc="predict", file=sys.stderr, disable=not progress) as bar:
-        for chunk in itertools.chain([first], chunks):
+        for chunk in chunks:
             if list(chunk.columns) != columns and target.suffix.lower() == ".csv":  # one header for all rows
                 extra = [c for c in chunk.columns if c not in columns]
                 if extra:
@@ -241,7 +236,8 @@ def export(config: Config, adapter: Path | str | None = None, output: Path | str
     return target
 
 
-def _check_files(source: Path, target: Path) -> None:
+def _checked_files(source: Path | str, target: Path | str) -> tuple[Path, Path]:
+    source, target = Path(source), Path(target)
     if source.suffix.lower() not in INPUTS:
         raise DataError(f"cannot read {source.name}: give a {', '.join(INPUTS)} file")
     if target.suffix.lower() not in OUTPUTS:
@@ -252,6 +248,7 @@ def _check_files(source: Path, target: Path) -> None:
         raise DataError(f"the output {target} is a folder: name a *.csv or *.jsonl file to write")
     if source.resolve() == target.resolve():
         raise DataError(f"the output {target} is the input: write the predictions to another file")
+    return source, target
 
 
 def _text_column(columns: list, wanted: str | None, source: Path, delimiter: str | None) -> str:
@@ -326,9 +323,9 @@ def _cells(chunk: pd.DataFrame, column: str) -> pd.Series:
     return chunk[column].map(lambda t: "" if t is None or t != t else str(t).strip())
 
 
-def _chunks(source: Path, chunk_rows: int, delimiter: str | None = None, encoding: str = "utf-8"):
+def _chunks(source: Path, chunk_rows: int, delimiter: str | None, encoding: str | None):
     """The rows of source, chunk_rows at a time, as frames; csv and tsv cells stay text exactly as written."""
-    suffix = source.suffix.lower()
+    suffix, encoding = source.suffix.lower(), encoding or "utf-8"
     try:
         if suffix in (".csv", ".tsv"):
             sep = _separator(source, delimiter)

@@ -90,8 +90,7 @@ def tweets_path() -> Path:
 
 
 def load_frame(config: Config) -> tuple[pd.DataFrame, dict | None]:
-    """The raw examples as a frame with columns text and label (and split where the source has splits),
-    plus the class names the source declares, by stored label value."""
+    """The raw examples (columns text, label, and split where the source has splits) and its class names by value."""
     name, declared, text_column, label_column = config.dataset, None, config.text_column, config.label_column
     path = Path(name).expanduser()
     if name == DEFAULT_DATASET:
