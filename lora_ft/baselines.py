@@ -30,22 +30,18 @@ def majority(splits, config: Config) -> dict:
     references = np.array(splits["test"]["label"])
     with measure() as resources:
         predictions = np.full_like(references, np.bincount(np.array(splits["train"]["label"])).argmax())
-    resources["saved_mb"] = 0.0
-    return record("majority", "majority", config.untrained(), data.labels_of(splits), "test", references, predictions,
-                  params={"trainable": 0, "total": 0}, resources=resources)
+    return _record("majority", splits, config, predictions, {"trainable": 0, "total": 0}, None, resources)
 
 
 def pretrained_baseline(splits, config: Config) -> dict:
     """The pretrained encoder with its seeded, untrained head: the "before" number. Nothing is saved beyond the base
     model; params count what a full fine-tune would train."""
-    labels, test = data.labels_of(splits), splits["test"]
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     with measure() as resources:
-        model = load_model(config.model, labels, config.seed, config.trust_remote_code, config.quantize_4bit)
-        predictions = training.predict_logits(model, tokenizer, test, config.eval_batch_size).argmax(-1)
-    resources["saved_mb"] = 0.0
-    return record("pretrained-baseline", "pretrained-baseline", config.untrained(), labels, "test",
-                  np.array(test["label"]), predictions, params=count_params(model), resources=resources)
+        model = load_model(config.model, data.labels_of(splits), config.seed, config.trust_remote_code,
+                           config.quantize_4bit)
+        predictions = training.predict_logits(model, tokenizer, splits["test"], config.eval_batch_size).argmax(-1)
+    return _record("pretrained-baseline", splits, config, predictions, count_params(model), None, resources)
 
 
 def tfidf_logreg(splits, config: Config) -> dict:
@@ -56,8 +52,7 @@ def tfidf_logreg(splits, config: Config) -> dict:
         vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
         features = {"train": vectorizer.fit_transform(splits["train"]["text"]),
                     "validation": vectorizer.transform(splits["validation"]["text"])}
-        classifier, info = _select_logreg(features, splits, config.seed)
-        info = _train_section(time.perf_counter() - start, len(splits["train"]), info)
+        classifier, info = _select_logreg(features, splits, config.seed, start)
         predictions = classifier.predict(vectorizer.transform(splits["test"]["text"]))
 
     def build(tmp: Path):
@@ -70,7 +65,7 @@ def tfidf_logreg(splits, config: Config) -> dict:
     return _record("tfidf-logreg", splits, config, predictions, _logreg_params(classifier), info, resources, build)
 
 
-def linear_probe(splits, config: Config, batch_size: int = 64) -> dict:
+def linear_probe(splits, config: Config) -> dict:
     """Logistic regression on the frozen encoder's mean-pooled embeddings; only its weights go in model/linear-probe/
     (the encoder is the unchanged pretrained model)."""
     labels = data.labels_of(splits)
@@ -81,13 +76,11 @@ def linear_probe(splits, config: Config, batch_size: int = 64) -> dict:
         if not config.quantize_4bit:  # a 4-bit model is already on its GPU
             encoder.to("cuda" if torch.cuda.is_available() else "cpu")
         start = time.perf_counter()
-        features = {name: training.embed(encoder, tokenizer, splits[name], batch_size)
-                    for name in ("train", "validation")}
+        features = {name: training.embed(encoder, tokenizer, splits[name]) for name in ("train", "validation")}
         encoded = (len(splits["train"]) + len(splits["validation"])) / (time.perf_counter() - start)
-        classifier, info = _select_logreg(features, splits, config.seed)
-        info = _train_section(time.perf_counter() - start, len(splits["train"]), info)
+        classifier, info = _select_logreg(features, splits, config.seed, start)
         info["encode_examples_per_second"] = round(encoded, 2)
-        predictions = classifier.predict(training.embed(encoder, tokenizer, splits["test"], batch_size))
+        predictions = classifier.predict(training.embed(encoder, tokenizer, splits["test"]))
 
     def build(tmp: Path):
         settings = {"model": config.model, "pooling": "mean", "max_length": config.max_length, "C": info["C"],
@@ -112,22 +105,20 @@ def probe_adapter(model, tokenizer, classifier, config: Config, labels: list[str
     write_adapter(add_lora(model, settings), tokenizer, settings, labels, folder)
 
 
-def full_finetune(splits, config: Config, learning_rate: float = FULL_FINETUNE_LEARNING_RATE,
-                  schedule: dict | None = None, quiet: bool = False) -> dict:
-    """Every weight trained with the LoRA run's settings, at 1/20 of its step size (LoRA's would wreck the encoder),
-    and saved under model/full-finetune/; the adapter settings (method, LoRA+, the contrastive phase) do not apply.
-    schedule and quiet: as run.train_and_score's."""
+def full_finetune(splits, config: Config, schedule: dict | None = None, quiet: bool = False) -> dict:
+    """Every weight trained with the LoRA run's settings at 1/20 of its step size (LoRA's would wreck the encoder),
+    saved under model/full-finetune/; adapter settings (method, LoRA+, the contrastive phase) do not apply."""
     if config.quantize_4bit:
         raise ConfigError("full fine-tuning trains every weight, which a 4-bit quantized base cannot: "
                           "set quantize_4bit=False")
-    config = config.replace(learning_rate=learning_rate, loraplus_lr_ratio=None, contrastive=False)
+    config = config.replace(learning_rate=FULL_FINETUNE_LEARNING_RATE, loraplus_lr_ratio=None, contrastive=False)
     return train_and_score(config, splits, "full-finetune", kind="full-finetune", adapters=None, schedule=schedule,
                            save_to=config.paths.model / "full-finetune", quiet=quiet)[0]
 
 
-def _select_logreg(features: dict, splits, seed: int):
+def _select_logreg(features: dict, splits, seed: int, start: float):
     """The logistic regression on features["train"] with the best validation macro-F1 over C_GRID (the smaller C on
-    a tie), and the train section's selection: the chosen C, its score, every C's scores."""
+    a tie), and its train section: time since start (choosing C included), no epochs, the chosen C, all C's scores."""
     y_train, y_validation = (np.asarray(splits[name]["label"]) for name in ("train", "validation"))
     best, history = None, []
     for c in C_GRID:
@@ -137,13 +128,10 @@ def _select_logreg(features: dict, splits, seed: int):
                         "eval_f1_macro": f1_score(y_validation, predicted, average="macro", zero_division=0)})
         if best is None or history[-1]["eval_f1_macro"] > history[best]["eval_f1_macro"]:
             best, chosen = len(history) - 1, classifier
-    return chosen, {"C": C_GRID[best], "best_validation_f1_macro": history[best]["eval_f1_macro"], "history": history}
-
-
-def _train_section(seconds: float, examples: int, selection: dict) -> dict:
-    """training.train's section for a fit with no epochs (a full-batch solver); the time includes choosing C."""
-    return {"seconds": round(seconds, 3), "examples_per_second": round(examples / seconds, 2), "epochs": None,
-            **selection}
+    seconds = time.perf_counter() - start
+    return chosen, {"seconds": round(seconds, 3), "examples_per_second": round(len(y_train) / seconds, 2),
+                    "epochs": None, "C": C_GRID[best], "best_validation_f1_macro": history[best]["eval_f1_macro"],
+                    "history": history}
 
 
 def _logreg_params(classifier) -> dict:
@@ -151,11 +139,13 @@ def _logreg_params(classifier) -> dict:
     return {"trainable": trainable, "total": trainable}
 
 
-def _record(kind: str, splits, config: Config, predictions, params: dict, info: dict, resources: dict, build) -> dict:
-    """Save what reuse needs under model/<kind>/ (build fills the folder), measure it, and build the test record."""
+def _record(kind: str, splits, config: Config, predictions, params: dict, info: dict | None, resources: dict,
+            build=None) -> dict:
+    """The test record, with what reuse needs saved under model/<kind>/ by build (None: nothing saved) and measured."""
     target = config.paths.model / kind
-    on_main_process(replace_dir_atomic, build, target)
-    resources["saved_mb"] = folder_mb(target)
+    if build is not None:
+        on_main_process(replace_dir_atomic, build, target)
+    resources["saved_mb"] = folder_mb(target) if build is not None else 0.0
     return record(kind, kind, config.untrained(), data.labels_of(splits), "test", np.array(splits["test"]["label"]),
                   np.asarray(predictions), params, info, resources)
 

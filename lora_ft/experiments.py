@@ -34,10 +34,9 @@ COSTS = (("train", "seconds"), ("train", "examples_per_second"), ("resources", "
 class Experiment:
     """One run of a grid: the record's name, the settings it changes from the grid's Config, its seed (or draw);
     recipe: settings outside Config a record keeps (SetFit's); method and per_class: a learning curve's point;
-    examples: the size of the training split the Trainer gets, which the budget rule reads (Config.budget); None
-    for a run that takes no optimizer steps (Config.untrained) or whose changes resolve the budget already (a seed
-    re-runs its record's settings); classes: how many classes those examples spread over, where few enough per class
-    for the rule to train contrastively (a learning curve's small points); None: too many for it."""
+    examples: the Trainer's training split size, which the budget rule reads (Config.budget), None for a run with no
+    optimizer steps (Config.untrained) or whose changes resolve the budget already (a seed's re-run); classes: those
+    examples' classes where few enough per class for the rule to train contrastively (a curve's small points)."""
 
     name: str
     changes: dict = field(default_factory=dict)
@@ -157,11 +156,8 @@ def sweep(config: Config, log=print, **changes) -> dict[str, dict]:
     grid = sweep_grid(**{**settings, "train_size": len(splits["train"])})
     log(f"{len(grid)} configurations, {len(splits['train']):,} training examples each")
 
-    def train(experiment, settings):
-        return train_and_score(settings, splits, experiment.name, schedule=NO_VALIDATION, per_example=True,
-                               quiet=True)[0]
-
-    return run(grid, config, config.paths.results, train, log)
+    return run(grid, config, config.paths.results, lambda experiment, settings: train_and_score(
+        settings, splits, experiment.name, schedule=NO_VALIDATION, per_example=True, quiet=True)[0], log)
 
 
 # ---- the recipes (notebook 08, declared in lora_ft.grids): each seed in a fresh process so peak memory compares
@@ -268,7 +264,7 @@ def curve_grid(config: Config, methods=curves.METHODS, per_class=curves.PER_CLAS
                classes: int, train_examples: int, log=print) -> list[Experiment]:
     """Every method x n x draw with its settings (curves.changes), but those above a cap."""
     points = []
-    for method, n in ((m, n) for m in methods for n in per_class):
+    for method, n in itertools.product(methods, per_class):
         if curves.above_cap(method, n, log):
             continue
         recipe = curves.setfit_recipe(config) if method == "setfit" else None
@@ -291,8 +287,8 @@ def learning_curves(config: Config, methods=curves.METHODS, per_class=curves.PER
 
     def train(point: Experiment, settings: Config) -> dict:
         headline = results.path_of(config.paths.results, point.method, point.seed)  # reused at "all" if the same
-        made = results.finished(headline, point.wanted(settings)) if point.per_class is None and \
-            point.method in curves.HEADLINE else None
+        at_all = point.per_class is None and point.method in curves.HEADLINE
+        made = results.finished(headline, point.wanted(settings)) if at_all else None
         if made is not None:
             made = {**made, "reused_from": str(headline.relative_to(config.paths.results.parent))}
         else:
@@ -306,10 +302,9 @@ def learning_curves(config: Config, methods=curves.METHODS, per_class=curves.PER
 
 
 def train_point(method: str, drawn, config: Config, members: int = 1) -> dict:
-    """method trained on drawn["train"] and tested; only the record is kept. Without early stopping validations
-    choose nothing, so the Trainer's methods skip them, as the recipes' grid does; but on the whole split ("all") a
-    method trains as the headline runs reused there did (with validations, which change the weights:
-    docs/which-lora.md), so that the two pair. members > 1: an ensemble of that many LoRA runs (ensemble)."""
+    """method trained on drawn["train"] and its test record (members > 1: an ensemble of that many LoRA runs)."""
+    # without early stopping, validations choose nothing and are skipped (as in the recipes' grid); at "all" a method
+    # trains as the headline runs reused there did, so the two pair (validations change weights: docs/which-lora.md)
     skip = config.early_stopping_patience == 0 and config.train_size is not None
     schedule = NO_VALIDATION if skip or method in curves.FIXED_STEPS else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -335,13 +330,12 @@ MEMBER_SEEDS = 1000  # member k of an ensemble trains with seed config.seed + k 
 
 
 def ensemble(config: Config, splits, members: int, schedule: dict | None = None, save_to: Path | None = None) -> dict:
-    """members LoRA runs of config on splits["train"] that differ only in their training seed, scored on
-    splits["test"] together: each test example gets the class with the highest mean probability over the members
-    (an ensemble of adapters on one base, as in Wang et al. 2023, "LoRA ensembles for large language model
-    fine-tuning"). The record is member 0's, with the ensemble's predictions and the members' summed training time;
-    its "recipe" keeps the number of members, and train.members each member's own test accuracy. save_to: a folder
-    for the members' adapters (member-0, member-1, ...), which multitask.Tasks serves from one base: the mean of
-    its probabilities over the members predicts as the record does (docs/data-efficiency.md)."""
+    """members LoRA runs of config on splits["train"], differing only in their training seed, scored on splits["test"]
+    together: each example gets the class of highest mean probability over the members (Wang et al. 2023, "LoRA
+    ensembles for large language model fine-tuning"). The record is member 0's with the ensemble's predictions, the
+    members' summed training time, "recipe": the number of members, train.members: each member's test accuracy.
+    save_to: a folder for the members' adapters (member-0, member-1, ...), which multitask.Tasks serves from one base:
+    the members' mean probability predicts as the record does (docs/data-efficiency.md)."""
     labels, test = data.labels_of(splits), splits["test"]
     made, probabilities = [], []
     for k in range(members):

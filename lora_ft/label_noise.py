@@ -4,6 +4,7 @@ Every step keeps what it measured (suspects files, detection tables, run records
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def detections(train: Dataset, config: Config, rates, flip_seeds, detectors, fol
     done = pd.read_csv(target) if target.exists() else pd.DataFrame()
     rows, features = done.to_dict("records"), None
     kind = "confusable" if towards else "random"
-    for detector, rate, draw in ((d, r, s) for d in detectors for r in rates for s in flip_seeds):
+    for detector, rate, draw in itertools.product(detectors, rates, flip_seeds):
         kept = suspects_file(folder, name, detector, kind, rate, draw)
         if kept.exists() and any(r["detector"] == detector and r["rate"] == rate and r["flip_seed"] == draw
                                  for r in rows):
@@ -105,9 +106,8 @@ def detections(train: Dataset, config: Config, rates, flip_seeds, detectors, fol
 
 def treatments(name: str, splits: DatasetDict, config: Config, noisy, found: pd.DataFrame, seeds, folder: Path,
                recipe: dict, labels=(*TREATMENTS, "clean"), log=print) -> dict[str, dict]:
-    """LoRA trained on each treatment of the noisy labels (TREATMENTS) and on the clean ones ("clean": the split's own
-    labels), with each seed, scored on the test split: records <name>-<labels> in folder, skipped when finished;
-    recipe (how the noise and the suspects were made) goes into every record. Summaries by name."""
+    """LoRA on each treatment of the noisy labels (TREATMENTS) and on the clean ones, with each seed: test records
+    <name>-<labels> in folder (finished ones skipped) keeping recipe (how noise and suspects were made); summaries."""
     grid = [Experiment(f"{name}-{how}", seed=seed, recipe={**recipe, "labels": how}, examples=len(splits["train"]))
             for how in labels for seed in seeds]
 

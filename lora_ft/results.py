@@ -85,9 +85,7 @@ def settings(record: dict) -> dict:
     their defaults), plus its "recipe" (settings outside Config, e.g. SetFit's) where it has one."""
     made = {**BEFORE_SETTINGS, **record["config"], "smoke": record["meta"]["smoke"]}
     found = config_settings(Config(**made))
-    if "recipe" in record:
-        found["recipe"] = record["recipe"]
-    return found
+    return found if "recipe" not in record else {**found, "recipe": record["recipe"]}
 
 
 def finished(path: Path, wanted: dict) -> dict | None:

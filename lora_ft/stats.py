@@ -76,13 +76,13 @@ class Paired:
         """Two-sided p of Student's paired t test (scipy), for readers who want one; the verdict uses the rule."""
         if self.n < 2 or self.standard_error == 0:
             return math.nan
-        return float(scipy_stats.ttest_rel([*self.differences], [0.0] * self.n).pvalue)
+        return float(scipy_stats.ttest_1samp(self.differences, 0.0).pvalue)
 
     def __str__(self) -> str:
+        said = f"{self.a} vs {self.b}: {self.amount} points of {self.metric}"
         if self.n < 2:
-            return f"{self.a} vs {self.b}: {self.difference:+.2f} points of {self.metric} ({self.verdict})"
-        return (f"{self.a} vs {self.b}: {self.difference:+.2f} ± {self.standard_error:.2f} points of {self.metric} "
-                f"(paired over {self.n}, {self.a} ahead in {self.wins} of {self.n}), {self.verdict}")
+            return f"{said} ({self.verdict})"
+        return f"{said} (paired over {self.n}, {self.a} ahead in {self.wins} of {self.n}), {self.verdict}"
 
 
 def paired(a: dict, b: dict, name_a: str = "a", name_b: str = "b", metric: str = "accuracy") -> Paired:
